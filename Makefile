@@ -1,0 +1,44 @@
+# Two entry points (see README): `make demo` runs the main job, `make test` runs every check.
+# Each creates or reuses .venv, installs torch==2.13.0 first (the CPU build), then the project.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.isr-installed
+
+.PHONY: setup demo test lint typecheck pytest bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/isr demo --workdir demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy cannot follow the editable install's package-dir mapping, so it checks a tree of links
+# that lays the folders out as the installed `isr` package.
+typecheck: $(STAMP)
+	rm -rf build/typecheck && mkdir -p build/typecheck/isr
+	for f in isr/*.py; do ln -s ../../../$$f build/typecheck/isr/; done
+	for p in plugin encoders ingest eval; do ln -s ../../../$$p build/typecheck/isr/$$p; done
+	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p isr
+
+pytest: $(STAMP)
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/python eval/bench_engine.py
+
+clean:
+	rm -rf build demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,144 @@
+"""The typed record every encoder produces and every backend consumes.
+
+Entry point: :class:`Encoded`, a batch of B encoded items (images or texts).
+The engine (``isr.plugin``) depends on the encoders only through this record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from isr.errors import InvalidInput
+
+__all__ = ["Encoded", "Keywords"]
+
+
+@dataclass(frozen=True)
+class Keywords:
+    """Ranked keyword labels of one item, best first, with their probabilities."""
+
+    labels: tuple[str, ...]
+    probs: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.labels) != len(self.probs):
+            raise InvalidInput(
+                f"keywords: {len(self.labels)} labels but {len(self.probs)} probabilities"
+            )
+        for label in self.labels:
+            if not isinstance(label, str) or not label:
+                raise InvalidInput(f"keywords: label {label!r} is not a non-empty string")
+        if len(set(self.labels)) != len(self.labels):
+            raise InvalidInput(f"keywords: duplicate labels in {self.labels}")
+        if not all(np.isfinite(p) for p in self.probs):
+            raise InvalidInput(f"keywords: probabilities must be finite, got {self.probs}")
+
+    def top(self, r: int) -> tuple[str, ...]:
+        return self.labels[:r]
+
+    @classmethod
+    def none(cls) -> Keywords:
+        return cls((), ())
+
+
+def _l2_normalise(x: np.ndarray, what: str, valid: np.ndarray | None = None) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    zero = norms[..., 0] == 0
+    if valid is not None:
+        zero &= valid
+    if zero.any():
+        where = np.argwhere(zero)[0].tolist()
+        raise InvalidInput(f"{what}: vector at index {where} has zero norm")
+    return (x / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """B encoded items.
+
+    fast:      (B, d_fast) float32, L2-normalised single vector (the fast model F).
+    fragments: (B, n, d) float32, L2-normalised fragments (the base model B).
+    mask:      (B, n) bool, True where a fragment is real.
+    keywords:  B ranked keyword lists (labels + probabilities).
+
+    Construction validates shapes and values (finite, non-zero norms, at least one
+    fragment per item) and L2-normalises vectors, so a backend can trust it.
+    """
+
+    fast: np.ndarray
+    fragments: np.ndarray
+    mask: np.ndarray
+    keywords: tuple[Keywords, ...]
+
+    def __post_init__(self) -> None:
+        fast = np.asarray(self.fast)
+        frags = np.asarray(self.fragments)
+        mask = np.asarray(self.mask)
+        if fast.ndim != 2:
+            raise InvalidInput(f"fast: expected shape (B, d_fast), got {fast.shape}")
+        if frags.ndim != 3:
+            raise InvalidInput(f"fragments: expected shape (B, n, d), got {frags.shape}")
+        b = fast.shape[0]
+        if frags.shape[0] != b:
+            raise InvalidInput(f"fragments: batch size {frags.shape[0]} != fast batch size {b}")
+        if mask.shape != frags.shape[:2]:
+            raise InvalidInput(f"mask: expected shape {frags.shape[:2]}, got {mask.shape}")
+        if len(self.keywords) != b:
+            raise InvalidInput(f"keywords: {len(self.keywords)} lists for a batch of {b}")
+        if fast.shape[1] == 0 or frags.shape[1] == 0 or frags.shape[2] == 0:
+            raise InvalidInput(f"empty dimension in fast {fast.shape} or fragments {frags.shape}")
+        mask = mask.astype(bool)
+        if b and not mask.any(axis=1).all():
+            i = int(np.argmin(mask.any(axis=1)))
+            raise InvalidInput(f"mask: item {i} has no fragments")
+        if not np.isfinite(fast).all():
+            i = int(np.argwhere(~np.isfinite(fast))[0, 0])
+            raise InvalidInput(f"fast: item {i} has NaN or inf values")
+        bad = ~np.isfinite(frags).all(axis=2) & mask
+        if bad.any():
+            i = int(np.argwhere(bad)[0, 0])
+            raise InvalidInput(f"fragments: item {i} has NaN or inf values")
+        frags = np.where(mask[..., None], frags, 0.0)
+        object.__setattr__(self, "fast", _l2_normalise(fast, "fast"))
+        object.__setattr__(self, "fragments", _l2_normalise(frags, "fragments", mask))
+        object.__setattr__(self, "mask", mask)
+        object.__setattr__(self, "keywords", tuple(self.keywords))
+
+    def __len__(self) -> int:
+        return int(self.fast.shape[0])
+
+    def __getitem__(self, i: int | slice) -> Encoded:
+        sl = slice(i, i + 1) if isinstance(i, int) else i
+        kw = self.keywords[sl]
+        return Encoded(self.fast[sl], self.fragments[sl], self.mask[sl], kw)
+
+    @property
+    def d_fast(self) -> int:
+        return int(self.fast.shape[1])
+
+    @property
+    def d_frag(self) -> int:
+        return int(self.fragments.shape[2])
+
+    @property
+    def n_frags(self) -> int:
+        return int(self.fragments.shape[1])
+
+    @classmethod
+    def concat(cls, parts: list[Encoded]) -> Encoded:
+        if not parts:
+            raise InvalidInput("concat: no parts")
+        n = max(p.n_frags for p in parts)
+
+        def pad(x: np.ndarray, value: float | bool) -> np.ndarray:
+            widths = [(0, 0), (0, n - x.shape[1])] + [(0, 0)] * (x.ndim - 2)
+            return np.pad(x, widths, constant_values=value)
+
+        return cls(
+            np.concatenate([p.fast for p in parts]),
+            np.concatenate([pad(p.fragments, 0.0) for p in parts]),
+            np.concatenate([pad(p.mask, False) for p in parts]),
+            tuple(k for p in parts for k in p.keywords),
+        )

@@ -1,0 +1,79 @@
+"""Recall and latency of each pipeline ablation on an index with known ground truth.
+
+Entry point: :func:`run_ablations`, used by `isr demo` and the engine benchmark.
+Latency is the pipeline's own (query encoding excluded); recall@k counts a query as found
+when its ground-truth id is among the top k.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from isr.encoders.record import Encoded
+from isr.plugin.index import EmbeddedIndex
+from isr.plugin.pipeline import ABLATIONS, SearchOptions, search
+
+__all__ = ["AblationRow", "run_ablations"]
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    name: str
+    recall_1: float
+    recall_10: float
+    p50_ms: float
+    p95_ms: float
+    admitted: float  # mean share of the gallery the filters admitted
+    relaxed: float  # share of queries whose keyword filter was relaxed
+    hits: tuple[tuple[str, ...], ...]  # top ids per query, for agreement checks
+
+
+def run_ablations(
+    index: EmbeddedIndex,
+    queries: Encoded,
+    truth: Sequence[str],
+    base: SearchOptions | None = None,
+    names: Sequence[str] = tuple(ABLATIONS),
+    progress: bool = True,
+) -> list[AblationRow]:
+    base = base or SearchOptions()
+    out = []
+    for name in names:
+        opt = SearchOptions.for_ablation(
+            name,
+            size=max(base.size, 10),
+            num_candidates=base.num_candidates,
+            rerank_window=base.rerank_window,
+            keywords=base.keywords,
+            exact_threshold=base.exact_threshold,
+            with_source=False,
+        )
+        search(index, queries[0], opt)  # warm-up (first-call allocations, thread pools)
+        ms, r1, r10, adm, rel, tops = [], 0, 0, [], 0, []
+        for i in tqdm(range(len(queries)), desc=f"{name:>20}", disable=not progress, unit="q"):
+            res = search(index, queries[i], opt)
+            ids = [h.id for h in res.hits]
+            ms.append(res.profile.took_ms)
+            r1 += truth[i] in ids[:1]
+            r10 += truth[i] in ids[:10]
+            adm.append(res.total / max(res.profile.gallery, 1))
+            rel += res.profile.relaxed
+            tops.append(tuple(ids[:10]))
+        n = len(queries)
+        out.append(
+            AblationRow(
+                name,
+                r1 / n,
+                r10 / n,
+                float(np.percentile(ms, 50)),
+                float(np.percentile(ms, 95)),
+                float(np.mean(adm)),
+                rel / n,
+                tuple(tops),
+            )
+        )
+    return out

@@ -1,0 +1,3 @@
+"""isr: text-to-image search with Inflate-and-Shrink and keyword pre-screening."""
+
+__version__ = "0.1.0"

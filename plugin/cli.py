@@ -1,0 +1,209 @@
+"""The `isr` command line. Each command parses arguments, builds a config and calls one
+library function; errors of isr's own kinds become a one-line message and exit status 2.
+
+Entry point: :func:`main` (console script `isr`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from isr.errors import IsrError
+
+__all__ = ["main"]
+
+
+class IsrGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IsrError as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+
+
+@click.group(cls=IsrGroup)
+@click.version_option(package_name="isr")
+def main() -> None:
+    """isr: text-to-image search with late interaction and keyword pre-screening."""
+
+
+@main.group(cls=IsrGroup)
+def index() -> None:
+    """Create, inspect or delete an embedded index."""
+
+
+@index.command("create")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--d-fast", type=int, required=True, help="Dims of the fast vector.")
+@click.option("--d-frag", type=int, required=True, help="Dims of a fragment.")
+@click.option(
+    "--max-frags",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Fragments kept per document (1-64).",
+)
+@click.option(
+    "--codec", type=click.Choice(["fp32", "fp16", "sq8"]), default="fp16", show_default=True
+)
+@click.option(
+    "--modality", type=click.Choice(["image", "text"]), default="image", show_default=True
+)
+@click.option(
+    "--r-i", type=int, default=15, show_default=True, help="Keywords stored per document."
+)
+@click.option("--hnsw-m", type=int, default=32, show_default=True)
+@click.option("--ef-construction", type=int, default=200, show_default=True)
+@click.option("--ef-search", type=int, default=128, show_default=True)
+@click.option(
+    "--fast-storage", type=click.Choice(["flat", "sq8"]), default="flat", show_default=True
+)
+def index_create(path: Path, **kw: Any) -> None:
+    """Create an empty index at PATH."""
+    from isr.plugin.index import EmbeddedIndex
+    from isr.plugin.manifest import IndexConfig
+
+    config = IndexConfig(
+        d_fast=kw["d_fast"],
+        d_frag=kw["d_frag"],
+        max_frags=kw["max_frags"],
+        codec=kw["codec"],
+        modality=kw["modality"],
+        r_i=kw["r_i"],
+        hnsw_m=kw["hnsw_m"],
+        hnsw_ef_construction=kw["ef_construction"],
+        hnsw_ef_search=kw["ef_search"],
+        fast_storage=kw["fast_storage"],
+    )
+    EmbeddedIndex.create(path, config).close()
+    click.echo(f"created {path}")
+
+
+@index.command("stats")
+@click.argument("path", type=click.Path(path_type=Path))
+def index_stats(path: Path) -> None:
+    """Print the statistics of the index at PATH as JSON."""
+    from isr.plugin.index import EmbeddedIndex
+
+    with EmbeddedIndex.open(path, readonly=True) as idx:
+        click.echo(json.dumps(idx.stats(), indent=2))
+
+
+@index.command("delete")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def index_delete(path: Path, yes: bool) -> None:
+    """Delete the index at PATH (the whole directory)."""
+    from isr.plugin.index import EmbeddedIndex
+
+    if not yes:
+        click.confirm(f"delete the index at {path}?", abort=True)
+    EmbeddedIndex.destroy(path)
+    click.echo(f"deleted {path}")
+
+
+@main.command("search")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--query",
+    "query_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Encoded query (.json or .npz).",
+)
+@click.option("--size", type=int, default=10, show_default=True)
+@click.option("--num-candidates", type=int, default=1000, show_default=True)
+@click.option("--rerank-window", type=int, default=200, show_default=True)
+@click.option(
+    "--r-t", type=int, default=3, show_default=True, help="Query keywords used by the screen."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["any", "all", "minimum_should_match"]),
+    default="any",
+    show_default=True,
+)
+@click.option("--minimum-should-match", type=int, default=1, show_default=True)
+@click.option(
+    "--ablation",
+    type=click.Choice(
+        ["fast", "keywords+fast", "full", "fast+rerank", "exhaustive", "keywords+exhaustive"]
+    ),
+    default="full",
+    show_default=True,
+)
+@click.option(
+    "--filter",
+    "filter_json",
+    default=None,
+    help="Elasticsearch filter DSL as JSON (term, terms, range, bool).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def search_cmd(
+    path: Path, query_file: Path, filter_json: str | None, as_json: bool, **kw: Any
+) -> None:
+    """Search the index at PATH with an encoded query."""
+    from dataclasses import asdict
+
+    from isr.errors import InvalidInput
+    from isr.eval.report import markdown_table
+    from isr.plugin.index import EmbeddedIndex
+    from isr.plugin.pipeline import KeywordOptions, SearchOptions, search
+    from isr.plugin.queryfile import load_query
+
+    try:
+        filt = json.loads(filter_json) if filter_json else None
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"--filter: not valid JSON ({e})") from e
+    options = SearchOptions.for_ablation(
+        kw["ablation"],
+        size=kw["size"],
+        num_candidates=kw["num_candidates"],
+        rerank_window=kw["rerank_window"],
+        keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
+        filter=filt,
+    )
+    query = load_query(query_file)
+    with EmbeddedIndex.open(path, readonly=True) as idx:
+        result = search(idx, query, options)
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+        return
+    rows = [
+        [
+            h.id,
+            h.score,
+            h.fast_score,
+            h.maxsim_score if h.maxsim_score is not None else "-",
+            ",".join(h.keywords_matched),
+        ]
+        for h in result.hits
+    ]
+    click.echo(markdown_table(["id", "score", "fast", "max-sim", "keywords matched"], rows, 4))
+    p = result.profile
+    click.echo(
+        "; ".join(f"{s.name}: {s.ms:.2f} ms, {s.count}" for s in p.stages)
+        + f"; total {p.took_ms:.2f} ms"
+    )
+    if p.relaxed:
+        click.echo(f"keyword filter relaxed: {p.relax_reason}")
+
+
+@main.command("demo")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
+@click.option("--docs", "n_docs", type=int, default=20_000, show_default=True)
+@click.option("--queries", "n_queries", type=int, default=200, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(workdir: Path, n_docs: int, n_queries: int, seed: int) -> None:
+    """Run the main job on the embedded default: build, search, compare the pipelines."""
+    from isr.plugin.demo import run_demo
+
+    run_demo(workdir, n_docs=n_docs, n_queries=n_queries, seed=seed)
+
+
+if __name__ == "__main__":
+    main()

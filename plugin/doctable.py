@@ -1,0 +1,159 @@
+"""The document table: external id <-> internal row, `_source`, tombstones, committed state.
+
+Entry point: :class:`DocTable`. One sqlite3 database (WAL, synchronous=FULL) per index.
+Its `meta` rows (generation, n_rows, field mapping) are the index's commit point: a
+sqlite COMMIT makes a batch visible, and every other file is reconciled against it on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isr.errors import CorruptIndex
+
+__all__ = ["DocTable"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS docs (
+    row INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    source TEXT,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS docs_live_id ON docs(id) WHERE deleted = 0;
+CREATE TABLE IF NOT EXISTS terms (tid INTEGER PRIMARY KEY, term TEXT NOT NULL UNIQUE);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class DocTable:
+    """sqlite-backed table of documents. Writes happen in one open transaction per batch."""
+
+    FILE = "docs.sqlite"
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        file = path / self.FILE
+        if readonly:
+            uri = f"file:{file}?mode=ro"
+            self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            self.db = sqlite3.connect(file, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        self.readonly = readonly
+        self._in_tx = False
+
+    # -- committed state ---------------------------------------------------------------
+    def meta(self) -> dict[str, Any]:
+        try:
+            rows = self.db.execute("SELECT key, value FROM meta").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise CorruptIndex(f"document table unreadable: {e}") from e
+        return {k: json.loads(v) for k, v in rows}
+
+    def set_meta(self, **values: Any) -> None:
+        self._begin()
+        self.db.executemany(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+            [(k, json.dumps(v)) for k, v in values.items()],
+        )
+
+    # -- transactions --------------------------------------------------------------------
+    def _begin(self) -> None:
+        if not self._in_tx:
+            self.db.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+
+    def commit(self) -> None:
+        if self._in_tx:
+            self.db.execute("COMMIT")
+            self._in_tx = False
+
+    def rollback(self) -> None:
+        if self._in_tx:
+            self.db.execute("ROLLBACK")
+            self._in_tx = False
+
+    # -- writes --------------------------------------------------------------------------
+    def insert(
+        self, rows: Sequence[int], ids: Sequence[str], sources: Sequence[str | None]
+    ) -> None:
+        self._begin()
+        self.db.executemany(
+            "INSERT INTO docs(row, id, source) VALUES (?, ?, ?)", zip(rows, ids, sources)
+        )
+
+    def tombstone(self, rows: Sequence[int]) -> None:
+        self._begin()
+        self.db.executemany("UPDATE docs SET deleted = 1 WHERE row = ?", [(int(r),) for r in rows])
+
+    def drop_rows_from(self, n_rows: int) -> int:
+        """Remove rows >= n_rows (never committed through meta); returns how many."""
+        self._begin()
+        cur = self.db.execute("DELETE FROM docs WHERE row >= ?", (n_rows,))
+        return cur.rowcount
+
+    def term_ids(self, terms: Sequence[str], create: bool) -> dict[str, int]:
+        """Integer ids of keyword terms; with create, unseen terms get new ids."""
+        out: dict[str, int] = {}
+        for term in terms:
+            got = self.db.execute("SELECT tid FROM terms WHERE term = ?", (term,)).fetchone()
+            if got is None and create:
+                self._begin()
+                got = (self.db.execute("INSERT INTO terms(term) VALUES (?)", (term,)).lastrowid,)
+            if got is not None:
+                out[term] = int(got[0])
+        return out
+
+    def terms(self) -> dict[int, str]:
+        return {int(t): s for t, s in self.db.execute("SELECT tid, term FROM terms")}
+
+    # -- reads ---------------------------------------------------------------------------
+    def live_rows(self, ids: Sequence[str]) -> dict[str, int]:
+        """Rows of the live documents among `ids` (absent ids are left out)."""
+        out: dict[str, int] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT id, row FROM docs WHERE deleted = 0 AND id IN ({marks})"
+            out.update({d: int(r) for d, r in self.db.execute(q, chunk)})
+        return out
+
+    def docs_at(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+        """row -> (id, source JSON or None)."""
+        out: dict[int, tuple[str, str | None]] = {}
+        for i in range(0, len(rows), 500):
+            chunk = [int(r) for r in rows[i : i + 500]]
+            marks = ",".join("?" * len(chunk))
+            q = f"SELECT row, id, source FROM docs WHERE row IN ({marks})"
+            out.update({int(r): (d, s) for r, d, s in self.db.execute(q, chunk)})
+        return out
+
+    def deleted_rows(self) -> np.ndarray:
+        got = self.db.execute("SELECT row FROM docs WHERE deleted = 1").fetchall()
+        return np.array([r for (r,) in got], dtype=np.int64)
+
+    def iter_sources(self, batch: int = 10_000) -> Iterator[tuple[int, str]]:
+        cur = self.db.execute("SELECT row, source FROM docs WHERE source IS NOT NULL ORDER BY row")
+        while chunk := cur.fetchmany(batch):
+            yield from chunk
+
+    def iter_live_ids(self, batch: int = 10_000) -> Iterator[str]:
+        cur = self.db.execute("SELECT id FROM docs WHERE deleted = 0 ORDER BY row")
+        while chunk := cur.fetchmany(batch):
+            yield from (d for (d,) in chunk)
+
+    def count(self, deleted: bool) -> int:
+        q = "SELECT COUNT(*) FROM docs WHERE deleted = ?"
+        return int(self.db.execute(q, (int(deleted),)).fetchone()[0])
+
+    def close(self) -> None:
+        self.rollback()
+        self.db.close()

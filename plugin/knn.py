@@ -1,0 +1,156 @@
+"""The fast-vector index: FAISS HNSW over L2-normalised vectors (inner product), filtered.
+
+Entry point: :class:`FastIndex`. The float32 vectors live in an append-only row file (the
+source of truth); the HNSW graph is derived from it, snapshotted to `hnsw.faiss` now and
+then, and caught up from the row file on open. A filtered search passes FAISS an
+IDSelectorBitmap built from the admitted rows; when the filter admits few rows, or HNSW
+returns fewer than k, the admitted rows are scored exactly instead (as Lucene does).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from pyroaring import BitMap
+
+from isr.errors import CorruptIndex
+from isr.plugin.manifest import IndexConfig
+from isr.plugin.rowfile import RowFile
+
+__all__ = ["FastIndex", "KnnResult"]
+
+
+@dataclass(frozen=True)
+class KnnResult:
+    rows: np.ndarray  # (k',) int64, best first
+    scores: np.ndarray  # (k',) float32
+    method: str  # "hnsw", "hnsw+exact" or "exact"
+
+
+def _new_hnsw(config: IndexConfig) -> faiss.Index:
+    d, m = config.d_fast, config.hnsw_m
+    if config.fast_storage == "sq8":
+        index = faiss.IndexHNSWSQ(
+            d, faiss.ScalarQuantizer.QT_8bit_uniform, m, faiss.METRIC_INNER_PRODUCT
+        )
+        # components of unit vectors lie in [-1, 1]: fix the range rather than learn it
+        index.train(np.stack([-np.ones(d, np.float32), np.ones(d, np.float32)]))
+    else:
+        index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config.hnsw_ef_construction
+    return index
+
+
+def _topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (ties broken by position)."""
+    if k < scores.shape[0]:
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(scores.shape[0])
+    return part[np.lexsort((part, -scores[part]))]
+
+
+class FastIndex:
+    VECTORS = "fast.f32"
+    HNSW = "hnsw.faiss"
+
+    def __init__(self, path: Path, config: IndexConfig, n_rows: int, readonly: bool = False):
+        self.path = path
+        self.config = config
+        self.readonly = readonly
+        self.vectors = RowFile(path / self.VECTORS, np.float32, (config.d_fast,), n_rows, readonly)
+        self.hnsw = self._load_hnsw(n_rows)
+        self.published = 0
+        self.publish(n_rows)
+        self.snapshot_rows = self.hnsw.ntotal if (path / self.HNSW).exists() else 0
+
+    def _load_hnsw(self, n_rows: int) -> faiss.Index:
+        file = self.path / self.HNSW
+        if file.exists():
+            try:
+                index = faiss.read_index(str(file))
+            except RuntimeError as e:
+                raise CorruptIndex(f"{file}: unreadable FAISS index ({e})") from e
+            if index.d == self.config.d_fast and index.ntotal <= n_rows:
+                return index
+        # no snapshot, or one ahead of the committed rows: rebuild from the vectors
+        return _new_hnsw(self.config)
+
+    # -- writes --------------------------------------------------------------------------
+    def append(self, x: np.ndarray) -> None:
+        self.vectors.append(x)  # (B, d_fast)
+
+    def publish(self, n_rows: int) -> None:
+        """Add committed rows [ntotal, n_rows) to the HNSW graph, making them searchable."""
+        start = self.hnsw.ntotal
+        if n_rows > start:
+            view = self.vectors.view()
+            for i in range(start, n_rows, 65_536):
+                self.hnsw.add(np.ascontiguousarray(view[i : min(i + 65_536, n_rows)]))
+        self.published = n_rows
+
+    def snapshot(self) -> None:
+        """Persist the graph atomically (a crash keeps the previous snapshot)."""
+        tmp = self.path / (self.HNSW + ".tmp")
+        faiss.write_index(self.hnsw, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path / self.HNSW)
+        self.snapshot_rows = self.hnsw.ntotal
+
+    # -- reads ---------------------------------------------------------------------------
+    def search(
+        self,
+        q: np.ndarray,
+        k: int,
+        ef: int,
+        allowed: BitMap | None,
+        exact_threshold: int,
+    ) -> KnnResult:
+        """Top-k rows by inner product with q (d_fast,), restricted to `allowed` when given."""
+        n = self.published
+        if allowed is not None and len(allowed) <= max(k, exact_threshold):
+            return self.exact(q, k, allowed)
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(ef, k)
+        bitmap = None
+        if allowed is not None:
+            mask = np.zeros(n, dtype=bool)
+            mask[np.asarray(allowed.to_array(), dtype=np.int64)] = True
+            bitmap = np.packbits(mask, bitorder="little")
+            params.sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
+        D, I = self.hnsw.search(q.reshape(1, -1).astype(np.float32), k, params=params)
+        del bitmap  # the selector points into it; keep it alive until the search returned
+        found = I[0] >= 0
+        rows, scores = I[0][found].astype(np.int64), D[0][found].astype(np.float32)
+        expected = min(k, n if allowed is None else len(allowed))
+        if rows.shape[0] < expected:
+            res = self.exact(q, k, allowed)
+            return KnnResult(res.rows, res.scores, "hnsw+exact")
+        return KnnResult(rows, scores, "hnsw")
+
+    def exact(self, q: np.ndarray, k: int, allowed: BitMap | None) -> KnnResult:
+        view = self.vectors.view()[: self.published]
+        if allowed is None:
+            rows = np.arange(view.shape[0], dtype=np.int64)
+            scores = view @ q
+        else:
+            rows = np.asarray(allowed.to_array(), dtype=np.int64)
+            scores = view[rows] @ q if rows.size else np.empty(0, np.float32)
+        top = _topk(scores, k)
+        return KnnResult(rows[top], scores[top].astype(np.float32), "exact")
+
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.vectors.view()[rows])  # (C, d_fast)
+
+    def nbytes(self) -> dict[str, int]:
+        file = self.path / self.HNSW
+        graph = file.stat().st_size if file.exists() else 0
+        return {"fast_vectors": self.vectors.nbytes(), "hnsw": graph}
+
+    def close(self) -> None:
+        self.vectors.close()

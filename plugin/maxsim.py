@@ -1,0 +1,202 @@
+"""The late-interaction scorer of Inflate-and-Shrink (Eq. 5): s(q, d) = sum_i max_j q_i . d_j.
+
+Entry points: :func:`maxsim` (the torch kernel) and :class:`MaxSimScorer` (numpy in, numpy out;
+chunked scoring of given fragments, and exhaustive top-k over a :class:`FragmentStore`).
+
+i runs over the query's real fragments and j over the document's real fragments. With
+L2-normalised fragments q_i . d_j is the cosine of the paper. The kernel is one GEMM over every
+fragment of every candidate, (C*n, d) @ (d, nq), so its speed is the BLAS / cuBLAS speed; the
+max over j and the sum over i are two reductions of the (C, n, nq) result.
+
+On CUDA the store's compact codes are copied to the device and decoded there
+(:meth:`FragmentCodec.decode_torch`), so only code bytes cross PCIe. CPU and CUDA run the same
+float32 arithmetic (no TF32 unless the caller enables it globally), so they give the same ranking
+up to float rounding of near-ties.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from isr.errors import InvalidInput
+from isr.plugin.fragments import FragmentStore
+
+__all__ = ["MaxSimScorer", "maxsim"]
+
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def maxsim(
+    q: torch.Tensor,
+    q_mask: torch.Tensor,
+    docs: torch.Tensor,
+    doc_mask: torch.Tensor,
+    *,
+    work: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Max-sim scores of one query against C documents.
+
+    q (nq, d), q_mask (nq,) bool, docs (C, n, d), doc_mask (C, n) bool -> (C,) float32.
+    A document without real fragments scores -inf; a query without real fragments scores 0.
+    All tensors must share one device; q and docs one dtype. ``work``, a contiguous tensor of
+    docs' dtype and device with at least C * n * nq elements, holds the similarity matrix, so a
+    caller scoring chunk after chunk allocates it once.
+    """
+    if q.ndim != 2 or docs.ndim != 3 or q.shape[1] != docs.shape[2]:
+        raise InvalidInput(
+            f"maxsim: expected q (nq, d) and docs (C, n, d) with the same d, "
+            f"got {tuple(q.shape)} and {tuple(docs.shape)}"
+        )
+    if q_mask.shape != q.shape[:1] or doc_mask.shape != docs.shape[:2]:
+        raise InvalidInput(
+            f"maxsim: masks {tuple(q_mask.shape)}, {tuple(doc_mask.shape)} do not match "
+            f"q {tuple(q.shape)}, docs {tuple(docs.shape)}"
+        )
+    c, n, d = docs.shape
+    if n == 0:
+        raise InvalidInput("maxsim: documents have 0 fragment slots")
+    qv = q[q_mask]  # (nq', d): padding query fragments cost no flops
+    nv = qv.shape[0]
+    # -inf on padding doc fragments, added inside the GEMM (addmm's beta term) rather than a
+    # separate pass over the (C*n, nq') result.
+    bias = torch.zeros((c * n, 1), dtype=docs.dtype, device=docs.device)
+    bias.masked_fill_(~doc_mask.reshape(c * n, 1), float("-inf"))
+    if work is None:
+        sim = torch.addmm(bias, docs.reshape(c * n, d), qv.T)  # (C*n, nq')
+    else:
+        if (
+            work.numel() < c * n * nv
+            or work.dtype != docs.dtype
+            or work.device != docs.device
+            or not work.is_contiguous()
+        ):
+            raise InvalidInput(
+                f"maxsim: work must be contiguous {docs.dtype} on {docs.device} with at least "
+                f"{c * n * nv} elements, got {work.dtype} {tuple(work.shape)} on {work.device}"
+            )
+        sim = work.view(-1)[: c * n * nv].view(c * n, nv)
+        torch.addmm(bias, docs.reshape(c * n, d), qv.T, out=sim)
+    return sim.view(c, n, nv).amax(dim=1).sum(dim=1, dtype=torch.float32)  # (C,)
+
+
+class MaxSimScorer:
+    """Scores queries against fragments with :func:`maxsim`, ``chunk_rows`` documents at a time.
+
+    device: None picks "cuda" when available, else "cpu". dtype: the GEMM's dtype (float32
+    default; float16/bfloat16 are for CUDA, where they trade a little accuracy for speed).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        chunk_rows: int = 4096,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            self.device = torch.device(device)
+        except RuntimeError as e:
+            raise InvalidInput(f"scorer: unknown device {device!r}: {e}") from e
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise InvalidInput(f"scorer: device {device!r} asked for, but CUDA is not available")
+        if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+            raise InvalidInput(f"scorer: chunk_rows must be an integer >= 1, got {chunk_rows!r}")
+        if dtype not in _DTYPES:
+            raise InvalidInput(f"scorer: dtype must be one of {list(_DTYPES)}, got {dtype}")
+        self.chunk_rows = chunk_rows
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return f"MaxSimScorer(device={str(self.device)!r}, chunk_rows={self.chunk_rows})"
+
+    def _query(
+        self, q: np.ndarray, q_mask: np.ndarray, d: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        q = np.asarray(q)
+        qm = np.asarray(q_mask)
+        if q.ndim != 2 or q.shape[1] != d:
+            raise InvalidInput(f"query: expected fragments of shape (nq, {d}), got {q.shape}")
+        if qm.shape != q.shape[:1] or qm.dtype != np.bool_:
+            raise InvalidInput(
+                f"query: expected a bool mask of shape {q.shape[:1]}, got {qm.dtype} {qm.shape}"
+            )
+        if not qm.any():
+            raise InvalidInput("query: the mask has no real fragments")
+        if not np.isfinite(q[qm]).all():
+            raise InvalidInput("query: fragments hold NaN or inf values")
+        qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
+        return qt.to(self.device, self.dtype), torch.from_numpy(qm).to(self.device)
+
+    def score(
+        self, q: np.ndarray, q_mask: np.ndarray, frags: np.ndarray, mask: np.ndarray
+    ) -> np.ndarray:
+        """q (nq, d), q_mask (nq,), frags (C, n, d), mask (C, n) -> scores (C,) float32."""
+        frags = np.asarray(frags)
+        mask = np.asarray(mask)
+        if frags.ndim != 3:
+            raise InvalidInput(f"fragments: expected shape (C, n, d), got {frags.shape}")
+        if mask.shape != frags.shape[:2] or mask.dtype != np.bool_:
+            raise InvalidInput(
+                f"mask: expected bool of shape {frags.shape[:2]}, got {mask.dtype} {mask.shape}"
+            )
+        qt, qm = self._query(q, q_mask, frags.shape[2])
+        c, n = mask.shape
+        out = np.empty(c, np.float32)  # (C,)
+        work = self._work(min(c, self.chunk_rows) * n * int(qm.sum()))
+        for i in range(0, c, self.chunk_rows):
+            j = min(i + self.chunk_rows, c)
+            x = torch.from_numpy(np.ascontiguousarray(frags[i:j], dtype=np.float32))
+            m = torch.from_numpy(np.ascontiguousarray(mask[i:j]))
+            s = maxsim(qt, qm, x.to(self.device, self.dtype), m.to(self.device), work=work)
+            out[i:j] = s.cpu().numpy()
+        return out
+
+    def _work(self, numel: int) -> torch.Tensor:
+        # One scratch buffer per call, not per scorer: calls may run in several threads.
+        return torch.empty(numel, dtype=self.dtype, device=self.device)
+
+    def exhaustive(
+        self,
+        q: np.ndarray,
+        q_mask: np.ndarray,
+        store: FragmentStore,
+        k: int,
+        rows: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows of ``store`` (or of ``rows``, deduplicated) by max-sim with the query.
+
+        Returns (scores (k',) float32 descending, rows (k',) int64), k' = min(k, candidates);
+        equal scores are ordered by row. Streams the store chunk by chunk, keeping a running
+        top-k on the device, so the gallery is never materialised.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInput(f"k must be an integer >= 1, got {k!r}")
+        qt, qm = self._query(q, q_mask, store.d)
+        if rows is not None:
+            rows = np.asarray(rows)
+            if rows.ndim != 1:
+                raise InvalidInput(f"rows: expected a 1-d array of row numbers, got {rows.shape}")
+            rows = np.unique(rows)  # sorted: sequential reads; unique: no duplicate hits
+        nf = store.max_frags
+        slot = torch.arange(nf, device=self.device)  # (max_frags,)
+        best_s = torch.empty(0, dtype=torch.float32, device=self.device)
+        best_r = torch.empty(0, dtype=torch.int64, device=self.device)
+        nv = int(qm.sum())
+        dec = torch.empty((0, nf, store.d), dtype=torch.float32, device=self.device)
+        work = self._work(0)
+        for r, codes, cnt in store.iter_code_chunks(self.chunk_rows, rows):
+            if len(r) > dec.shape[0]:  # the first chunk is the largest: allocate once per call
+                dec = torch.empty((len(r), nf, store.d), dtype=torch.float32, device=self.device)
+                work = self._work(len(r) * nf * nv)
+            ct = torch.from_numpy(codes).to(self.device)  # (c, max_frags, code_size) uint8
+            x = store.codec.decode_torch(ct, out=dec[: len(r)])  # (c, max_frags, d)
+            m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, max_frags)
+            s = torch.cat([best_s, maxsim(qt, qm, x.to(self.dtype), m, work=work)])
+            rr = torch.cat([best_r, torch.from_numpy(r).to(self.device)])
+            top = torch.topk(s, min(int(k), s.shape[0]))
+            best_s, best_r = top.values, rr[top.indices]
+        scores, ids = best_s.cpu().numpy(), best_r.cpu().numpy()
+        order = np.lexsort((ids, -scores))  # ties by row, the same on every device
+        return scores[order].astype(np.float32), ids[order].astype(np.int64)

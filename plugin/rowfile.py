@@ -1,0 +1,99 @@
+"""Append-only files of fixed-size rows, read through a memory map.
+
+Entry point: :class:`RowFile`. The index appends a batch, fsyncs it, then commits the new
+row count in its document table; on open the writer truncates anything past the committed
+count (the tail of a batch that never committed), and readers never look past it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from isr.errors import CorruptIndex, InvalidInput
+
+__all__ = ["RowFile"]
+
+
+class RowFile:
+    """A file of rows of `shape` and `dtype`, grown by `append`, read by `view`."""
+
+    def __init__(
+        self,
+        path: Path,
+        dtype: np.dtype | type,
+        shape: tuple[int, ...],
+        n_rows: int,
+        readonly: bool = False,
+    ) -> None:
+        self.path = path
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.row_bytes = int(self.dtype.itemsize * int(np.prod(shape, dtype=np.int64)))
+        self.readonly = readonly
+        if not path.exists():
+            if readonly or n_rows:
+                raise CorruptIndex(f"{path}: missing, expected {n_rows} committed rows")
+            path.touch()
+        size = path.stat().st_size
+        if size < n_rows * self.row_bytes:
+            raise CorruptIndex(
+                f"{path}: {size} bytes, but {n_rows} committed rows need {n_rows * self.row_bytes}"
+            )
+        if not readonly and size > n_rows * self.row_bytes:
+            # the tail of a batch that was never committed
+            os.truncate(path, n_rows * self.row_bytes)
+        self.n_rows = n_rows
+        self._fh = None if readonly else open(path, "ab")  # noqa: SIM115 (held until close())
+        self._view: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def append(self, x: np.ndarray) -> None:
+        if self._fh is None:
+            raise InvalidInput(f"{self.path}: opened read-only")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        if x.shape[1:] != self.shape:
+            raise InvalidInput(f"{self.path.name}: rows of shape {self.shape}, got {x.shape[1:]}")
+        self._fh.write(x.tobytes())
+        self.n_rows += x.shape[0]
+        self._view = None
+
+    def sync(self) -> None:
+        if self._fh is not None:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+
+    def truncate(self, n_rows: int) -> None:
+        """Drop rows past n_rows (undo uncommitted appends)."""
+        if self._fh is None:
+            raise InvalidInput(f"{self.path}: opened read-only")
+        self._fh.flush()
+        os.truncate(self.path, n_rows * self.row_bytes)
+        self.n_rows = n_rows
+        self._view = None
+
+    def view(self) -> np.ndarray:
+        """(n_rows, *shape) read-only memory map of the rows written so far."""
+        if self._view is None or self._view.shape[0] != self.n_rows:
+            if self._fh is not None:
+                self._fh.flush()
+            if self.n_rows == 0:
+                self._view = np.empty((0, *self.shape), dtype=self.dtype)
+            else:
+                self._view = np.memmap(
+                    self.path, dtype=self.dtype, mode="r", shape=(self.n_rows, *self.shape)
+                )
+        return self._view
+
+    def nbytes(self) -> int:
+        return self.n_rows * self.row_bytes
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._view = None

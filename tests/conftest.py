@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from isr.encoders.record import Encoded, Keywords
+from isr.ingest.encoded_world import EncodedWorld, encoded_gallery
+from isr.plugin.index import EmbeddedIndex
+from isr.plugin.manifest import IndexConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def random_items(
+    n: int,
+    d_fast: int = 16,
+    d_frag: int = 8,
+    n_frags: int = 4,
+    seed: int = 0,
+    labels: tuple[str, ...] = ("a", "b", "c", "d"),
+) -> Encoded:
+    rng = np.random.default_rng(seed)
+    kws = tuple(
+        Keywords(tuple(rng.choice(labels, size=2, replace=False)), (0.9, 0.8)) for _ in range(n)
+    )
+    mask = np.ones((n, n_frags), dtype=bool)
+    mask[:, n_frags // 2 + 1 :] = rng.random((n, n_frags - n_frags // 2 - 1)) < 0.5
+    return Encoded(
+        rng.standard_normal((n, d_fast)), rng.standard_normal((n, n_frags, d_frag)), mask, kws
+    )
+
+
+@pytest.fixture
+def small_config() -> IndexConfig:
+    return IndexConfig(d_fast=16, d_frag=8, max_frags=4, r_i=3, hnsw_m=8, hnsw_ef_construction=40)
+
+
+@pytest.fixture
+def world_index(tmp_path: Path) -> EmbeddedIndex:
+    """A 3,000-document synthetic encoded index with sources (license, year)."""
+    world = EncodedWorld(
+        n_docs=3000,
+        d_fast=32,
+        d_frag=16,
+        n_frags=8,
+        n_labels=60,
+        r_i=6,
+        seed=3,
+        query_noise=1.0,
+        query_frag_noise=2.0,
+    )
+    config = IndexConfig(
+        d_fast=32, d_frag=16, max_frags=8, r_i=6, hnsw_m=16, hnsw_ef_construction=80
+    )
+    index = EmbeddedIndex.create(tmp_path / "world", config)
+    start = 0
+    for ids, items in encoded_gallery(world, 1000):
+        srcs = [
+            {"license": ("cc-by", "cc0")[(start + j) % 2], "year": 2000 + (start + j) % 20}
+            for j in range(len(ids))
+        ]
+        index.add(ids, items, srcs)
+        index.commit()
+        start += len(ids)
+    index.world = world  # type: ignore[attr-defined]
+    yield index
+    index.close()
