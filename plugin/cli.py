@@ -27,8 +27,18 @@ class IsrGroup(click.Group):
 
 @click.group(cls=IsrGroup)
 @click.version_option(package_name="isr")
-def main() -> None:
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="CPU threads for torch and FAISS (default: all cores).",
+)
+def main(threads: int | None) -> None:
     """isr: text-to-image search with late interaction and keyword pre-screening."""
+    if threads is not None:
+        from isr.plugin.runtime import set_threads
+
+        set_threads(threads)
 
 
 @main.group(cls=IsrGroup)
@@ -56,8 +66,8 @@ def index() -> None:
 @click.option(
     "--r-i", type=int, default=15, show_default=True, help="Keywords stored per document."
 )
-@click.option("--hnsw-m", type=int, default=32, show_default=True)
-@click.option("--ef-construction", type=int, default=200, show_default=True)
+@click.option("--hnsw-m", type=int, default=16, show_default=True)
+@click.option("--ef-construction", type=int, default=100, show_default=True)
 @click.option("--ef-search", type=int, default=128, show_default=True)
 @click.option(
     "--fast-storage", type=click.Choice(["flat", "sq8"]), default="flat", show_default=True

@@ -49,8 +49,8 @@ class IndexConfig:
     codec: str = "fp16"
     modality: str = "image"
     r_i: int = 15
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 200
+    hnsw_m: int = 16  # Elasticsearch's defaults (m 16, ef_construction 100)
+    hnsw_ef_construction: int = 100
     hnsw_ef_search: int = 128
     fast_storage: str = "flat"
     bundle_fingerprint: str = ""

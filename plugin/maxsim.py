@@ -153,6 +153,25 @@ class MaxSimScorer:
             out[i:j] = s.cpu().numpy()
         return out
 
+    def score_rows(
+        self, q: np.ndarray, q_mask: np.ndarray, store: FragmentStore, rows: np.ndarray
+    ) -> np.ndarray:
+        """Max-sim of the query against the given rows of ``store`` -> (C,) float32, in row order.
+
+        The rerank path: gathers the rows' codes and decodes them on the scorer's device
+        (cheaper than decoding to float32 in numpy first, and only codes cross PCIe on CUDA).
+        """
+        qt, qm = self._query(q, q_mask, store.d)
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty(rows.shape[0], np.float32)  # (C,)
+        slot = torch.arange(store.max_frags, device=self.device)
+        for i in range(0, rows.shape[0], self.chunk_rows):
+            codes, cnt = store.gather_codes(rows[i : i + self.chunk_rows])
+            x = store.codec.decode_torch(torch.from_numpy(codes).to(self.device))
+            m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, max_frags)
+            out[i : i + len(cnt)] = maxsim(qt, qm, x.to(self.dtype), m).cpu().numpy()
+        return out
+
     def _work(self, numel: int) -> torch.Tensor:
         # One scratch buffer per call, not per scorer: calls may run in several threads.
         return torch.empty(numel, dtype=self.dtype, device=self.device)

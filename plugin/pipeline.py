@@ -231,8 +231,7 @@ def search(
     maxsim_of: dict[int, float] = {}
     if opt.use_rerank:
         if opt.use_knn:
-            frags, mask = index.fragments.gather(rows)
-            ms = index.scorer.score(q_frags, q_mask, frags, mask)
+            ms = index.scorer.score_rows(q_frags, q_mask, index.fragments, rows)
             top = np.argsort(-ms, kind="stable")[: opt.size]
             rows, scores = rows[top], ms[top]
             t = done("rerank", t, int(ms.shape[0]))
