@@ -215,5 +215,133 @@ def demo(workdir: Path, n_docs: int, n_queries: int, seed: int) -> None:
     run_demo(workdir, n_docs=n_docs, n_queries=n_queries, seed=seed)
 
 
+@main.command("world")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--train", "n_train", type=int, default=10_000, show_default=True)
+@click.option("--dev", "n_dev", type=int, default=1_000, show_default=True)
+@click.option("--test", "n_test", type=int, default=1_000, show_default=True)
+@click.option("--regions", "m", type=int, default=32, show_default=True, help="Regions per image.")
+@click.option("--feature-dim", "dim", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+def world(
+    out_dir: Path,
+    n_train: int,
+    n_dev: int,
+    n_test: int,
+    m: int,
+    dim: int,
+    seed: int,
+    overwrite: bool,
+) -> None:
+    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR."""
+    from isr.ingest.synthetic_world import generate_world
+
+    info = generate_world(
+        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, overwrite=overwrite
+    )
+    click.echo(f"wrote {info.sizes} images to {info.out_dir} ({info.n_bytes / 1e9:.2f} GB)")
+
+
+@main.command("train")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Dataset in SCAN precomp layout.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run directory (stages + bundle).",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["paper", "plain"]),
+    default=None,
+    help="paper: I -> B -> F; plain: B and F without distillation.",
+)
+@click.option(
+    "--stage",
+    type=click.Choice(["inflate", "shrink-base", "shrink-fast", "base", "fast"]),
+    default=None,
+    help="One stage instead of a recipe.",
+)
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Teacher stage directory (shrink stages).",
+)
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--val-split", default="dev", show_default=True)
+@click.option(
+    "--min-images", type=int, default=100, show_default=True, help="Keyword vocabulary threshold."
+)
+@click.option("--limit", type=int, default=None, help="Use the first N training images.")
+@click.option(
+    "--backbone",
+    default=None,
+    help="Local HF checkpoint dir, or 'minilm' for the packaged all-MiniLM-L6-v2.",
+)
+@click.option(
+    "--config",
+    "config_json",
+    default=None,
+    help="TrainConfig fields as JSON, e.g. '{\"epochs\": 5}'.",
+)
+def train(
+    data_dir: Path,
+    out_dir: Path,
+    recipe: str | None,
+    stage: str | None,
+    teacher: Path | None,
+    train_split: str,
+    val_split: str,
+    min_images: int,
+    limit: int | None,
+    backbone: str | None,
+    config_json: str | None,
+) -> None:
+    """Train Inflate-and-Shrink encoders with keyword heads; writes OUT/bundle for a recipe."""
+    import sys
+
+    from isr.encoders.backbone import minilm_path
+    from isr.encoders.train import TrainConfig, run_recipe, train_stage
+    from isr.errors import InvalidInput
+    from isr.ingest.training_data import load_paired
+
+    if (recipe is None) == (stage is None):
+        raise InvalidInput("give exactly one of --recipe and --stage")
+    try:
+        fields = json.loads(config_json) if config_json else {}
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"--config: not valid JSON ({e})") from e
+    if backbone is not None:
+        fields["backbone"] = str(minilm_path()) if backbone == "minilm" else backbone
+    cfg = TrainConfig.from_dict(fields)
+    data, vocab = load_paired(data_dir, train_split, min_images=min_images, limit=limit)
+    val, _ = load_paired(data_dir, val_split, vocab=vocab)
+    command = " ".join(sys.argv)
+    if recipe is not None:
+        out = run_recipe(recipe, cfg, data, out_dir, vocab=vocab, val=val, command=command)  # type: ignore[arg-type]
+        click.echo(f"bundle: {out}")
+    else:
+        out = train_stage(
+            stage or "",
+            cfg,
+            data,
+            out_dir,
+            vocab=vocab,
+            teacher_dir=teacher,
+            val=val,
+            command=command,
+        )
+        click.echo(f"stage checkpoint: {out}")
+
+
 if __name__ == "__main__":
     main()
