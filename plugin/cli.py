@@ -122,8 +122,16 @@ def index_delete(path: Path, yes: bool) -> None:
     "--query",
     "query_file",
     type=click.Path(path_type=Path),
-    required=True,
+    default=None,
     help="Encoded query (.json or .npz).",
+)
+@click.option("--text", "query_text", default=None, help="A text query, encoded with --bundle.")
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Encoder bundle directory (with --text).",
 )
 @click.option("--size", type=int, default=10, show_default=True)
 @click.option("--num-candidates", type=int, default=1000, show_default=True)
@@ -154,16 +162,22 @@ def index_delete(path: Path, yes: bool) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def search_cmd(
-    path: Path, query_file: Path, filter_json: str | None, as_json: bool, **kw: Any
+    path: Path,
+    query_file: Path | None,
+    query_text: str | None,
+    bundle_dir: Path | None,
+    filter_json: str | None,
+    as_json: bool,
+    **kw: Any,
 ) -> None:
-    """Search the index at PATH with an encoded query."""
+    """Search the index at PATH with a text query (--text, --bundle) or an encoded one (--query)."""
     from dataclasses import asdict
 
     from isr.errors import InvalidInput
     from isr.eval.report import markdown_table
     from isr.plugin.index import EmbeddedIndex
     from isr.plugin.pipeline import KeywordOptions, SearchOptions, search
-    from isr.plugin.queryfile import load_query
+    from isr.plugin.queryfile import encode_query_text, load_query
 
     try:
         filt = json.loads(filter_json) if filter_json else None
@@ -177,8 +191,14 @@ def search_cmd(
         keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
         filter=filt,
     )
-    query = load_query(query_file)
+    if (query_file is None) == (query_text is None):
+        raise InvalidInput("give exactly one of --query FILE and --text TEXT")
     with EmbeddedIndex.open(path, readonly=True) as idx:
+        if query_text is not None:
+            query = encode_query_text(idx, bundle_dir, query_text)
+        else:
+            assert query_file is not None
+            query = load_query(query_file)
         result = search(idx, query, options)
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))

@@ -1,0 +1,126 @@
+"""The `isr` command line: index create/stats/delete and search, with clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from click.testing import CliRunner
+from conftest import random_items
+
+from isr.plugin.cli import main
+from isr.plugin.index import EmbeddedIndex
+
+
+def _index(tmp_path: Path) -> Path:
+    runner = CliRunner()
+    path = tmp_path / "idx"
+    res = runner.invoke(
+        main,
+        [
+            "index",
+            "create",
+            str(path),
+            "--d-fast",
+            "16",
+            "--d-frag",
+            "8",
+            "--max-frags",
+            "4",
+            "--r-i",
+            "3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    items = random_items(40)
+    with EmbeddedIndex.open(path) as idx:
+        idx.add([f"d{i}" for i in range(40)], items, [{"n": i} for i in range(40)])
+        idx.commit()
+    return path
+
+
+def test_create_stats_search_delete(tmp_path: Path) -> None:
+    runner = CliRunner()
+    path = _index(tmp_path)
+    res = runner.invoke(main, ["index", "stats", str(path)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["documents"] == 40
+    q = random_items(1, seed=7)
+    qfile = tmp_path / "q.json"
+    qfile.write_text(
+        json.dumps(
+            {
+                "fast": q.fast[0].tolist(),
+                "fragments": q.fragments[0].tolist(),
+                "keywords": list(q.keywords[0].labels),
+            }
+        )
+    )
+    res = runner.invoke(
+        main,
+        [
+            "search",
+            str(path),
+            "--query",
+            str(qfile),
+            "--size",
+            "3",
+            "--rerank-window",
+            "10",
+            "--json",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert len(out["hits"]) == 3 and out["profile"]["gallery"] == 40
+    npz = tmp_path / "q.npz"
+    np.savez(
+        npz,
+        fast=q.fast[0],
+        fragments=q.fragments[0],
+        mask=q.mask[0],
+        keywords=np.array(q.keywords[0].labels),
+    )
+    res = runner.invoke(
+        main,
+        [
+            "search",
+            str(path),
+            "--query",
+            str(npz),
+            "--size",
+            "3",
+            "--rerank-window",
+            "10",
+            "--filter",
+            '{"range": {"n": {"lt": 10}}}',
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "rerank" in res.output
+    res = runner.invoke(main, ["index", "delete", str(path), "--yes"])
+    assert res.exit_code == 0 and not path.exists()
+
+
+def test_errors_are_one_line_and_exit_nonzero(tmp_path: Path) -> None:
+    runner = CliRunner()
+    path = _index(tmp_path)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"fast": [1.0] * 5, "fragments": [[1.0] * 8]}))
+    res = runner.invoke(main, ["search", str(path), "--query", str(bad)])
+    assert res.exit_code != 0 and "fast vector has 5 dims, the index has 16" in res.output
+    res = runner.invoke(main, ["search", str(path), "--query", str(tmp_path / "missing.json")])
+    assert res.exit_code != 0 and "does not exist" in res.output
+    res = runner.invoke(main, ["search", str(path)])
+    assert res.exit_code != 0 and "exactly one of --query FILE and --text TEXT" in res.output
+    res = runner.invoke(main, ["search", str(path), "--text", "a dog"])
+    assert res.exit_code != 0 and "needs --bundle" in res.output
+    res = runner.invoke(main, ["search", str(path), "--query", str(bad), "--size", "0"])
+    assert res.exit_code != 0 and "size must be in [1, 10000]" in res.output
+    res = runner.invoke(main, ["index", "stats", str(tmp_path / "nope")])
+    assert res.exit_code != 0 and "no isr index" in res.output
+    res = runner.invoke(
+        main, ["index", "create", str(tmp_path / "x"), "--d-fast", "0", "--d-frag", "8"]
+    )
+    assert res.exit_code != 0 and "d_fast must be a positive integer" in res.output
