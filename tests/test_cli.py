@@ -53,6 +53,7 @@ def test_create_stats_search_delete(tmp_path: Path) -> None:
             {
                 "fast": q.fast[0].tolist(),
                 "fragments": q.fragments[0].tolist(),
+                "mask": q.mask[0].tolist(),
                 "keywords": list(q.keywords[0].labels),
             }
         )
