@@ -23,6 +23,8 @@ from isr.plugin.rowfile import RowFile
 
 __all__ = ["FastIndex", "KnnResult"]
 
+GATHER_MAX = 4096  # admitted sets up to this size are gathered; larger ones scanned in place
+
 
 @dataclass(frozen=True)
 class KnnResult:
@@ -119,9 +121,7 @@ class FastIndex:
         params.efSearch = max(ef, k)
         bitmap = None
         if allowed is not None:
-            mask = np.zeros(n, dtype=bool)
-            mask[np.asarray(allowed.to_array(), dtype=np.int64)] = True
-            bitmap = np.packbits(mask, bitorder="little")
+            bitmap = self._bitmap(allowed)
             params.sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
         D, I = self.hnsw.search(q.reshape(1, -1).astype(np.float32), k, params=params)
         del bitmap  # the selector points into it; keep it alive until the search returned
@@ -133,14 +133,37 @@ class FastIndex:
             return KnnResult(res.rows, res.scores, "hnsw+exact")
         return KnnResult(rows, scores, "hnsw")
 
+    def _bitmap(self, allowed: BitMap) -> np.ndarray:
+        """The admitted rows as FAISS's IDSelectorBitmap wants them: bit r of byte r // 8."""
+        mask = np.zeros(self.published, dtype=bool)
+        mask[np.asarray(allowed.to_array(), dtype=np.int64)] = True
+        return np.packbits(mask, bitorder="little")
+
     def exact(self, q: np.ndarray, k: int, allowed: BitMap | None) -> KnnResult:
+        """Exact top-k over the admitted rows (float32 vectors).
+
+        Small sets are gathered from the vector file; larger ones are scanned in place by
+        FAISS's flat storage under the same bitmap selector (no copy of the admitted vectors).
+        """
+        q32 = np.ascontiguousarray(q, dtype=np.float32)
+        if self.config.fast_storage == "flat" and (allowed is None or len(allowed) > GATHER_MAX):
+            storage = faiss.downcast_index(self.hnsw.storage)  # IndexFlatIP over the same rows
+            params = faiss.SearchParameters()
+            bitmap = None
+            if allowed is not None:
+                bitmap = self._bitmap(allowed)
+                params.sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
+            D, I = storage.search(q32.reshape(1, -1), k, params=params)
+            del bitmap
+            found = I[0] >= 0
+            return KnnResult(I[0][found].astype(np.int64), D[0][found].astype(np.float32), "exact")
         view = self.vectors.view()[: self.published]
         if allowed is None:
             rows = np.arange(view.shape[0], dtype=np.int64)
-            scores = view @ q
+            scores = view @ q32
         else:
             rows = np.asarray(allowed.to_array(), dtype=np.int64)
-            scores = view[rows] @ q if rows.size else np.empty(0, np.float32)
+            scores = view[rows] @ q32 if rows.size else np.empty(0, np.float32)
         top = _topk(scores, k)
         return KnnResult(rows[top], scores[top].astype(np.float32), "exact")
 
