@@ -363,5 +363,147 @@ def train(
         click.echo(f"stage checkpoint: {out}")
 
 
+@main.command("serve")
+@click.option("--root", type=click.Path(path_type=Path), help="Embedded mode: index directories.")
+@click.option("--es-url", default=None, help="Elasticsearch mode: the cluster to front.")
+@click.option("--sidecar-root", type=click.Path(path_type=Path), help="Sidecars, one per index.")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Encoder bundle for query_text.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9280, show_default=True)
+@click.option("--api-key", envvar="ISR_API_KEY", default=None, help="Require ApiKey auth.")
+@click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None, help="Key for Elasticsearch.")
+@click.option("--max-body-mb", type=float, default=16.0, show_default=True)
+@click.option("--device", default=None, help="Scorer/encoder device (default: cuda if present).")
+def serve_cmd(max_body_mb: float, **kw: Any) -> None:
+    """Serve Elasticsearch's _search shapes over the isr pipeline (see docker/README.md)."""
+    from isr.plugin.server import ServerConfig, serve
+
+    for key in ("api_key", "es_api_key"):  # an empty variable (ISR_API_KEY=) means none
+        kw[key] = kw[key] or None
+    serve(ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw))
+
+
+@main.command("check")
+@click.argument("index")
+@click.option("--es-url", required=True)
+@click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
+@click.option("--sidecar", type=click.Path(path_type=Path), default=None)
+@click.option("--repair", is_flag=True, help="Delete fragments of documents ES does not have.")
+@click.option(
+    "--delete-missing", is_flag=True, help="With --repair: delete ES documents without fragments."
+)
+def check_cmd(
+    index: str,
+    es_url: str,
+    es_api_key: str | None,
+    sidecar: Path | None,
+    repair: bool,
+    delete_missing: bool,
+) -> None:
+    """Compare the ids in Elasticsearch with the ids that have fragments; report and repair."""
+    from dataclasses import asdict
+
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin.es_backend import EsBackend
+
+    client = Elasticsearch(es_url, api_key=es_api_key)
+    with EsBackend.open(client, index, sidecar, readonly=not repair) as backend:
+        report = backend.check(repair=repair, delete_missing=delete_missing)
+    out = asdict(report)
+    for key in ("missing_fragments", "orphan_fragments"):
+        ids = out.pop(key)
+        out[key] = len(ids)
+        out[key + "_ids"] = list(ids[:100])
+    out["consistent"] = report.consistent
+    click.echo(json.dumps(out, indent=2))
+
+
+@main.group("es", cls=IsrGroup)
+def es_group() -> None:
+    """Create and fill isr indexes in Elasticsearch."""
+
+
+@es_group.command("create")
+@click.argument("index")
+@click.option("--es-url", required=True)
+@click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
+@click.option("--d-fast", type=int, required=True)
+@click.option("--d-frag", type=int, required=True)
+@click.option("--max-frags", type=int, default=32, show_default=True)
+@click.option(
+    "--codec", type=click.Choice(["fp32", "fp16", "sq8"]), default="fp16", show_default=True
+)
+@click.option("--r-i", type=int, default=15, show_default=True)
+@click.option("--bundle-fingerprint", default="", help="Fingerprint of the bundle that fills it.")
+@click.option(
+    "--vector-index",
+    type=click.Choice(["int8_hnsw", "bbq_hnsw", "hnsw", "int8_flat"]),
+    default="int8_hnsw",
+    show_default=True,
+)
+@click.option("--m", type=int, default=16, show_default=True)
+@click.option("--ef-construction", type=int, default=100, show_default=True)
+@click.option(
+    "--fragments",
+    type=click.Choice(["sidecar", "rank_vectors"]),
+    default="sidecar",
+    show_default=True,
+)
+@click.option("--sidecar", type=click.Path(path_type=Path), default=None)
+@click.option("--shards", type=int, default=None)
+@click.option("--replicas", type=int, default=None)
+def es_create(
+    index: str, es_url: str, es_api_key: str | None, sidecar: Path | None, **kw: Any
+) -> None:
+    """Create an isr index in Elasticsearch (and its sidecar directory)."""
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin.es_backend import EsBackend
+    from isr.plugin.es_mapping import EsLayout
+    from isr.plugin.manifest import IndexConfig
+
+    config = IndexConfig(
+        d_fast=kw["d_fast"],
+        d_frag=kw["d_frag"],
+        max_frags=kw["max_frags"],
+        codec=kw["codec"],
+        r_i=kw["r_i"],
+        bundle_fingerprint=kw["bundle_fingerprint"],
+    )
+    layout = EsLayout(
+        vector_index=kw["vector_index"],
+        m=kw["m"],
+        ef_construction=kw["ef_construction"],
+        fragments=kw["fragments"],
+        shards=kw["shards"],
+        replicas=kw["replicas"],
+    )
+    client = Elasticsearch(es_url, api_key=es_api_key)
+    EsBackend.create(client, index, config, layout, sidecar).close()
+    click.echo(f"created {index} ({layout.vector_index}, fragments in {layout.fragments})")
+
+
+@es_group.command("load-synthetic")
+@click.argument("index")
+@click.option("--es-url", required=True)
+@click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
+@click.option("--sidecar", type=click.Path(path_type=Path), default=None)
+@click.option("--docs", "n_docs", type=int, default=20_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def es_load_synthetic(
+    index: str, es_url: str, es_api_key: str | None, sidecar: Path | None, n_docs: int, seed: int
+) -> None:
+    """Fill an isr index in Elasticsearch with the seeded synthetic encoded gallery."""
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin.es_backend import EsBackend, load_encoded_world
+
+    client = Elasticsearch(es_url, api_key=es_api_key)
+    with EsBackend.open(client, index, sidecar, readonly=False) as backend:
+        sent = load_encoded_world(backend, n_docs, seed=seed)
+    click.echo(f"indexed {sent} documents into {index}")
+
+
 if __name__ == "__main__":
     main()

@@ -75,7 +75,9 @@ class FragmentStore:
     Build with :meth:`create` or :meth:`open`, not the constructor.
     """
 
-    def __init__(self, path: Path, codec: FragmentCodec, max_frags: int, n_rows: int) -> None:
+    def __init__(
+        self, path: Path, codec: FragmentCodec, max_frags: int, n_rows: int, readonly: bool = False
+    ) -> None:
         self.path = path
         self.codec = codec
         self.d = codec.d
@@ -83,9 +85,11 @@ class FragmentStore:
         self.row_bytes = self.max_frags * codec.code_size
         self._n = n_rows
         self._lock = threading.Lock()
-        self._frag_fd: int | None = os.open(path / FRAGMENTS_FILE, os.O_WRONLY | os.O_APPEND)
+        self.readonly = readonly
+        flags = os.O_RDONLY if readonly else os.O_WRONLY | os.O_APPEND
+        self._frag_fd: int | None = os.open(path / FRAGMENTS_FILE, flags)
         try:
-            self._count_fd: int | None = os.open(path / COUNTS_FILE, os.O_WRONLY | os.O_APPEND)
+            self._count_fd: int | None = os.open(path / COUNTS_FILE, flags)
         except BaseException:
             os.close(self._frag_fd)
             raise
@@ -120,11 +124,15 @@ class FragmentStore:
         return cls(path, c, max_frags, 0)
 
     @classmethod
-    def open(cls, path: Path, d: int, max_frags: int, codec: str, n_rows: int) -> FragmentStore:
+    def open(
+        cls, path: Path, d: int, max_frags: int, codec: str, n_rows: int, readonly: bool = False
+    ) -> FragmentStore:
         """Open the store at ``path`` holding ``n_rows`` committed rows.
 
-        Bytes beyond ``n_rows`` rows (an uncommitted tail left by a crash) are truncated away;
-        files shorter than ``n_rows`` rows raise :class:`CorruptIndex`.
+        A writer truncates bytes beyond ``n_rows`` rows (an uncommitted tail left by a crash);
+        a reader (``readonly``) leaves them, as a writer in another process may be mid-batch,
+        and maps the committed rows only. Files shorter than ``n_rows`` rows raise
+        :class:`CorruptIndex`.
         """
         c = _check_layout(d, max_frags, codec)
         if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 0:
@@ -145,12 +153,12 @@ class FragmentStore:
                     f"fragment store: {f} holds {size} bytes but {n_rows} committed rows need "
                     f"{need} ({per_row} bytes per row)"
                 )
-            if size > need:
+            if size > need and not readonly:
                 with open(f, "r+b") as fh:
                     fh.truncate(need)
                     fh.flush()
                     os.fsync(fh.fileno())
-        store = cls(path, c, int(max_frags), n_rows)
+        store = cls(path, c, int(max_frags), n_rows, readonly)
         counts = store._maps()[1]
         bad = (counts == 0) | (counts > store.max_frags)
         if bad.any():
@@ -189,6 +197,8 @@ class FragmentStore:
         n may exceed max_frags only when the extra fragments are masked out; each row needs
         between 1 and max_frags real fragments, all finite.
         """
+        if self.readonly:
+            raise Conflict(f"fragment store: {self.path} is opened read-only")
         x = np.asarray(fragments)  # (B, n, d)
         m = np.asarray(mask)  # (B, n)
         if x.ndim != 3:

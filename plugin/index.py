@@ -1,7 +1,8 @@
 """The embedded index: one directory on disk, no server, the whole isr data model.
 
 Entry point: :class:`EmbeddedIndex` (`create`, `open`, `add`, `upsert`, `delete`, `commit`,
-`rollback`, `stats`, `close`). Layout of the directory:
+`rollback`, `stats`, `close`); it is also the embedded :class:`isr.plugin.backend.SearchBackend`
+(`candidates`, `score_keys`, `exhaustive`, `fetch`). Layout of the directory:
 
     manifest.json   config + a mirror of the committed counts (human-readable)
     docs.sqlite     id <-> row, _source, tombstones, term ids, and the commit point (meta)
@@ -22,15 +23,17 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 from pyroaring import BitMap
 
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
+from isr.plugin.backend import Candidates, FetchedDoc, Stage, relax_reason
 from isr.plugin.doctable import DocTable
 from isr.plugin.fields import FieldIndex
 from isr.plugin.filters import Filter
@@ -40,9 +43,13 @@ from isr.plugin.manifest import MANIFEST, IndexConfig, read_manifest, write_mani
 from isr.plugin.maxsim import MaxSimScorer
 from isr.plugin.postings import KeywordPostings
 
+if TYPE_CHECKING:
+    from isr.plugin.pipeline import SearchOptions
+
 __all__ = ["EmbeddedIndex"]
 
 MAX_ID_LENGTH = 512
+APP_META = "app."  # prefix of application entries in the document table's meta rows
 SNAPSHOT_EVERY = 50_000  # rows added since the last HNSW snapshot that trigger a new one
 
 
@@ -88,6 +95,21 @@ def _check_sources(
     return sources, texts
 
 
+def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise InvalidInput(f"meta: expected a mapping of names to JSON values, got {meta!r}")
+    for k, v in meta.items():
+        if not isinstance(k, str) or not k:
+            raise InvalidInput(f"meta: entry names are non-empty strings, got {k!r}")
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"meta[{k!r}]: not serialisable as JSON ({e})") from e
+    return dict(meta)
+
+
 class EmbeddedIndex:
     """An isr index in one directory. One writer at a time; any number of read-only openers."""
 
@@ -112,11 +134,14 @@ class EmbeddedIndex:
             raise CorruptIndex(f"{path}: document table has no committed state")
         self.n_rows: int = int(meta["n_rows"])
         self.generation: int = int(meta["generation"])
+        self._app_meta = {
+            k.removeprefix(APP_META): v for k, v in meta.items() if k.startswith(APP_META)
+        }
         c = config
         self.fast = FastIndex(path, c, self.n_rows, readonly)
         self.keywords = KeywordPostings(path, c.r_i, self.n_rows, readonly)
         self.fragments = FragmentStore.open(
-            path / self.FRAGMENTS, c.d_frag, c.max_frags, c.codec, self.n_rows
+            path / self.FRAGMENTS, c.d_frag, c.max_frags, c.codec, self.n_rows, readonly
         )
         self.fields = FieldIndex(meta.get("mapping", {}))
         for row, text in self.table.iter_sources():
@@ -296,10 +321,17 @@ class EmbeddedIndex:
     def _pending_or_deletes(self) -> bool:
         return bool(self._pending or self._pending_deletes or self.table._in_tx)
 
-    def commit(self) -> int:
-        """Make every pending write durable and searchable; returns the new generation."""
+    def commit(self, meta: Mapping[str, Any] | None = None) -> int:
+        """Make every pending write durable and searchable; returns the new generation.
+
+        meta: application entries (JSON values by name, e.g. an ingest's source position)
+        committed atomically with this batch, so they never run ahead of or behind the
+        documents; read back with :meth:`committed_meta`. A commit with meta and no pending
+        write still commits.
+        """
         self._writable()
-        if not self._pending_or_deletes():
+        app = _check_meta(meta)
+        if not self._pending_or_deletes() and not app:
             return self.generation
         n_rows = len(self.fast.vectors)
         assert len(self.keywords.labels) == n_rows and len(self.fragments) == n_rows
@@ -307,10 +339,14 @@ class EmbeddedIndex:
         self.keywords.labels.sync()
         self.fragments.sync()
         self.table.set_meta(
-            n_rows=n_rows, generation=self.generation + 1, mapping=self.fields.mapping
+            n_rows=n_rows,
+            generation=self.generation + 1,
+            mapping=self.fields.mapping,
+            **{APP_META + k: v for k, v in app.items()},
         )
         self.table.commit()  # the commit point
         self.generation += 1
+        self._app_meta.update(app)
         self.n_rows = n_rows
         self.fast.publish(n_rows)
         self.keywords.publish(n_rows)
@@ -325,6 +361,10 @@ class EmbeddedIndex:
             self.fast.snapshot()
         self._write_manifest()
         return self.generation
+
+    def committed_meta(self) -> dict[str, Any]:
+        """The application entries of the last commit (see :meth:`commit`)."""
+        return json.loads(json.dumps(self._app_meta))  # a copy the caller may change
 
     def rollback(self) -> None:
         """Drop every uncommitted write."""
@@ -384,6 +424,68 @@ class EmbeddedIndex:
 
     def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
         return self.table.live_rows(ids)
+
+    # -- the SearchBackend face (isr.plugin.backend) -----------------------------------------
+    def candidates(self, query: Encoded, labels: tuple[str, ...], opt: SearchOptions) -> Candidates:
+        """User filter -> keyword screen (relaxed when it admits < size) -> filtered kNN."""
+        stages: list[Stage] = []
+        t = time.perf_counter()
+
+        def done(name: str, t0: float, count: int, detail: str = "") -> float:
+            now = time.perf_counter()
+            stages.append(Stage(name, (now - t0) * 1e3, count, detail))
+            return now
+
+        pool = self.alive
+        if opt.filter_tree is not None:
+            pool = pool & self.filter_rows(opt.filter_tree)
+            t = done("filter", t, len(pool))
+        relaxed, reason = False, ""
+        admitted = pool
+        if opt.use_keywords:
+            if not labels:
+                relaxed, reason = True, "the query has no keywords"
+            else:
+                kw = opt.keywords
+                admitted = self.keyword_rows(labels, kw.mode, kw.minimum_should_match) & pool
+                reason = relax_reason(len(admitted), opt.size)
+                if reason:
+                    relaxed, admitted = True, pool
+            t = done("keywords", t, len(admitted), reason)
+        everything = len(admitted) == self.n_rows  # no filter and no tombstones
+        total, gallery = len(admitted), len(self.alive)
+        if not opt.use_knn:
+            keys = None if everything else np.asarray(admitted.to_array(), dtype=np.int64)
+            return Candidates(keys, None, total, gallery, tuple(stages), relaxed, reason)
+        res = self.knn(
+            query.fast[0],
+            opt.k,
+            opt.num_candidates,
+            None if everything else admitted,
+            opt.exact_threshold,
+        )
+        done("knn", t, int(res.rows.shape[0]), res.method)
+        return Candidates(res.rows, res.scores, total, gallery, tuple(stages), relaxed, reason)
+
+    def score_keys(self, q: np.ndarray, q_mask: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        return self.scorer.score_rows(q, q_mask, self.fragments, keys)
+
+    def exhaustive(
+        self, q: np.ndarray, q_mask: np.ndarray, k: int, keys: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.scorer.exhaustive(q, q_mask, self.fragments, k, keys)
+
+    def fetch(self, cands: Candidates, keys: np.ndarray, with_source: bool) -> list[FetchedDoc]:
+        docs = self.docs_at(keys.tolist())
+        out = []
+        for row, own in zip(keys.tolist(), self.labels_of(keys)):
+            doc_id, src = docs[row]
+            source = json.loads(src) if (src is not None and with_source) else None
+            out.append(FetchedDoc(doc_id, source, tuple(own)))
+        return out
+
+    def fast_scores_of(self, q_fast: np.ndarray, cands: Candidates, keys: np.ndarray) -> np.ndarray:
+        return self.fast_scores(q_fast, keys)
 
     # -- stats ---------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

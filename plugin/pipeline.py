@@ -1,25 +1,25 @@
 """The isr search pipeline: keyword pre-filter -> kNN on the fast vector -> max-sim rerank.
 
-Entry point: :func:`search(index, query, options) -> SearchResult`. `SearchOptions` holds every
+Entry point: :func:`search(backend, query, options) -> SearchResult`. `SearchOptions` holds every
 knob and validates itself when built; its stage switches give the ablations (see ABLATIONS):
 fast only, keywords + fast, the full pipeline, fast + rerank, exhaustive max-sim, and
-keywords + exhaustive max-sim. Hits and the profile are small frozen records.
+keywords + exhaustive max-sim. Hits and the profile are small frozen records. The backend
+(embedded index or Elasticsearch, see :mod:`isr.plugin.backend`) runs the screening stages;
+the rerank, the fetch and the records are the same for both.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from pyroaring import BitMap
 
 from isr.encoders.record import Encoded
 from isr.errors import InvalidInput
+from isr.plugin.backend import SearchBackend, Stage
 from isr.plugin.filters import Filter, parse_filter
-from isr.plugin.index import EmbeddedIndex
 from isr.plugin.postings import MODES
 
 __all__ = [
@@ -88,7 +88,7 @@ class SearchOptions:
     use_knn: bool = True
     use_rerank: bool = True
     filter: Any = None
-    exact_threshold: int = 2_000
+    exact_threshold: int = 20_000
     with_source: bool = True
 
     def __post_init__(self) -> None:
@@ -146,14 +146,6 @@ class Hit:
 
 
 @dataclass(frozen=True)
-class Stage:
-    name: str  # "filter", "keywords", "knn", "rerank", "fetch"
-    ms: float
-    count: int  # documents admitted (filter, keywords), candidates (knn), scored (rerank)
-    detail: str = ""
-
-
-@dataclass(frozen=True)
 class Profile:
     stages: tuple[Stage, ...]
     took_ms: float
@@ -173,104 +165,79 @@ class SearchResult:
     profile: Profile
 
 
-def _rows(b: BitMap) -> np.ndarray:
-    return np.asarray(b.to_array(), dtype=np.int64)
-
-
 def search(
-    index: EmbeddedIndex, query: Encoded, options: SearchOptions | None = None
+    backend: SearchBackend, query: Encoded, options: SearchOptions | None = None
 ) -> SearchResult:
     """Run the isr pipeline for one encoded query (a batch of one)."""
     opt = options or SearchOptions()
     if not isinstance(query, Encoded) or len(query) != 1:
         raise InvalidInput("query: expected an Encoded batch of exactly one item")
-    c = index.config
+    c = backend.config
     if query.d_fast != c.d_fast:
         raise InvalidInput(f"query fast vector has {query.d_fast} dims, the index has {c.d_fast}")
     if query.d_frag != c.d_frag:
         raise InvalidInput(f"query fragments have {query.d_frag} dims, the index has {c.d_frag}")
     q_fast, q_frags, q_mask = query.fast[0], query.fragments[0], query.mask[0]
-    stages: list[Stage] = []
     t_start = time.perf_counter()
+    labels = query.keywords[0].top(opt.keywords.r_t) if opt.use_keywords else ()
+    cands = backend.candidates(query, labels, opt)
+    stages = list(cands.stages)
 
     def done(name: str, t0: float, count: int, detail: str = "") -> float:
         now = time.perf_counter()
         stages.append(Stage(name, (now - t0) * 1e3, count, detail))
         return now
 
-    t = t_start
-    pool = index.alive
-    if opt.filter_tree is not None:
-        pool = pool & index.filter_rows(opt.filter_tree)
-        t = done("filter", t, len(pool))
-
-    labels = query.keywords[0].top(opt.keywords.r_t) if opt.use_keywords else ()
-    relaxed, reason = False, ""
-    admitted = pool
-    if opt.use_keywords:
-        if not labels:
-            relaxed, reason = True, "the query has no keywords"
-        else:
-            kw = opt.keywords
-            admitted = index.keyword_rows(labels, kw.mode, kw.minimum_should_match) & pool
-            if len(admitted) < opt.size:
-                relaxed = True
-                reason = f"keyword filter admitted {len(admitted)} < size {opt.size} documents"
-                admitted = pool
-        t = done("keywords", t, len(admitted), reason)
-
-    everything = len(admitted) == index.n_rows  # no filter and no tombstones
+    t = time.perf_counter()
+    keys = cands.keys
     fast_of: dict[int, float] = {}
-    if opt.use_knn:
-        res = index.knn(
-            q_fast, opt.k, opt.num_candidates, None if everything else admitted, opt.exact_threshold
-        )
-        rows, scores = res.rows, res.scores
-        fast_of = dict(zip(rows.tolist(), scores.tolist()))
-        t = done("knn", t, int(rows.shape[0]), res.method)
+    if cands.fast is not None:
+        assert keys is not None
+        fast_of = dict(zip(keys.tolist(), cands.fast.tolist()))
     maxsim_of: dict[int, float] = {}
     if opt.use_rerank:
-        if opt.use_knn:
-            ms = index.scorer.score_rows(q_frags, q_mask, index.fragments, rows)
+        if cands.maxsim is not None:  # the backend reranked (Elasticsearch rank_vectors)
+            assert keys is not None
+            scores = cands.maxsim
+        elif opt.use_knn:
+            assert keys is not None
+            ms = backend.score_keys(q_frags, q_mask, keys)
             top = np.argsort(-ms, kind="stable")[: opt.size]
-            rows, scores = rows[top], ms[top]
+            keys, scores = keys[top], ms[top]
             t = done("rerank", t, int(ms.shape[0]))
         else:
-            subset = None if everything else _rows(admitted)
-            scores, rows = index.scorer.exhaustive(
-                q_frags, q_mask, index.fragments, opt.size, subset
-            )
-            t = done("rerank", t, len(admitted), "exhaustive")
-        maxsim_of = dict(zip(rows.tolist(), scores.tolist()))
-    rows = rows[: opt.size]
+            scores, keys = backend.exhaustive(q_frags, q_mask, opt.size, keys)
+            t = done("rerank", t, cands.total, "exhaustive")
+        maxsim_of = dict(zip(keys.tolist(), scores.tolist()))
+    assert keys is not None
+    keys = keys[: opt.size]
 
-    docs = index.docs_at(rows.tolist())
-    missing = [r for r in rows.tolist() if r not in fast_of]
+    docs = backend.fetch(cands, keys, opt.with_source)
+    missing = [k for k in keys.tolist() if k not in fast_of]
     if missing:
-        fast_of.update(zip(missing, index.fast_scores(q_fast, np.array(missing)).tolist()))
-    doc_labels = index.labels_of(rows)
+        got = backend.fast_scores_of(q_fast, cands, np.array(missing, dtype=np.int64))
+        fast_of.update(zip(missing, got.tolist()))
     used = set(labels)
     hits = []
-    for row, own in zip(rows.tolist(), doc_labels):
-        doc_id, src = docs[row]
-        ms_score = maxsim_of.get(row)
+    for key, doc in zip(keys.tolist(), docs):
+        ms_score = maxsim_of.get(key)
         hits.append(
             Hit(
-                id=doc_id,
-                score=float(ms_score if ms_score is not None else fast_of[row]),
-                fast_score=float(fast_of[row]),
+                id=doc.id,
+                score=float(ms_score if ms_score is not None else fast_of[key]),
+                fast_score=float(fast_of[key]),
                 maxsim_score=None if ms_score is None else float(ms_score),
-                keywords_matched=tuple(x for x in own if x in used),
-                source=json.loads(src) if (src is not None and opt.with_source) else None,
+                keywords_matched=tuple(x for x in doc.labels if x in used),
+                source=doc.source,
             )
         )
     t = done("fetch", t, len(hits))
     profile = Profile(
         stages=tuple(stages),
         took_ms=(t - t_start) * 1e3,
-        gallery=len(index),
+        gallery=cands.gallery,
         query_keywords=tuple(labels),
-        relaxed=relaxed,
-        relax_reason=reason,
+        relaxed=cands.relaxed,
+        relax_reason=cands.relax_reason,
     )
-    return SearchResult(hits=tuple(hits), total=len(admitted), profile=profile)
+    return SearchResult(hits=tuple(hits), total=cands.total, profile=profile)

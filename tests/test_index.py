@@ -164,3 +164,20 @@ def test_stats_and_destroy(tmp_path: Path, small_config: IndexConfig) -> None:
     assert not (tmp_path / "i").exists()
     with pytest.raises(NotFound):
         EmbeddedIndex.destroy(tmp_path)
+
+
+def test_reader_never_truncates_a_writers_uncommitted_tail(tmp_path: Path, small_config: IndexConfig) -> None:
+    writer = EmbeddedIndex.create(tmp_path / "i", small_config)
+    writer.add(["a", "b"], random_items(2))
+    writer.commit()
+    writer.add(["c"], random_items(1, seed=4))  # appended, not committed
+    frag_file = tmp_path / "i" / "fragments" / "fragments.bin"
+    size = frag_file.stat().st_size
+    with EmbeddedIndex.open(tmp_path / "i", readonly=True) as reader:
+        assert len(reader) == 2 and len(reader.fragments) == 2
+        with pytest.raises(Conflict, match="read-only"):
+            reader.add(["d"], random_items(1))
+    assert frag_file.stat().st_size == size  # the writer's pending row survived the reader
+    writer.commit()
+    assert len(writer) == 3
+    writer.close()
