@@ -30,8 +30,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence, Sized
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence, Sized
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -689,3 +689,26 @@ def serve(config: ServerConfig, encoder: TextEncoder | None = None) -> None:
         access_log=False,
         timeout_keep_alive=75,  # clients pool connections; uvicorn's 5 s default drops them
     )
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, port: int = 0) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a daemon thread on 127.0.0.1 (a free port by default);
+    yields its base URL and stops the server on exit. For the demo and the tests."""
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the facade did not start within 30 s")
+        time.sleep(0.02)
+    host, bound = server.servers[0].sockets[0].getsockname()[:2]
+    try:
+        yield f"http://{host}:{bound}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -15,15 +15,15 @@ import itertools
 import json
 import re
 import threading
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from isr.plugin.server import serve_in_thread
 
 JSON = "application/json"
 _SCRIPT = re.compile(
@@ -438,27 +438,7 @@ class FakeEs:
         return {"pit_id": pid, "hits": {"hits": hits}}
 
 
-@contextmanager
-def serve(app: Any, port: int = 0):  # type: ignore[no-untyped-def]
-    """Run an ASGI app with uvicorn in a thread on a free port; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    import time
-
-    deadline = time.time() + 30
-    while not server.started:
-        if time.time() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.02)
-    sock = server.servers[0].sockets[0]
-    host, bound = sock.getsockname()[:2]
-    try:
-        yield f"http://{host}:{bound}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+serve = serve_in_thread  # one helper for the demo and the tests
 
 
 def fake_es_app(fake: FakeEs) -> Starlette:
