@@ -1,0 +1,144 @@
+"""Gallery source over a Karpathy split JSON and its image folder, encoded through a local vision
+backbone.
+
+Entry point: :class:`KarpathySource`. The JSON is the ``dataset_flickr30k.json`` /
+``dataset_coco.json`` format: ``images[]`` with ``filename`` (and ``filepath`` for COCO),
+``split`` ("train", "val", "test", "restval"), ``sentences[].raw`` and ``imgid``. Images are
+decoded with Pillow; an image that is missing, unreadable or truncated is skipped and
+reported. Document id: the file name; ``_source``: ``{"filename", "imgid", "captions"}``.
+Position: the image's index among the JSON entries of the chosen split, in file order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from isr.errors import InvalidInput, NotFound
+from isr.ingest.image_backbone import ImageBackbone
+from isr.ingest.source import Regions, Skip, SourceBatch, check_start
+
+__all__ = ["KarpathySource", "read_karpathy"]
+
+
+def read_karpathy(path: Path, split: str) -> list[Any]:
+    """The JSON's image entries of one split ("all": every entry), in file order."""
+    if not path.is_file():
+        raise NotFound(f"Karpathy split file not found: {path}")
+    try:
+        data = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"{path}: not valid JSON ({e})") from e
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list):
+        raise InvalidInput(f"{path}: expected an object with an 'images' list")
+    if split == "all":
+        return images
+    picked = [e for e in images if isinstance(e, dict) and e.get("split") == split]
+    if not picked:
+        have = sorted({str(e.get("split")) for e in images if isinstance(e, dict)})
+        raise InvalidInput(f"{path}: no image has split {split!r}; splits present: {have}")
+    return picked
+
+
+def _decode(path: Path, pos: int, doc_id: str) -> Any:
+    """An RGB PIL image, or the Skip that says why it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # decode now: a truncated file fails here, not inside the processor
+            return im.convert("RGB")
+    except FileNotFoundError:
+        return Skip(pos, doc_id, "missing image", str(path))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        return Skip(pos, doc_id, "unreadable image", f"{path.name}: {e}")
+
+
+class KarpathySource:
+    """Images of one split of a Karpathy JSON, as k-means-reduced backbone patch features."""
+
+    modality = "image"
+    payload = "regions"
+
+    def __init__(
+        self, json_path: str | Path, image_dir: str | Path, backbone: ImageBackbone, split: str
+    ) -> None:
+        self.json_path = Path(json_path)
+        self.image_dir = Path(image_dir)
+        if not self.image_dir.is_dir():
+            raise NotFound(f"image folder not found: {self.image_dir}")
+        self.split = split
+        self.entries = read_karpathy(self.json_path, split)
+        self.backbone = backbone
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "karpathy",
+            "path": str(self.json_path.resolve()),
+            "images": str(self.image_dir.resolve()),
+            "split": self.split,
+            "backbone": str(self.backbone.path.resolve()),
+            "k": self.backbone.k,
+        }
+
+    def size(self) -> int:
+        return len(self.entries)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.backbone.dim
+
+    def _entry(self, pos: int) -> tuple[str, Path, dict[str, Any]] | Skip:
+        e = self.entries[pos]
+        name = e.get("filename") if isinstance(e, dict) else None
+        if not isinstance(name, str) or not name:
+            return Skip(pos, "", "malformed entry", "no 'filename'")
+        sub = e.get("filepath")
+        path = (
+            self.image_dir / sub / name if isinstance(sub, str) and sub else self.image_dir / name
+        )
+        sents = e.get("sentences")
+        caps = [
+            s["raw"]
+            for s in (sents if isinstance(sents, list) else [])
+            if isinstance(s, Mapping) and isinstance(s.get("raw"), str) and s["raw"].strip()
+        ]
+        src: dict[str, Any] = {"filename": name, "captions": caps}
+        if "imgid" in e:
+            src["imgid"] = e["imgid"]
+        return name, path, src
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[SourceBatch]:
+        n = len(self.entries)
+        check_start(batch_size, start, n)
+        for s in range(start, n, batch_size):
+            e = min(s + batch_size, n)
+            ids: list[str] = []
+            pos: list[int] = []
+            images: list[Any] = []
+            srcs: list[Mapping[str, Any] | None] = []
+            skipped: list[Skip] = []
+            for p in range(s, e):
+                got = self._entry(p)
+                if isinstance(got, Skip):
+                    skipped.append(got)
+                    continue
+                im = _decode(got[1], p, got[0])
+                if isinstance(im, Skip):
+                    skipped.append(im)
+                    continue
+                ids.append(got[0])
+                pos.append(p)
+                images.append(im)
+                srcs.append(got[2])
+            if images:
+                f = self.backbone.features(images)
+                payload = Regions(f.regions, f.mask)  # (b, k, H), (b, k)
+            else:
+                payload = Regions(np.zeros((0, self.backbone.k, self.backbone.dim), np.float32))
+            yield SourceBatch(s, e, tuple(ids), tuple(pos), payload, tuple(srcs), tuple(skipped))
