@@ -6,6 +6,7 @@ The engine (``isr.plugin``) depends on the encoders only through this record.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +33,7 @@ class Keywords:
                 raise InvalidInput(f"keywords: label {label!r} is not a non-empty string")
         if len(set(self.labels)) != len(self.labels):
             raise InvalidInput(f"keywords: duplicate labels in {self.labels}")
-        if not all(np.isfinite(p) for p in self.probs):
+        if not all(math.isfinite(p) for p in self.probs):
             raise InvalidInput(f"keywords: probabilities must be finite, got {self.probs}")
 
     def top(self, r: int) -> tuple[str, ...]:

@@ -42,6 +42,7 @@ class CaptionSource:
     """Captions as documents; blank lines and undecodable lines are skipped and reported."""
 
     modality = "text"
+    text_fields = ("text",)
     payload = "texts"
     feature_dim = None
 

@@ -64,6 +64,7 @@ class KarpathySource:
 
     modality = "image"
     payload = "regions"
+    text_fields = ("captions",)
 
     def __init__(
         self, json_path: str | Path, image_dir: str | Path, backbone: ImageBackbone, split: str

@@ -356,4 +356,5 @@ def _new_config(
         r_i=r_i,
         fast_storage=opt.fast_storage,
         bundle_fingerprint=fingerprint,
+        stored_fields=tuple(getattr(source, "text_fields", ())),
     )

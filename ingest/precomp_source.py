@@ -22,6 +22,7 @@ class PrecompSource:
 
     modality = "image"
     payload = "regions"
+    text_fields = ("captions",)
 
     def __init__(self, data_dir: str | Path, split: str, id_prefix: str = "") -> None:
         self.data = PrecompSplit.open(Path(data_dir), split)

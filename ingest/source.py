@@ -126,7 +126,8 @@ class GallerySource(Protocol):
     modality: "image" or "text", what the documents are (the index's modality).
     payload: what its batches carry: "regions", "texts" or "encoded" (EncodedRows / Encoded).
     feature_dim: D of its region features ("regions" sources), checked against the bundle
-    before anything is read; None otherwise.
+    before anything is read; None otherwise. A source may also name `text_fields`: `_source`
+    fields of free text that an index it creates stores but does not index for filters.
     """
 
     @property

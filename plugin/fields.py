@@ -70,8 +70,11 @@ def _as_number(value: Any, where: str) -> float:
 class FieldIndex:
     """Filterable fields of the `_source` documents of one index."""
 
-    def __init__(self, mapping: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, mapping: Mapping[str, str] | None = None, stored: Sequence[str] = ()
+    ) -> None:
         self.mapping: dict[str, str] = dict(mapping or {})
+        self.stored = frozenset(stored)  # kept in _source only, never indexed (free text)
         self.terms: dict[str, dict[str, BitMap]] = {}
         self.columns: dict[str, np.ndarray] = {}
         self.n_rows = 0
@@ -85,6 +88,8 @@ class FieldIndex:
             if src is None:
                 continue
             for field, value in src.items():
+                if field in self.stored:
+                    continue
                 ftype = self.mapping.get(field) or new.get(field)
                 where = f"document {doc_id!r}, field {field!r}"
                 if ftype is None:
@@ -108,6 +113,8 @@ class FieldIndex:
             if src is None:
                 continue
             for field, value in src.items():
+                if field in self.stored:
+                    continue
                 ftype = self.mapping.get(field)
                 if ftype is None:
                     inferred = _infer(value)
@@ -180,6 +187,10 @@ class FieldIndex:
         return BitMap.union(BitMap(), *(postings.get(k, BitMap()) for k in keys))
 
     def field_type(self, field: str) -> str:
+        if field in self.stored:
+            raise InvalidInput(
+                f"filter field {field!r} is stored in _source but not indexed (stored_fields)"
+            )
         try:
             return self.mapping[field]
         except KeyError:

@@ -143,7 +143,7 @@ class EmbeddedIndex:
         self.fragments = FragmentStore.open(
             path / self.FRAGMENTS, c.d_frag, c.max_frags, c.codec, self.n_rows, readonly
         )
-        self.fields = FieldIndex(meta.get("mapping", {}))
+        self.fields = FieldIndex(meta.get("mapping", {}), config.stored_fields)
         for row, text in self.table.iter_sources():
             if row < self.n_rows:
                 self.fields.add([row], [json.loads(text)])

@@ -40,7 +40,9 @@ class IndexConfig:
     most fragments kept per document (model B); codec: fragment codec; r_i: keywords stored
     per document (the paper's R_I); hnsw_*: FAISS HNSW parameters of the fast-vector index;
     fast_storage: "flat" (float32) or "sq8" vectors inside HNSW; bundle_fingerprint: the
-    encoder bundle the index was filled with ("" when filled with pre-encoded data).
+    encoder bundle the index was filled with ("" when filled with pre-encoded data);
+    stored_fields: `_source` fields kept but never indexed for filters (free text such as
+    captions, like Elasticsearch's `"index": false`).
     """
 
     d_fast: int
@@ -54,8 +56,14 @@ class IndexConfig:
     hnsw_ef_search: int = 128
     fast_storage: str = "flat"
     bundle_fingerprint: str = ""
+    stored_fields: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stored_fields", tuple(self.stored_fields))  # JSON gives a list
+        if not all(isinstance(f, str) and f for f in self.stored_fields):
+            raise InvalidInput(
+                f"index config: stored_fields must be field names, got {self.stored_fields!r}"
+            )
         for name in ("d_fast", "d_frag", "r_i", "hnsw_m", "hnsw_ef_construction"):
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:

@@ -11,6 +11,7 @@ from conftest import random_items
 
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import Conflict, InvalidInput, NotFound
+from isr.plugin.filters import parse_filter
 from isr.plugin.index import EmbeddedIndex
 from isr.plugin.manifest import IndexConfig
 
@@ -166,7 +167,9 @@ def test_stats_and_destroy(tmp_path: Path, small_config: IndexConfig) -> None:
         EmbeddedIndex.destroy(tmp_path)
 
 
-def test_reader_never_truncates_a_writers_uncommitted_tail(tmp_path: Path, small_config: IndexConfig) -> None:
+def test_reader_never_truncates_a_writers_uncommitted_tail(
+    tmp_path: Path, small_config: IndexConfig
+) -> None:
     writer = EmbeddedIndex.create(tmp_path / "i", small_config)
     writer.add(["a", "b"], random_items(2))
     writer.commit()
@@ -181,3 +184,16 @@ def test_reader_never_truncates_a_writers_uncommitted_tail(tmp_path: Path, small
     writer.commit()
     assert len(writer) == 3
     writer.close()
+
+
+def test_stored_fields_are_kept_but_not_indexed(tmp_path: Path) -> None:
+    config = IndexConfig(d_fast=16, d_frag=8, max_frags=4, r_i=3, stored_fields=("captions",))
+    with EmbeddedIndex.create(tmp_path / "i", config) as idx:
+        idx.add(["a"], random_items(1), [{"captions": ["a dog", "a puppy"], "year": 2001}])
+        idx.commit()
+        assert idx.fields.mapping == {"year": "long"}
+        assert json.loads(idx.docs_at([0])[0][1] or "")["captions"] == ["a dog", "a puppy"]
+        with pytest.raises(InvalidInput, match="stored in _source but not indexed"):
+            idx.filter_rows(parse_filter({"term": {"captions": "a dog"}}))  # type: ignore[arg-type]
+    with EmbeddedIndex.open(tmp_path / "i") as idx:
+        assert idx.config.stored_fields == ("captions",) and idx.fields.mapping == {"year": "long"}
