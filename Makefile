@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/isr demo --workdir demo
+	$(VENV)/bin/isr --threads 1 demo --workdir demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
