@@ -13,6 +13,15 @@ from isr.plugin.manifest import IndexConfig
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread() -> None:
+    """One torch/FAISS thread: on a 2-core machine shared with other work, two threads per
+    small GEMM spend more time waiting for each other than computing (measured 5-20x slower)."""
+    from isr.plugin.runtime import set_threads
+
+    set_threads(1)
+
+
 def random_items(
     n: int,
     d_fast: int = 16,
