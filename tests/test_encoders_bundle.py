@@ -17,17 +17,6 @@ from isr.encoders.tokenizer import train_tokenizer
 from isr.encoders.vocabulary import KeywordVocab
 from isr.errors import CorruptIndex, InvalidInput
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine's few cores are shared: one torch thread per test avoids the
-    # oversubscription that makes small ops ten times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 CAPTIONS = [
     "a dog runs on the beach",
     "two cats sleep on a red sofa",

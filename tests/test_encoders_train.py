@@ -19,17 +19,6 @@ from isr.encoders.train import PairedData, TrainConfig, run_recipe, train_stage
 from isr.encoders.vocabulary import KeywordVocab
 from isr.errors import Conflict, CorruptIndex, InvalidInput
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine's few cores are shared: one torch thread per test avoids the
-    # oversubscription that makes small ops ten times slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 WORDS = [
     "dog",
     "cat",

@@ -5,21 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
-
 from isr.encoders.train import TrainConfig
 from isr.eval.table2 import ROWS, format_tables, run_table2
 from isr.ingest.synthetic_world import generate_world
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 CFG = TrainConfig(
     epochs=1, batch_size=16, lr=2e-3, hidden=16, heads=2, intermediate=32, layers=1, dim=8,

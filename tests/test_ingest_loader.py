@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 from ingest_helpers import tiny_bundle
 
 from isr.encoders.bundle import Bundle
@@ -21,14 +20,6 @@ from isr.ingest.source import SourceBatch
 from isr.ingest.synthetic_world import generate_world
 from isr.plugin.index import EmbeddedIndex
 from isr.plugin.pipeline import SearchOptions, search
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine's few cores are shared
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

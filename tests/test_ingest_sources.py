@@ -24,14 +24,6 @@ from isr.ingest.loader import IngestOptions, load_gallery
 from isr.plugin.index import EmbeddedIndex
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def opts(**kw) -> IngestOptions:
     return IngestOptions(**{"batch_size": 4, "commit_every": 8, "progress": False, **kw})
 
