@@ -225,14 +225,19 @@ def search_cmd(
 
 @main.command("demo")
 @click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
-@click.option("--docs", "n_docs", type=int, default=20_000, show_default=True)
-@click.option("--queries", "n_queries", type=int, default=200, show_default=True)
+@click.option(
+    "--queries",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Queries per direction in the evaluation.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-def demo(workdir: Path, n_docs: int, n_queries: int, seed: int) -> None:
-    """Run the main job on the embedded default: build, search, compare the pipelines."""
+def demo(workdir: Path, queries: int, seed: int) -> None:
+    """The main job: world -> bundle -> index -> text queries -> evaluation -> HTTP."""
     from isr.plugin.demo import run_demo
 
-    run_demo(workdir, n_docs=n_docs, n_queries=n_queries, seed=seed)
+    run_demo(workdir, seed=seed, queries=queries)
 
 
 @main.command("world")
