@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 from isr.eval.report import markdown_table
-from isr.ingest.encoded_world import EncodedWorld, encoded_queries
-from isr.plugin.demo import build_index
+from isr.ingest.encoded_world import EncodedWorld, build_encoded_index, encoded_queries
 from isr.plugin.index import EmbeddedIndex
 from isr.plugin.manifest import IndexConfig
 from isr.plugin.pipeline import SearchOptions, search
@@ -219,7 +218,7 @@ def main() -> None:
     )
     root = args.workdir / "indices"
     root.mkdir(parents=True, exist_ok=True)
-    build_index(root / "gallery", world, config).close()
+    build_encoded_index(root / "gallery", world, config).close()
     bodies = _bodies(world, args.queries, args.size)
     port = _free_port()
     server = _start_server(root, port, args.threads)

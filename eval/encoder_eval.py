@@ -140,10 +140,10 @@ def _encode(
 
 
 def _stack(outs: list[TowerOutput]) -> TowerOutput:
-    logits = [o.logits for o in outs]
+    logits = [o.logits for o in outs if o.logits is not None]
     return TowerOutput(
         fast=torch.cat([o.fast for o in outs]),
         frags=torch.cat([o.frags for o in outs]),
         mask=torch.cat([o.mask for o in outs]),
-        logits=None if any(x is None for x in logits) else torch.cat(logits),
+        logits=torch.cat(logits) if len(logits) == len(outs) else None,
     )

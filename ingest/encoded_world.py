@@ -23,12 +23,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from isr.encoders.record import Encoded, Keywords
+from isr.errors import NotFound
+from isr.plugin.index import EmbeddedIndex
+from isr.plugin.manifest import IndexConfig
 
-__all__ = ["EncodedWorld", "encoded_gallery", "encoded_queries"]
+__all__ = ["EncodedWorld", "build_encoded_index", "encoded_gallery", "encoded_queries"]
 
 BLOCK = 1024
 
@@ -157,3 +162,34 @@ def encoded_queries(
     mask = np.ones((len(targets), min(world.query_frags, world.n_frags)), dtype=bool)
     q = Encoded(np.stack(fasts), np.stack(fragss), mask, tuple(kws))
     return q, [world.doc_id(int(t)) for t in targets]
+
+
+LICENSES = ("cc-by", "cc0", "cc-by-nc")
+
+
+def demo_source(i: int) -> dict[str, object]:
+    """The `_source` of synthetic document i: fields for filter demos and tests."""
+    return {"license": LICENSES[i % 3], "year": 2000 + i % 25}
+
+
+def build_encoded_index(
+    path: Path, world: EncodedWorld, config: IndexConfig, batch: int = 2048
+) -> EmbeddedIndex:
+    """Create and fill an index with the world's documents, or reopen a complete one."""
+    try:
+        index = EmbeddedIndex.open(path, expect=config)
+        if len(index) == world.n_docs:
+            return index
+        index.close()
+        EmbeddedIndex.destroy(path)
+    except NotFound:
+        pass
+    index = EmbeddedIndex.create(path, config)
+    with tqdm(total=world.n_docs, desc="indexing", unit="doc", mininterval=1) as bar:
+        start = 0
+        for ids, items in encoded_gallery(world, batch):
+            index.add(ids, items, [demo_source(start + j) for j in range(len(ids))])
+            index.commit()
+            start += len(ids)
+            bar.update(len(ids))
+    return index

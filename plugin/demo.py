@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -23,8 +24,8 @@ from isr.plugin.pipeline import SearchOptions, SearchResult, search
 
 __all__ = ["run_demo"]
 
-WORLD = {"n_train": 2000, "n_dev": 200, "n_test": 500, "m": 16, "D": 64}
-TRAIN = {
+WORLD: dict[str, Any] = {"n_train": 2000, "n_dev": 200, "n_test": 500, "m": 16, "D": 64}
+TRAIN: dict[str, Any] = {
     "epochs": 4,
     "batch_size": 64,
     "lr": 1e-3,
