@@ -19,14 +19,13 @@ structures are rebuilt or caught up. So a crash loses at most the uncommitted ba
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pyroaring import BitMap
@@ -42,6 +41,7 @@ from isr.plugin.knn import FastIndex, KnnResult
 from isr.plugin.manifest import MANIFEST, IndexConfig, read_manifest, write_manifest
 from isr.plugin.maxsim import MaxSimScorer
 from isr.plugin.postings import KeywordPostings
+from isr.plugin.writelock import WriteLock
 
 if TYPE_CHECKING:
     from isr.plugin.pipeline import SearchOptions
@@ -113,21 +113,13 @@ def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
 class EmbeddedIndex:
     """An isr index in one directory. One writer at a time; any number of read-only openers."""
 
-    LOCK = "write.lock"
     FRAGMENTS = "fragments"
 
     def __init__(self, path: Path, config: IndexConfig, readonly: bool, device: str | None):
         self.path = path
         self.config = config
         self.readonly = readonly
-        self._lock: IO[bytes] | None = None
-        if not readonly:
-            self._lock = open(path / self.LOCK, "ab")  # noqa: SIM115 (held until close())
-            try:
-                fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lock.close()
-                raise Conflict(f"{path}: another process holds the write lock") from None
+        self._lock = None if readonly else WriteLock(path, "index")
         self.table = DocTable(path, readonly=readonly)
         meta = self.table.meta()
         if "n_rows" not in meta:
@@ -213,8 +205,7 @@ class EmbeddedIndex:
         self.keywords.close()
         self.fragments.close()
         if self._lock is not None:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
+            self._lock.release()
             self._lock = None
 
     def __enter__(self) -> EmbeddedIndex:

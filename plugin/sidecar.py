@@ -17,13 +17,11 @@ committed rows and `refresh` when the id table says a newer generation committed
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from pyroaring import BitMap
@@ -32,6 +30,7 @@ from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
 from isr.plugin.doctable import DocTable
 from isr.plugin.fragments import FragmentStore
 from isr.plugin.manifest import IndexConfig, read_manifest, write_manifest
+from isr.plugin.writelock import WriteLock
 
 __all__ = ["Sidecar"]
 
@@ -42,21 +41,13 @@ class Sidecar:
     """Fragments by document id for one Elasticsearch index. One writer; many readers."""
 
     FRAGMENTS = "fragments"
-    LOCK = "write.lock"
 
     def __init__(self, path: Path, config: IndexConfig, es_index: str, readonly: bool) -> None:
         self.path = path
         self.config = config
         self.es_index = es_index
         self.readonly = readonly
-        self._lock: IO[bytes] | None = None
-        if not readonly:
-            self._lock = open(path / self.LOCK, "ab")  # noqa: SIM115 (held until close())
-            try:
-                fcntl.flock(self._lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lock.close()
-                raise Conflict(f"{path}: another process holds the sidecar's write lock") from None
+        self._lock = None if readonly else WriteLock(path, "sidecar")
         self.table = DocTable(path, readonly=readonly)
         self.n_rows, self.generation = self._committed()
         self.store = self._open_store(self.n_rows)
@@ -106,8 +97,7 @@ class Sidecar:
             old.close()
         self._retired = []
         if self._lock is not None:
-            fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
-            self._lock.close()
+            self._lock.release()
             self._lock = None
 
     def __enter__(self) -> Sidecar:
