@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.isr-installed
+CODE   := isr plugin encoders ingest eval tests
 
 .PHONY: setup demo test lint typecheck pytest bench clean
 
@@ -21,8 +22,8 @@ demo: $(STAMP)
 	$(VENV)/bin/isr --threads 1 demo --workdir demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
 
 # mypy cannot follow the editable install's package-dir mapping, so it checks a tree of links
 # that lays the folders out as the installed `isr` package.
