@@ -68,7 +68,6 @@ def index() -> None:
 )
 @click.option("--hnsw-m", type=int, default=16, show_default=True)
 @click.option("--ef-construction", type=int, default=100, show_default=True)
-@click.option("--ef-search", type=int, default=128, show_default=True)
 @click.option(
     "--fast-storage", type=click.Choice(["flat", "sq8"]), default="flat", show_default=True
 )
@@ -86,7 +85,6 @@ def index_create(path: Path, **kw: Any) -> None:
         r_i=kw["r_i"],
         hnsw_m=kw["hnsw_m"],
         hnsw_ef_construction=kw["ef_construction"],
-        hnsw_ef_search=kw["ef_search"],
         fast_storage=kw["fast_storage"],
     )
     EmbeddedIndex.create(path, config).close()

@@ -38,7 +38,8 @@ class IndexConfig:
 
     d_fast: dims of the fast vector (model F); d_frag, max_frags: fragment dims and the
     most fragments kept per document (model B); codec: fragment codec; r_i: keywords stored
-    per document (the paper's R_I); hnsw_*: FAISS HNSW parameters of the fast-vector index;
+    per document (the paper's R_I); hnsw_*: FAISS HNSW build parameters of the fast-vector index (the search
+    breadth, efSearch, is per query: SearchOptions.num_candidates, as in Elasticsearch);
     fast_storage: "flat" (float32) or "sq8" vectors inside HNSW; bundle_fingerprint: the
     encoder bundle the index was filled with ("" when filled with pre-encoded data);
     stored_fields: `_source` fields kept but never indexed for filters (free text such as
@@ -53,7 +54,6 @@ class IndexConfig:
     r_i: int = 15
     hnsw_m: int = 16  # Elasticsearch's defaults (m 16, ef_construction 100)
     hnsw_ef_construction: int = 100
-    hnsw_ef_search: int = 128
     fast_storage: str = "flat"
     bundle_fingerprint: str = ""
     stored_fields: tuple[str, ...] = ()
@@ -68,10 +68,6 @@ class IndexConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v <= 0:
                 raise InvalidInput(f"index config: {name} must be a positive integer, got {v!r}")
-        if not isinstance(self.hnsw_ef_search, int) or self.hnsw_ef_search <= 0:
-            raise InvalidInput(
-                f"index config: hnsw_ef_search must be a positive integer, got {self.hnsw_ef_search!r}"
-            )
         if not isinstance(self.max_frags, int) or not 1 <= self.max_frags <= 64:
             raise InvalidInput(
                 f"index config: max_frags must be in [1, 64], got {self.max_frags!r}"
@@ -103,7 +99,7 @@ class IndexConfig:
         diffs = [
             f"{f.name}: index has {getattr(self, f.name)!r}, asked for {getattr(other, f.name)!r}"
             for f in fields(self)
-            if f.name not in ("hnsw_ef_search",) and getattr(self, f.name) != getattr(other, f.name)
+            if getattr(self, f.name) != getattr(other, f.name)
         ]
         if diffs:
             raise Conflict("index settings differ: " + "; ".join(diffs))
