@@ -39,7 +39,7 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(VENV)/bin/python eval/bench_engine.py
+	$(VENV)/bin/python eval/bench.py
 
 clean:
 	rm -rf build demo .pytest_cache .mypy_cache .ruff_cache

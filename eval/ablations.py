@@ -30,6 +30,12 @@ class AblationRow:
     admitted: float  # mean share of the gallery the filters admitted
     relaxed: float  # share of queries whose keyword filter was relaxed
     hits: tuple[tuple[str, ...], ...]  # top ids per query, for agreement checks
+    stages: tuple[tuple[str, float, float], ...] = ()  # (stage, p50 ms, p95 ms) per stage
+
+    def recall_at(self, truth: Sequence[str], k: int = 10, n: int | None = None) -> float:
+        """Recall@k over the first n queries (all by default), from the stored top ids."""
+        n = len(self.hits) if n is None else min(n, len(self.hits))
+        return sum(truth[i] in self.hits[i][:k] for i in range(n)) / max(n, 1)
 
 
 def run_ablations(
@@ -54,6 +60,7 @@ def run_ablations(
         )
         search(index, queries[0], opt)  # warm-up (first-call allocations, thread pools)
         ms, r1, r10, adm, rel, tops = [], 0, 0, [], 0, []
+        stage_ms: dict[str, list[float]] = {}
         for i in tqdm(range(len(queries)), desc=f"{name:>20}", disable=not progress, unit="q"):
             res = search(index, queries[i], opt)
             ids = [h.id for h in res.hits]
@@ -63,6 +70,8 @@ def run_ablations(
             adm.append(res.total / max(res.profile.gallery, 1))
             rel += res.profile.relaxed
             tops.append(tuple(ids[:10]))
+            for st in res.profile.stages:
+                stage_ms.setdefault(st.name, []).append(st.ms)
         n = len(queries)
         out.append(
             AblationRow(
@@ -74,6 +83,10 @@ def run_ablations(
                 float(np.mean(adm)),
                 rel / n,
                 tuple(tops),
+                tuple(
+                    (k, float(np.percentile(v, 50)), float(np.percentile(v, 95)))
+                    for k, v in stage_ms.items()
+                ),
             )
         )
     return out

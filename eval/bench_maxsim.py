@@ -4,7 +4,7 @@ Entry point: ``python eval/bench_maxsim.py`` (or :func:`bench` from Python). Pri
 
 1. the kernel (:func:`isr.plugin.maxsim.maxsim`) on C documents of n fragments against a query of
    nq fragments, in GFLOP/s (2 * nq * n * d * C flops), beside the plain GEMM of the same shape
-   (``(C*n, d) @ (d, nq)``, the kernel without its masking and reductions) and a square matmul
+   (``(nq, d) @ (d, C*n)``, the kernel without its masking and reductions) and a square matmul
    of the same flops, which stands for the machine's matmul peak;
 2. exhaustive top-k over a store of ``--store-rows`` rows (``--codec``), in ms per query,
    including reading the codes from the memory map and decoding them.
@@ -75,7 +75,7 @@ def _bench_size(
     flops = 2.0 * cfg.nq * cfg.n * cfg.d * c
     t_kernel = _timeit(lambda: maxsim(q, qm, docs, dm), cfg.repeat, device)
     flat = docs.view(c * cfg.n, cfg.d)  # (C*n, d)
-    t_gemm = _timeit(lambda: flat @ q.T, cfg.repeat, device)
+    t_gemm = _timeit(lambda: q @ flat.T, cfg.repeat, device)
     m = round((flops / 2) ** (1 / 3))
     a = torch.randn(m, m, device=device)
     b = torch.randn(m, m, device=device)

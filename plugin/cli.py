@@ -238,6 +238,19 @@ def demo(workdir: Path, queries: int, seed: int) -> None:
     run_demo(workdir, seed=seed, queries=queries)
 
 
+@main.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """The scale benchmark (10K/100K/1M galleries); `isr bench --help` lists its options."""
+    from isr.eval.bench import main as bench_main
+
+    bench_main.main(list(args), prog_name="isr bench")
+
+
 @main.command("world")
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @click.option("--train", "n_train", type=int, default=10_000, show_default=True)

@@ -101,6 +101,16 @@ class FragmentCodec:
             out = self._sq.decode(flat)
         return out.reshape(*lead, self.d)
 
+    def affine(self) -> tuple[float, float] | None:
+        """(a, b) with decode(c) = a * c + b for every component, or None (fp32, fp16).
+
+        A scorer can then take dot products with the raw codes: q . decode(c) = a (q . c) +
+        b sum(q), which skips the decode's arithmetic passes (the sq8 range is fixed).
+        """
+        if self.name != "sq8":
+            return None
+        return _VDIFF / 255.0, _VMIN + 0.5 * _VDIFF / 255.0
+
     def decode_torch(self, codes: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """(..., code_size) uint8 tensor -> (..., d) float32 tensor on the same device.
 

@@ -5,8 +5,8 @@ chunked scoring of given fragments, and exhaustive top-k over a :class:`Fragment
 
 i runs over the query's real fragments and j over the document's real fragments. With
 L2-normalised fragments q_i . d_j is the cosine of the paper. The kernel is one GEMM over every
-fragment of every candidate, (C*n, d) @ (d, nq), so its speed is the BLAS / cuBLAS speed; the
-max over j and the sum over i are two reductions of the (C, n, nq) result.
+fragment of every candidate, (nq, d) @ (d, C*n), so its speed is the BLAS / cuBLAS speed; the
+max over j and the sum over i are two reductions of the (nq, C, n) result.
 
 On CUDA the store's compact codes are copied to the device and decoded there
 (:meth:`FragmentCodec.decode_torch`), so only code bytes cross PCIe. CPU and CUDA run the same
@@ -25,6 +25,8 @@ from isr.plugin.fragments import FragmentStore
 __all__ = ["MaxSimScorer", "maxsim"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+CPU_CHUNK = 256
+GPU_CHUNK = 32_768
 
 
 def maxsim(
@@ -58,12 +60,11 @@ def maxsim(
         raise InvalidInput("maxsim: documents have 0 fragment slots")
     qv = q[q_mask]  # (nq', d): padding query fragments cost no flops
     nv = qv.shape[0]
-    # -inf on padding doc fragments, added inside the GEMM (addmm's beta term) rather than a
-    # separate pass over the (C*n, nq') result.
-    bias = torch.zeros((c * n, 1), dtype=docs.dtype, device=docs.device)
-    bias.masked_fill_(~doc_mask.reshape(c * n, 1), float("-inf"))
+    flat = docs.reshape(c * n, d)
+    # (nq', C*n): the query on the short side of the GEMM, so BLAS streams the documents once
+    # with a wide output, and the max over a document's fragments reduces contiguous memory.
     if work is None:
-        sim = torch.addmm(bias, docs.reshape(c * n, d), qv.T)  # (C*n, nq')
+        sim = torch.mm(qv, flat.T)
     else:
         if (
             work.numel() < c * n * nv
@@ -75,22 +76,29 @@ def maxsim(
                 f"maxsim: work must be contiguous {docs.dtype} on {docs.device} with at least "
                 f"{c * n * nv} elements, got {work.dtype} {tuple(work.shape)} on {work.device}"
             )
-        sim = work.view(-1)[: c * n * nv].view(c * n, nv)
-        torch.addmm(bias, docs.reshape(c * n, d), qv.T, out=sim)
-    return sim.view(c, n, nv).amax(dim=1).sum(dim=1, dtype=torch.float32)  # (C,)
+        sim = work.view(-1)[: c * n * nv].view(nv, c * n)
+        torch.mm(qv, flat.T, out=sim)
+    # Padding fragments must never win the max. On the CPU a full mask (the usual case) skips
+    # the pass; on a GPU the check would cost a device sync, more than the fill itself.
+    if docs.device.type != "cpu" or not bool(doc_mask.all()):
+        sim.masked_fill_(~doc_mask.reshape(1, c * n), float("-inf"))
+    return sim.view(nv, c, n).amax(dim=2).sum(dim=0, dtype=torch.float32)  # (C,)
 
 
 class MaxSimScorer:
     """Scores queries against fragments with :func:`maxsim`, ``chunk_rows`` documents at a time.
 
-    device: None picks "cuda" when available, else "cpu". dtype: the GEMM's dtype (float32
-    default; float16/bfloat16 are for CUDA, where they trade a little accuracy for speed).
+    device: None picks "cuda" when available, else "cpu". chunk_rows: None picks 256 on the CPU
+    (a chunk's decoded fragments and similarities stay in the core's cache, which measured
+    faster than large GEMMs) and 32,768 on CUDA (large launches fill the device). dtype: the
+    GEMM's dtype (float32 default; float16/bfloat16 are for CUDA, where they trade a little
+    accuracy for speed).
     """
 
     def __init__(
         self,
         device: str | torch.device | None = None,
-        chunk_rows: int = 4096,
+        chunk_rows: int | None = None,
         dtype: torch.dtype = torch.float32,
     ) -> None:
         if device is None:
@@ -101,6 +109,8 @@ class MaxSimScorer:
             raise InvalidInput(f"scorer: unknown device {device!r}: {e}") from e
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise InvalidInput(f"scorer: device {device!r} asked for, but CUDA is not available")
+        if chunk_rows is None:
+            chunk_rows = CPU_CHUNK if self.device.type == "cpu" else GPU_CHUNK
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
             raise InvalidInput(f"scorer: chunk_rows must be an integer >= 1, got {chunk_rows!r}")
         if dtype not in _DTYPES:
@@ -165,11 +175,16 @@ class MaxSimScorer:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty(rows.shape[0], np.float32)  # (C,)
         slot = torch.arange(store.max_frags, device=self.device)
+        affine = store.codec.affine()  # sq8: score raw codes with a scaled query
+        qs = qt if affine is None else qt * affine[0]
         for i in range(0, rows.shape[0], self.chunk_rows):
             codes, cnt = store.gather_codes(rows[i : i + self.chunk_rows])
-            x = store.codec.decode_torch(torch.from_numpy(codes).to(self.device))
+            ct = torch.from_numpy(codes).to(self.device)
+            x = store.codec.decode_torch(ct) if affine is None else ct.float()
             m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, max_frags)
-            out[i : i + len(cnt)] = maxsim(qt, qm, x.to(self.dtype), m).cpu().numpy()
+            out[i : i + len(cnt)] = maxsim(qs, qm, x.to(self.dtype), m).cpu().numpy()
+        if affine is not None:
+            out += np.float32(affine[1] * float(qt[qm].sum()))
         return out
 
     def _work(self, numel: int) -> torch.Tensor:
@@ -200,22 +215,36 @@ class MaxSimScorer:
             rows = np.unique(rows)  # sorted: sequential reads; unique: no duplicate hits
         nf = store.max_frags
         slot = torch.arange(nf, device=self.device)  # (max_frags,)
-        best_s = torch.empty(0, dtype=torch.float32, device=self.device)
-        best_r = torch.empty(0, dtype=torch.int64, device=self.device)
+        total = len(store) if rows is None else int(rows.shape[0])
+        # sq8: score the raw codes with a scaled query (see FragmentCodec.affine)
+        affine = store.codec.affine()
+        qs, shift = qt, 0.0
+        if affine is not None:
+            qs, shift = qt * affine[0], affine[1] * float(qt[qm].sum())
+        # every score kept, one top-k at the end: cheaper than a running top-k per small chunk
+        scores_all = torch.empty(total, dtype=torch.float32, device=self.device)
+        rows_all = np.empty(total, dtype=np.int64)
         nv = int(qm.sum())
         dec = torch.empty((0, nf, store.d), dtype=torch.float32, device=self.device)
         work = self._work(0)
+        pos = 0
         for r, codes, cnt in store.iter_code_chunks(self.chunk_rows, rows):
             if len(r) > dec.shape[0]:  # the first chunk is the largest: allocate once per call
                 dec = torch.empty((len(r), nf, store.d), dtype=torch.float32, device=self.device)
                 work = self._work(len(r) * nf * nv)
             ct = torch.from_numpy(codes).to(self.device)  # (c, max_frags, code_size) uint8
-            x = store.codec.decode_torch(ct, out=dec[: len(r)])  # (c, max_frags, d)
+            if affine is None:
+                x = store.codec.decode_torch(ct, out=dec[: len(r)])  # (c, max_frags, d)
+            else:
+                x = dec[: len(r)].copy_(ct)  # raw codes as floats; the query carries a and b
             m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, max_frags)
-            s = torch.cat([best_s, maxsim(qt, qm, x.to(self.dtype), m, work=work)])
-            rr = torch.cat([best_r, torch.from_numpy(r).to(self.device)])
-            top = torch.topk(s, min(int(k), s.shape[0]))
-            best_s, best_r = top.values, rr[top.indices]
-        scores, ids = best_s.cpu().numpy(), best_r.cpu().numpy()
+            scores_all[pos : pos + len(r)] = maxsim(qs, qm, x.to(self.dtype), m, work=work)
+            rows_all[pos : pos + len(r)] = r
+            pos += len(r)
+        if affine is not None:
+            scores_all[:pos] += shift
+        top = torch.topk(scores_all[:pos], min(int(k), pos))
+        best_s, best_r = top.values, rows_all[top.indices.cpu().numpy()]
+        scores, ids = best_s.cpu().numpy(), best_r
         order = np.lexsort((ids, -scores))  # ties by row, the same on every device
         return scores[order].astype(np.float32), ids[order].astype(np.int64)

@@ -201,3 +201,20 @@ def test_cuda_matches_cpu(tmp_path: Path, codec: str) -> None:
     np.testing.assert_array_equal(g_r, c_r)
     np.testing.assert_allclose(g_s, c_s, rtol=1e-5, atol=1e-5)
     store.close()
+
+
+@pytest.mark.parametrize("codec", ["fp16", "sq8"])
+def test_score_rows_equals_scores_of_the_decoded_fragments(tmp_path: Path, codec: str) -> None:
+    """The rerank path scores codes (sq8: raw codes with a scaled query) as the decoded floats."""
+    rng = np.random.default_rng(5)
+    store = FragmentStore.create(tmp_path, D, 8, codec)
+    dm = random_mask(rng, 50, 8)
+    dm[:, 0] = True
+    store.append(unit(rng, 50, 8), dm)
+    q, qm = unit(rng, 6), np.array([True, True, False, True, True, True])
+    rows = np.array([49, 0, 7, 7, 23])
+    frags, mask = store.gather(rows)
+    want = naive(q, qm, frags, mask).astype(np.float32)
+    got = MaxSimScorer(device="cpu", chunk_rows=2).score_rows(q, qm, store, rows)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    store.close()

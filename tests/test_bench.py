@@ -1,0 +1,129 @@
+"""The scale benchmark (`eval/bench.py`): it builds, reuses, measures and reports on tiny
+galleries; its figures are checked for consistency, not for speed (speed lives in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from isr.errors import InvalidInput
+from isr.eval import bench_report
+from isr.eval.ablations import AblationRow
+from isr.eval.bench import ScaleConfig, build_gallery, run
+from isr.eval.bench_gpu import gpu_bench
+from isr.ingest.encoded_world import EncodedWorld
+from isr.plugin.cli import main
+from isr.plugin.index import EmbeddedIndex
+
+TINY = ScaleConfig(
+    sizes=(400, 900),
+    queries=12,
+    exhaustive_queries=4,
+    batch=300,
+    codec_docs=300,
+    threads=1,
+    exhaustive_threads=1,
+    build_threads=1,
+)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    root = tmp_path_factory.mktemp("bench")
+    return run(TINY, root / "work", root / "out"), root
+
+
+def test_run_measures_every_size_and_configuration(result: tuple[dict, Path]) -> None:
+    res, root = result
+    assert [s["docs"] for s in res["sizes"]] == [400, 900]
+    for s in res["sizes"]:
+        names = [a["name"] for a in s["ablations"]]
+        assert names == ["fast", "keywords+fast", "full", "fast+rerank", "exhaustive",
+                         "keywords+exhaustive"]  # fmt: skip
+        by = {a["name"]: a for a in s["ablations"]}
+        assert by["exhaustive"]["queries"] == 4 and by["full"]["queries"] == 12
+        assert set(by["full"]["stages"]) >= {"keywords", "knn", "rerank", "fetch"}
+        assert "knn" not in by["exhaustive"]["stages"]
+        # the stored sizes are the files' sizes, and they add up
+        assert s["bytes_total"] == sum(s["bytes"].values())
+        assert s["bytes"]["fragments"] == s["docs"] * (32 * 128 + 1)  # sq8: a byte per dim
+        assert s["build"]["docs"] == s["docs"] and s["build"]["docs_per_s"] > 0
+        assert 0 <= s["recall_kept"] <= 10 and 0 <= s["overlap_full_exhaustive"] <= 1
+        # exhaustive max-sim finds the target in these easy tiny galleries
+        assert by["exhaustive"]["recall_10"] >= 0.75
+        assert s["speedup_full"] == pytest.approx(by["exhaustive"]["p50_ms"] / by["full"]["p50_ms"])
+    cb = res["codec_bytes"]
+    assert cb["fp32"] == 32 * 128 * 4 + 1 and cb["fp16"] == 32 * 128 * 2 + 1
+    assert cb["sq8"] == 32 * 128 + 1
+    assert res["kernel"] and all(r["kernel_gflops"] > 0 for r in res["kernel"])
+    out = root / "out"
+    md = (out / "bench.md").read_text()
+    for heading in ("Build and size", "Latency and recall", "Max-sim kernel", "Targets at 900"):
+        assert heading in md
+    assert json.loads((out / "bench.json").read_text())["sizes"][1]["docs"] == 900
+    assert (out / "latency_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_built_gallery_is_reused_and_a_different_one_rebuilt(
+    result: tuple[dict, Path],
+) -> None:
+    res, root = result
+    world = EncodedWorld(n_docs=400)
+    path, build = build_gallery(root / "work", world, TINY.index_config(world), 300, 1)
+    assert build == res["sizes"][0]["build"]  # the recorded figures, not a rebuild
+    # a partial index at that place (a killed build) is rebuilt, not reported
+    with EmbeddedIndex.open(path) as index:
+        index.delete(["doc-0000000"])
+        index.commit()
+    build_gallery(root / "work", world, TINY.index_config(world), 300, 1)
+    with EmbeddedIndex.open(path, readonly=True) as index:
+        assert len(index) == 400
+
+
+def test_targets_say_met_or_not() -> None:
+    def size(p50: float, speedup: float, kept: float, total: int) -> dict:
+        full = {"name": "full", "p50_ms": p50}
+        return {"docs": 1000, "ablations": [full], "speedup_full": speedup,
+                "recall_kept": kept, "bytes_total": total, "build": {}}  # fmt: skip
+
+    res = {"config": {"codec": "sq8"}, "kernel": [{"pct_peak": 65.0}],
+           "sizes": [size(12.0, 400.0, 1.01, 5_000_000)]}  # fmt: skip
+    assert [r[2] for r in bench_report.targets(res)] == ["yes"] * 5
+    res["sizes"] = [size(25.0, 100.0, 0.95, 7_000_000)]
+    res["kernel"] = [{"pct_peak": 40.0}]
+    assert [r[2] for r in bench_report.targets(res)] == ["**NO**"] * 5
+
+
+def test_recall_at_counts_the_first_queries() -> None:
+    row = AblationRow("x", 0, 0, 1, 1, 1, 0, (("a", "b"), ("c",), ("z",)))
+    assert row.recall_at(["b", "c", "q"], 10) == pytest.approx(2 / 3)
+    assert row.recall_at(["b", "c", "q"], 1) == pytest.approx(1 / 3)
+    assert row.recall_at(["b", "c", "q"], 10, n=2) == 1.0
+
+
+def test_bad_configs_are_named() -> None:
+    with pytest.raises(InvalidInput, match="exhaustive_queries"):
+        ScaleConfig(queries=5, exhaustive_queries=6)
+    with pytest.raises(InvalidInput, match="sizes"):
+        ScaleConfig(sizes=(10,))
+
+
+def test_device_figures_run_on_cpu(result: tuple[dict, Path]) -> None:
+    """The CUDA section's code, run on the CPU device on the tiny gallery."""
+    res, _ = result
+    g = gpu_bench(Path(res["sizes"][0]["path"]), device="cpu", bw_bytes=2**22, chunk_rows=128)
+    assert g["bandwidth_GBps"] > 0 and g["kernel_gflops"] > 0
+    assert g["exhaustive_docs"] == 400
+    assert g["fragment_bytes_resident"] == 400 * 32 * 128  # sq8 codes, counts kept apart
+    assert g["rerank_400_engine_ms"] > 0 and g["exhaustive_over_read_once"] > 0
+    assert np.isfinite(g["read_once_ms"])
+
+
+def test_cli_help_lists_the_options() -> None:
+    out = CliRunner().invoke(main, ["bench", "--help"])
+    assert out.exit_code == 0, out.output
+    assert "--sizes" in out.output and "--exhaustive-queries" in out.output
