@@ -9,6 +9,11 @@ and the options and calls :func:`isr.ingest.loader.load_gallery`:
     captions FILE                 a text gallery, one document per caption
     encoded FILE.jsonl|.parquet   features encoded elsewhere (no bundle)
 
+``--index`` is an index directory (the embedded index, created when absent) or an
+Elasticsearch index, ``http(s)://host:port/INDEX`` (created when absent, with its fragments
+in a ``--sidecar DIR`` or, with ``--es-fragments rank_vectors``, in the index itself; the API
+key comes from ``--es-api-key`` or ``ISR_ES_API_KEY``).
+
 Progress goes to stderr (tqdm); the summary (or ``--json``, the report) to stdout.
 """
 
@@ -38,12 +43,15 @@ class _Group(click.Group):
 
 
 def _target(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from isr.ingest.writer import check_target
+    from isr.ingest.writer import is_url
 
-    try:
-        check_target(value)  # before a bundle is loaded for nothing
-    except IsrError as e:
-        raise click.BadParameter(str(e), ctx, param) from e
+    if is_url(value):  # the URL's form, before anything is loaded for nothing
+        from isr.ingest.es_writer import parse_es_target
+
+        try:
+            parse_es_target(value)
+        except IsrError as e:
+            raise click.BadParameter(str(e), ctx, param) from e
     return value
 
 
@@ -54,7 +62,28 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
             "target",
             required=True,
             callback=_target,
-            help="Index directory (created when absent); an http(s):// URL is refused for now.",
+            help="Index directory, or Elasticsearch index http(s)://host:port/INDEX "
+            "(created when absent).",
+        ),
+        click.option(
+            "--sidecar",
+            type=click.Path(path_type=Path, file_okay=False),
+            default=None,
+            help="Elasticsearch target: the sidecar directory of its fragments.",
+        ),
+        click.option(
+            "--es-fragments",
+            type=click.Choice(["sidecar", "rank_vectors"]),
+            default="sidecar",
+            show_default=True,
+            help="Elasticsearch target: fragments in the --sidecar, or in the index itself "
+            "(rank_vectors, reranked by Elasticsearch).",
+        ),
+        click.option(
+            "--es-api-key",
+            envvar="ISR_ES_API_KEY",
+            default=None,
+            help="Elasticsearch target: API key (default: $ISR_ES_API_KEY).",
         ),
         click.option("--batch-size", type=int, default=256, show_default=True),
         click.option(
@@ -95,12 +124,23 @@ def _with_bundle(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--device", default="cpu", show_default=True)(f)
 
 
-def _run(source: Any, target: str, bundle: Any, kw: dict[str, Any], **extra: Any) -> None:
+def _run(
+    source: Any, target: str, bundle: tuple[Path, str] | None, kw: dict[str, Any], **extra: Any
+) -> None:
+    """Check the target, then load the bundle (bundle: its directory and device) and run."""
     from isr.ingest.loader import IngestOptions, load_gallery
+    from isr.ingest.writer import EsOptions, check_target
 
+    es = EsOptions(
+        sidecar=kw.pop("sidecar"),
+        fragments=kw.pop("es_fragments"),
+        api_key=kw.pop("es_api_key") or None,  # an empty variable (ISR_ES_API_KEY=) means none
+    )
+    check_target(target, es)  # before a bundle is loaded for nothing
     as_json = kw.pop("as_json")
-    opt = IngestOptions(progress=not kw.pop("no_progress"), **kw, **extra)
-    report = load_gallery(source, target, bundle, opt)
+    opt = IngestOptions(progress=not kw.pop("no_progress"), es=es, **kw, **extra)
+    b = _bundle(*bundle) if bundle is not None else None
+    report = load_gallery(source, target, b, opt)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
 
 
@@ -139,7 +179,7 @@ def precomp(
     from isr.ingest.precomp_source import PrecompSource
 
     source = PrecompSource(data_dir, split, id_prefix)
-    _run(source, target, _bundle(bundle_dir, device), kw)
+    _run(source, target, (bundle_dir, device), kw)
 
 
 @main.command()
@@ -176,7 +216,7 @@ def karpathy(
     from isr.ingest.karpathy import KarpathySource
 
     source = KarpathySource(json_path, images, ImageBackbone.load(backbone, k, device), split)
-    _run(source, target, _bundle(bundle_dir, device), kw)
+    _run(source, target, (bundle_dir, device), kw)
 
 
 @main.command()
@@ -202,7 +242,7 @@ def captions(
     from isr.ingest.captions import CaptionSource
 
     source = CaptionSource(path, fmt, per_image, id_prefix)
-    _run(source, target, _bundle(bundle_dir, device), kw)
+    _run(source, target, (bundle_dir, device), kw)
 
 
 @main.command()

@@ -8,8 +8,9 @@ Entry point: :func:`load_gallery(source, target, bundle, options) -> IngestRepor
 - Ids come from the source (file name, image index, line number), and every write is an
   upsert, so a second run over the same source replaces documents instead of duplicating them.
 - Every ``commit_every`` source items the writer commits the documents together with the
-  source position reached (the index's committed meta, key "ingest"), so ``resume=True``
-  continues exactly after the last commit of a run that was killed.
+  source position reached (the index's committed meta, key "ingest"; in Elasticsearch,
+  stored right after the documents it covers: :mod:`isr.ingest.es_writer`), so
+  ``resume=True`` continues exactly after the last commit of a run that was killed.
 - Bad items (unreadable image, wrong dims, NaN, zero norm, empty caption, bad or duplicate
   id) are skipped and counted by reason (:mod:`isr.ingest.prepare`); with ``strict=True`` the
   first one stops the run after committing what came before it. A crash never loses
@@ -24,7 +25,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
@@ -34,7 +35,7 @@ from isr.ingest.ingest_report import IngestReport, StrictStop, Tally
 from isr.ingest.prepare import prepare_batch
 from isr.ingest.readahead import ReadAhead
 from isr.ingest.source import GallerySource, SourceBatch
-from isr.ingest.writer import IndexWriter, create_writer, open_writer
+from isr.ingest.writer import EsOptions, IndexWriter, create_writer, open_writer
 from isr.plugin.codecs import CODECS
 from isr.plugin.manifest import IndexConfig
 
@@ -56,7 +57,8 @@ class IngestOptions:
     next batch in a thread while this one is encoded and written.
     Used when the loader creates the index: codec, r_i (default: the bundle's top_keywords,
     else 15), max_frags (default: the bundle's, else 32), fast_storage. fingerprint: for
-    pre-encoded sources, the bundle that encoded them ("" if unknown).
+    pre-encoded sources, the bundle that encoded them ("" if unknown). es: how to reach and
+    lay out an Elasticsearch target (``http(s)://host:port/INDEX``; unused for a directory).
     """
 
     batch_size: int = 256
@@ -71,6 +73,7 @@ class IngestOptions:
     max_frags: int | None = None
     fast_storage: str = "flat"
     fingerprint: str = ""
+    es: EsOptions = field(default_factory=EsOptions)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "commit_every"):
@@ -83,6 +86,8 @@ class IngestOptions:
                 raise InvalidInput(f"{name}: expected an integer >= 1 or None, got {v!r}")
         if self.codec not in CODECS:
             raise InvalidInput(f"codec {self.codec!r} is not one of {CODECS}")
+        if not isinstance(self.es, EsOptions):
+            raise InvalidInput(f"es: expected EsOptions, got {type(self.es).__name__}")
 
 
 # -- checks before anything is read ------------------------------------------------------------
@@ -216,7 +221,7 @@ class _Load:
                     self.opt,
                     self.fingerprint,
                 )
-                self.writer = create_writer(self.target, config)
+                self.writer = create_writer(self.target, config, self.opt.es)
             t = time.perf_counter()
             r = self.writer.upsert(got.ids, got.items, got.sources)
             self.tally.timings["index"] += time.perf_counter() - t
@@ -269,14 +274,14 @@ def load_gallery(
     t_start = time.perf_counter()
     _check_source(source, bundle)
     fingerprint = bundle.fingerprint if bundle is not None else opt.fingerprint
-    writer = open_writer(target)
+    writer = open_writer(target, opt.es)
     load: _Load | None = None
     try:
         if writer is not None:
             _check_target(writer.config, source, bundle, fingerprint)
         elif bundle is not None:
             config = _new_config(bundle.d_fast, bundle.d_frag, source, bundle, opt, fingerprint)
-            writer = create_writer(target, config)
+            writer = create_writer(target, config, opt.es)
         load = _Load(source, target, bundle, opt, writer)
         entry = _entry(load.progress, load.desc)
         start, note = 0, ""
@@ -298,7 +303,7 @@ def load_gallery(
         mine = _entry(load.progress, load.desc) or {}
         t = load.tally
         report = IngestReport(
-            target=str(target),
+            target=writer.target if writer is not None else str(target),  # no URL credentials
             source=load.desc,
             bundle_fingerprint=fingerprint,
             start=start,

@@ -2,27 +2,33 @@
 
 Entry points: :class:`IndexWriter` (the protocol the loader writes through), :class:`EmbeddedWriter`
 (an :class:`~isr.plugin.index.EmbeddedIndex` directory), :func:`open_writer` /
-:func:`create_writer` (pick the writer for a ``--index`` target). An Elasticsearch writer
-plugs in here once that backend exists; until then an ``http(s)://`` target is refused.
+:func:`create_writer` (pick the writer for a ``--index`` target). An ``http(s)://host:port/INDEX``
+target gets an :class:`~isr.ingest.es_writer.EsWriter` (Elasticsearch index INDEX, fragments in a
+sidecar directory or in the index itself), configured by :class:`EsOptions`.
 
 The ingest progress (:data:`INGEST_KEY`) is committed with the documents: the embedded index
-stores it in its document table's meta rows, inside the same sqlite transaction as the batch.
+stores it in its document table's meta rows, inside the same sqlite transaction as the batch;
+the Elasticsearch writer commits it right after the documents it covers are durable (see
+:mod:`isr.ingest.es_writer`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from isr.encoders.record import Encoded
 from isr.errors import InvalidInput
+from isr.plugin.es_mapping import FRAGMENT_HOMES
 from isr.plugin.index import EmbeddedIndex
 from isr.plugin.manifest import MANIFEST, IndexConfig
 
 __all__ = [
     "INGEST_KEY",
     "EmbeddedWriter",
+    "EsOptions",
     "IndexWriter",
     "check_target",
     "create_writer",
@@ -31,6 +37,29 @@ __all__ = [
 ]
 
 INGEST_KEY = "ingest"
+
+
+@dataclass(frozen=True)
+class EsOptions:
+    """How to reach and lay out an Elasticsearch target (unused for a directory target).
+
+    sidecar: the sidecar directory (fragments by `_id`), needed when fragments live in a
+    sidecar; fragments: "sidecar" or "rank_vectors" (in the Elasticsearch index itself) -- the
+    layout of an index the loader creates, checked against an existing index's; api_key: an
+    Elasticsearch API key (the command line reads ``ISR_ES_API_KEY``).
+    """
+
+    sidecar: Path | None = None
+    fragments: str = "sidecar"
+    api_key: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.fragments not in FRAGMENT_HOMES:
+            raise InvalidInput(
+                f"--es-fragments {self.fragments!r} is not one of {', '.join(FRAGMENT_HOMES)}"
+            )
+        if self.sidecar is not None:
+            object.__setattr__(self, "sidecar", Path(self.sidecar))
 
 
 class IndexWriter(Protocol):
@@ -55,7 +84,7 @@ class IndexWriter(Protocol):
         ...
 
     def commit(self, progress: Mapping[str, Any]) -> None:
-        """Make every write durable, together with the ingest progress."""
+        """Make every write durable, then the ingest progress (never ahead of the writes)."""
         ...
 
     def progress(self) -> dict[str, Any]:
@@ -115,19 +144,40 @@ def is_url(target: str | Path) -> bool:
     return str(target).startswith(("http://", "https://"))
 
 
-def check_target(target: str | Path) -> None:
-    """Refuse a target no writer exists for yet (an Elasticsearch URL)."""
-    if is_url(target):
+def check_target(target: str | Path, es: EsOptions | None = None) -> None:
+    """Refuse a target no writer can open: an Elasticsearch URL without an index name, a
+    layout without the directory it needs, or Elasticsearch options for a directory."""
+    es = es or EsOptions()
+    if not is_url(target):
+        if es.sidecar is not None or es.fragments != "sidecar":
+            raise InvalidInput(
+                f"--index {target}: --sidecar and --es-fragments are for an Elasticsearch "
+                "target (--index http(s)://host:port/INDEX), not an index directory"
+            )
+        return
+    from isr.ingest.es_writer import parse_es_target
+
+    parse_es_target(str(target))
+    if es.fragments == "sidecar" and es.sidecar is None:
         raise InvalidInput(
-            f"--index {target}: loading into Elasticsearch is not available yet (the "
-            "Elasticsearch writer is still being built); load into an embedded index "
-            "directory for now"
+            f"--index {target}: fragments in a sidecar (--es-fragments sidecar, the default) "
+            "need the sidecar directory: pass --sidecar DIR, or --es-fragments rank_vectors to "
+            "keep them in the Elasticsearch index"
+        )
+    if es.fragments == "rank_vectors" and es.sidecar is not None:
+        raise InvalidInput(
+            f"--index {target}: --es-fragments rank_vectors keeps fragments in Elasticsearch; "
+            f"drop --sidecar {es.sidecar}"
         )
 
 
-def open_writer(target: str | Path) -> IndexWriter | None:
+def open_writer(target: str | Path, es: EsOptions | None = None) -> IndexWriter | None:
     """The writer of an existing index, or None when there is no index at `target` yet."""
-    check_target(target)
+    check_target(target, es)
+    if is_url(target):
+        from isr.ingest.es_writer import EsWriter
+
+        return EsWriter.open(str(target), es or EsOptions())
     path = Path(target)
     if not (path / MANIFEST).exists():
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -136,9 +186,15 @@ def open_writer(target: str | Path) -> IndexWriter | None:
     return EmbeddedWriter(EmbeddedIndex.open(path))
 
 
-def create_writer(target: str | Path, config: IndexConfig) -> IndexWriter:
+def create_writer(
+    target: str | Path, config: IndexConfig, es: EsOptions | None = None
+) -> IndexWriter:
     """Create an empty index at `target` (an empty directory there is replaced)."""
-    check_target(target)
+    check_target(target, es)
+    if is_url(target):
+        from isr.ingest.es_writer import EsWriter
+
+        return EsWriter.create(str(target), config, es or EsOptions())
     path = Path(target)
     if path.is_dir() and not any(path.iterdir()):
         path.rmdir()  # EmbeddedIndex.create refuses any existing path

@@ -17,17 +17,21 @@ or in a `rank_vectors` field (reranked inside Elasticsearch by a `maxSimDotProdu
 Ingest writes the sidecar first and commits it, then streams the documents through
 `helpers.streaming_bulk` (chunked, 429s retried with exponential backoff); failed documents are
 raised together as one :class:`BulkIngestError`. A crash between the two leaves sidecar rows
-without an Elasticsearch document, which :meth:`EsBackend.check` finds and repairs.
+without an Elasticsearch document, which :meth:`EsBackend.check` finds and repairs. A writer
+that decides itself when to send (the loader's :class:`isr.ingest.es_writer.EsWriter`) uses
+the parts: `check_batch`, `send`, `raise_failed`, `existing` (which ids Elasticsearch holds)
+and `app_meta` / `put_app_meta` (its progress in the mapping's `_meta`).
 """
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import elasticsearch
 import numpy as np
@@ -44,6 +48,7 @@ from isr.plugin.es_mapping import (
     KEYWORDS_FIELD,
     ROOT,
     EsLayout,
+    app_meta_of,
     doc_source,
     exact_body,
     exhaustive_body,
@@ -57,6 +62,7 @@ from isr.plugin.es_mapping import (
     maxsim_from_rescore,
     rescore_part,
     stats_body,
+    with_app_meta,
 )
 from isr.plugin.manifest import IndexConfig
 from isr.plugin.maxsim import MaxSimScorer
@@ -201,6 +207,7 @@ class EsBackend:
         except BaseException:
             if sidecar is not None:
                 sidecar.close()
+                shutil.rmtree(sidecar.path)  # created just now, empty: a retry must not trip on it
             raise
         return cls(client, index, config, layout, sidecar, device)
 
@@ -214,12 +221,7 @@ class EsBackend:
         device: str | None = None,
     ) -> EsBackend:
         """Open an isr index: its layout comes from the mapping's `_meta.isr`."""
-        with _es_errors(f"reading the mapping of index {index!r}"):
-            got = client.indices.get_mapping(index=index)
-        if len(got) != 1:
-            raise InvalidInput(f"{index!r} names {len(got)} indexes; open one isr index")
-        ((_, body),) = got.body.items()
-        config, layout = layout_of_mapping(body.get("mappings", {}), index)
+        config, layout = cls.read_layout(client, index)
         sidecar = None
         if layout.fragments == "sidecar":
             if sidecar_path is None:
@@ -228,6 +230,27 @@ class EsBackend:
                 )
             sidecar = Sidecar.open(sidecar_path, readonly=readonly, expect=config)
         return cls(client, index, config, layout, sidecar, device)
+
+    @staticmethod
+    def index_exists(client: Elasticsearch, index: str) -> bool:
+        with _es_errors(f"checking index {index!r}"):
+            return bool(client.indices.exists(index=index))
+
+    @staticmethod
+    def mapping_of(client: Elasticsearch, index: str) -> dict[str, Any]:
+        """The mapping of the one index `index` names (`GET /{index}/_mapping`)."""
+        with _es_errors(f"reading the mapping of index {index!r}"):
+            got = client.indices.get_mapping(index=index)
+        if len(got) != 1:
+            raise InvalidInput(f"{index!r} names {len(got)} indexes; open one isr index")
+        ((_, body),) = got.body.items()
+        mapping: dict[str, Any] = body.get("mappings", {})
+        return mapping
+
+    @classmethod
+    def read_layout(cls, client: Elasticsearch, index: str) -> tuple[IndexConfig, EsLayout]:
+        """IndexConfig and EsLayout of an isr index, from its mapping's `_meta.isr`."""
+        return layout_of_mapping(cls.mapping_of(client, index), index)
 
     def close(self) -> None:
         if self.sidecar is not None:
@@ -244,26 +267,18 @@ class EsBackend:
             return int(self.client.count(index=self.index)["count"])
 
     # -- writes --------------------------------------------------------------------------
-    def ingest(
+    def check_batch(
         self,
         ids: Sequence[str],
         items: Encoded,
         sources: Sequence[Mapping[str, Any] | None] | None = None,
-        *,
-        refresh: bool | str = False,
-        chunk_size: int = 500,
-        max_retries: int = 5,
-        initial_backoff: float = 1.0,
-        max_backoff: float = 60.0,
-    ) -> int:
-        """Index (or replace) documents; returns how many. Raises BulkIngestError naming the
-        failed ones. refresh: True, False or "wait_for", as Elasticsearch's bulk takes it."""
+    ) -> tuple[list[str], list[Mapping[str, Any] | None]]:
+        """Validate one batch as :meth:`ingest` takes it; returns the ids and the sources as
+        lists (a source of None: no user fields)."""
         if not isinstance(items, Encoded):
             raise InvalidInput(f"items: expected an Encoded batch, got {type(items).__name__}")
         n = len(items)
-        ids = _check_ids(ids, n)
-        if refresh not in REFRESH:
-            raise InvalidInput(f"refresh must be one of {REFRESH}, got {refresh!r}")
+        out = _check_ids(ids, n)
         c = self.config
         if items.d_fast != c.d_fast or items.d_frag != c.d_frag:
             raise InvalidInput(
@@ -274,36 +289,48 @@ class EsBackend:
         if n and int(real.max()) > c.max_frags:
             i = int(np.argmax(real > c.max_frags))
             raise InvalidInput(
-                f"item {i} ({ids[i]!r}) has {int(real[i])} fragments, the index keeps {c.max_frags}"
+                f"item {i} ({out[i]!r}) has {int(real[i])} fragments, the index keeps {c.max_frags}"
             )
-        srcs = list(sources) if sources is not None else [None] * n
+        srcs: list[Mapping[str, Any] | None] = list(sources) if sources is not None else [None] * n
         if len(srcs) != n:
             raise InvalidInput(f"sources: {len(srcs)} sources for {n} items")
-        docs = []
-        for i in range(n):
-            src = srcs[i]
+        for i, src in enumerate(srcs):
             if src is not None and not isinstance(src, Mapping):
                 raise InvalidInput(f"sources[{i}]: _source must be an object")
-            frags = items.fragments[i][items.mask[i]] if self.sidecar is None else None
-            docs.append(
-                doc_source(
-                    ids[i],
-                    items.keywords[i].top(c.r_i),
-                    items.fast[i],
-                    frags,
-                    dict(src) if src is not None else None,
+            if src is not None and ROOT in src:
+                raise InvalidInput(
+                    f"sources[{i}] ({out[i]!r}): the top-level field {ROOT!r} is reserved for "
+                    "isr's own fields"
                 )
-            )
-        if n == 0:
-            return 0
-        new: set[str] = set()
-        if self.sidecar is not None:
-            new = set(ids) - set(self.sidecar.rows_of(ids))
-            self.sidecar.upsert(ids, items.fragments, items.mask)
-            self.sidecar.commit()  # before Elasticsearch: a visible document has fragments
+        return out, srcs
+
+    def documents(
+        self, ids: list[str], items: Encoded, srcs: list[Mapping[str, Any] | None]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, `_source`) of each item of a checked batch, built lazily (fragments go into
+        `_source` only in the rank_vectors layout)."""
+        r_i = self.config.r_i
+        for i, (d, src) in enumerate(zip(ids, srcs)):
+            frags = items.fragments[i][items.mask[i]] if self.sidecar is None else None
+            labels = items.keywords[i].top(r_i)
+            yield d, doc_source(d, labels, items.fast[i], frags, dict(src) if src else None)
+
+    def send(
+        self,
+        docs: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        refresh: bool | str = False,
+        chunk_size: int = 500,
+        max_retries: int = 5,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> list[dict[str, Any]]:
+        """Index (id, `_source`) pairs through `streaming_bulk` (429s retried with backoff);
+        returns streaming_bulk's items of the documents that failed ([] when none did)."""
+        if refresh not in REFRESH:
+            raise InvalidInput(f"refresh must be one of {REFRESH}, got {refresh!r}")
         actions = (
-            {"_op_type": "index", "_index": self.index, "_id": d, "_source": s}
-            for d, s in zip(ids, docs)
+            {"_op_type": "index", "_index": self.index, "_id": d, "_source": s} for d, s in docs
         )
         failed: list[dict[str, Any]] = []
         with _es_errors(f"bulk ingest into {self.index!r}"):
@@ -319,18 +346,70 @@ class EsBackend:
             ):
                 if not ok:
                     failed.append(info)
+        return failed
+
+    def ingest(
+        self,
+        ids: Sequence[str],
+        items: Encoded,
+        sources: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        refresh: bool | str = False,
+        chunk_size: int = 500,
+        max_retries: int = 5,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> int:
+        """Index (or replace) documents; returns how many. Raises BulkIngestError naming the
+        failed ones. refresh: True, False or "wait_for", as Elasticsearch's bulk takes it."""
+        id_list, srcs = self.check_batch(ids, items, sources)
+        if refresh not in REFRESH:
+            raise InvalidInput(f"refresh must be one of {REFRESH}, got {refresh!r}")
+        n = len(id_list)
+        if n == 0:
+            return 0
+        new: set[str] = set()
+        if self.sidecar is not None:
+            new = set(id_list) - set(self.sidecar.rows_of(id_list))
+            self.sidecar.upsert(id_list, items.fragments, items.mask)
+            self.sidecar.commit()  # before Elasticsearch: a visible document has fragments
+        failed = self.send(
+            self.documents(id_list, items, srcs),
+            refresh=refresh,
+            chunk_size=chunk_size,
+            max_retries=max_retries,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+        )
         if failed:
-            bad = [next(iter(f.values())).get("_id") for f in failed]
-            if self.sidecar is not None:
-                self.sidecar.delete([d for d in bad if d in new])  # fragments nobody points at
-                self.sidecar.commit()
-            first = next(iter(failed[0].values())).get("error")
-            raise BulkIngestError(
-                f"{len(failed)} of {n} documents failed to index into {self.index!r} "
-                f"(first: {bad[0]!r}: {first})",
-                failed,
-            )
+            self.raise_failed(failed, n, new)
         return n
+
+    def raise_failed(self, failed: list[dict[str, Any]], n: int, new: set[str]) -> NoReturn:
+        """Raise BulkIngestError for the failed items of a bulk of n documents, first deleting
+        the sidecar fragments of the failed documents in `new` (ids Elasticsearch did not
+        have before: their fragments would belong to nobody)."""
+        bad = [next(iter(f.values())).get("_id") for f in failed]
+        if self.sidecar is not None:
+            self.sidecar.delete([d for d in bad if d in new])
+            self.sidecar.commit()
+        first = next(iter(failed[0].values())).get("error")
+        raise BulkIngestError(
+            f"{len(failed)} of {n} documents failed to index into {self.index!r} "
+            f"(first: {bad[0]!r}: {first})",
+            failed,
+        )
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` that Elasticsearch holds. A realtime `mget` without `_source`:
+        documents indexed but not refreshed yet count."""
+        ids = list(ids)
+        out: set[str] = set()
+        for i in range(0, len(ids), PAGE):
+            with _es_errors(f"looking up ids in {self.index!r}"):
+                resp = self.client.mget(index=self.index, ids=ids[i : i + PAGE], source=False)
+            out.update(d["_id"] for d in resp["docs"] if d.get("found"))
+        return out
 
     def delete(self, ids: Sequence[str], refresh: bool | str = False) -> int:
         """Delete documents by id from Elasticsearch and the sidecar; unknown ids are skipped.
@@ -355,6 +434,24 @@ class EsBackend:
         if failed:
             raise BulkIngestError(f"{len(failed)} of {len(ids)} deletes failed", failed)
         return deleted
+
+    def app_meta(self) -> dict[str, Any]:
+        """Application entries stored in the mapping's `_meta` (see :meth:`put_app_meta`)."""
+        return app_meta_of(self.mapping_of(self.client, self.index))
+
+    def put_app_meta(self, entries: Mapping[str, Any]) -> None:
+        """Store application entries (JSON values by name, e.g. an ingest's progress) in the
+        mapping's `_meta`, beside `_meta.isr`. Elasticsearch replaces `_meta` as a whole, so
+        the current one is read and sent back with the entries merged in."""
+        body = with_app_meta(self.mapping_of(self.client, self.index).get("_meta"), entries)
+        with _es_errors(f"updating the _meta of {self.index!r}"):
+            self.client.indices.put_mapping(index=self.index, meta=body)
+
+    def store_bytes(self) -> int:
+        """Bytes on disk of the index's primary shards (replicas not counted)."""
+        with _es_errors(f"reading the store size of {self.index!r}"):
+            resp = self.client.indices.stats(index=self.index, metric="store")
+        return int(resp["_all"]["primaries"]["store"]["size_in_bytes"])
 
     def refresh(self) -> None:
         """Make every indexed document searchable now (Elasticsearch's `_refresh`)."""

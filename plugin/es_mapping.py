@@ -11,7 +11,9 @@ Document layout: the user's `_source` fields at the top level (dynamically mappe
 fields under one reserved object `isr`: `isr.id` (keyword copy of `_id`, sortable),
 `isr.keywords` (the top R_I labels, keyword terms), `isr.fast` (`dense_vector`, dot_product on
 L2-normalised vectors) and, when fragments live in Elasticsearch, `isr.fragments`
-(`rank_vectors`). The index's IndexConfig and EsLayout sit in the mapping's `_meta.isr`.
+(`rank_vectors`). The index's IndexConfig and EsLayout sit in the mapping's `_meta.isr`;
+application entries (an ingest's progress) in `_meta.isr_app`, apart, so that updating them
+never touches the layout.
 
 Scores: a kNN hit on a dot_product field scores (1 + dot) / 2; the exact fallback scores
 dot + 1 (script scores must be >= 0); the `rank_vectors` rescore scores max-sim + n_q (each of
@@ -21,6 +23,7 @@ Query vectors are sent as float32 values rounded to 7 significant digits (float3
 
 from __future__ import annotations
 
+from collections.abc import Mapping as AbcMapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -34,6 +37,7 @@ from isr.plugin.filters import And, Filter, MatchAll, Not, Or, Range, Term, Term
 from isr.plugin.manifest import SCHEMA_VERSION, IndexConfig
 
 __all__ = [
+    "APP_META",
     "FAST_FIELD",
     "FAST_SCRIPT_FIELD",
     "FRAGMENTS_FIELD",
@@ -43,6 +47,7 @@ __all__ = [
     "ROOT",
     "VECTOR_INDEXES",
     "EsLayout",
+    "app_meta_of",
     "doc_source",
     "exact_body",
     "exhaustive_body",
@@ -57,9 +62,11 @@ __all__ = [
     "mappings",
     "maxsim_from_rescore",
     "stats_body",
+    "with_app_meta",
 ]
 
 ROOT = "isr"
+APP_META = "isr_app"  # _meta entry holding application entries (see with_app_meta)
 ID_FIELD = "isr.id"
 KEYWORDS_FIELD = "isr.keywords"
 FAST_FIELD = "isr.fast"
@@ -225,6 +232,25 @@ def layout_of_mapping(mapping: dict[str, Any], index: str) -> tuple[IndexConfig,
         return IndexConfig.from_json(dict(meta["config"])), EsLayout.from_json(dict(meta["layout"]))
     except (KeyError, TypeError, InvalidInput) as e:
         raise CorruptIndex(f"Elasticsearch index {index!r}: bad _meta.{ROOT} ({e})") from e
+
+
+def app_meta_of(mapping: dict[str, Any]) -> dict[str, Any]:
+    """The application entries in a mapping's `_meta.isr_app` ({} when none)."""
+    got = (mapping.get("_meta") or {}).get(APP_META) or {}
+    if not isinstance(got, dict):
+        raise CorruptIndex(f"_meta.{APP_META}: expected an object, got {type(got).__name__}")
+    return got
+
+
+def with_app_meta(meta: dict[str, Any] | None, entries: AbcMapping[str, Any]) -> dict[str, Any]:
+    """The whole `_meta` to send with `PUT /{index}/_mapping` (Elasticsearch replaces `_meta`
+    as a whole): `meta` as it is, `_meta.isr` untouched, `entries` merged into `_meta.isr_app`."""
+    for k in entries:
+        if not isinstance(k, str) or not k:
+            raise InvalidInput(f"app meta: entry names are non-empty strings, got {k!r}")
+    out = dict(meta or {})
+    out[APP_META] = {**app_meta_of({"_meta": out}), **entries}
+    return out
 
 
 # -- documents -------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Entry point: :class:`Sidecar` (`create`, `open`, `upsert`, `delete`, `commit`, `
 `rows_of`, `gather`, `refresh`, `close`). One directory, built from the embedded index's parts:
 
     manifest.json   IndexConfig + the Elasticsearch index name + a mirror of the counts
-    docs.sqlite     DocTable: `_id` <-> row, tombstones, and the commit point (meta)
+    docs.sqlite     DocTable: `_id` <-> row, tombstones, the commit point (meta) and
+                    application entries committed with it (an ingest's progress)
     fragments/      FragmentStore: row -> fragments (codec, memory-mapped)
     write.lock      held by the one writer
 
@@ -17,11 +18,13 @@ committed rows and `refresh` when the id table says a newer generation committed
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pyroaring import BitMap
@@ -35,6 +38,7 @@ from isr.plugin.writelock import WriteLock
 __all__ = ["Sidecar"]
 
 RETIRE_AFTER_S = 60.0  # a reader closes a store replaced by `refresh` this much later
+APP_META = "app."  # prefix of application entries in the meta rows (as the embedded index's)
 
 
 class Sidecar:
@@ -50,6 +54,7 @@ class Sidecar:
         self._lock = None if readonly else WriteLock(path, "sidecar")
         self.table = DocTable(path, readonly=readonly)
         self.n_rows, self.generation = self._committed()
+        self._app_meta = _app_entries(self.table.meta())
         self.store = self._open_store(self.n_rows)
         self.alive = BitMap(range(self.n_rows)) - BitMap(self.table.deleted_rows())
         self._refresh_lock = threading.Lock()
@@ -133,6 +138,7 @@ class Sidecar:
             self.store = store
             self.alive = BitMap(range(n_rows)) - BitMap(self.table.deleted_rows())
             self.n_rows, self.generation = n_rows, generation
+            self._app_meta = _app_entries(self.table.meta())
             return True
 
     # -- writes --------------------------------------------------------------------------
@@ -168,15 +174,29 @@ class Sidecar:
         self.table.tombstone(rows)
         return len(rows)
 
-    def commit(self) -> int:
-        """Make pending writes durable: fsync fragments, then commit the id table."""
+    def commit(self, meta: Mapping[str, Any] | None = None) -> int:
+        """Make pending writes durable: fsync fragments, then commit the id table.
+
+        meta: application entries (JSON values by name) committed in the same transaction;
+        read back with :meth:`committed_meta`. A commit with meta and no pending write still
+        commits.
+        """
         self._writable()
-        if not self.table._in_tx and len(self.store) == self.n_rows:
+        app = dict(meta or {})
+        for k in app:
+            if not isinstance(k, str) or not k:
+                raise InvalidInput(f"sidecar meta: entry names are non-empty strings, got {k!r}")
+        if not self.table._in_tx and len(self.store) == self.n_rows and not app:
             return self.generation
         n_rows = len(self.store)
         self.store.sync()
-        self.table.set_meta(n_rows=n_rows, generation=self.generation + 1)
+        self.table.set_meta(
+            n_rows=n_rows,
+            generation=self.generation + 1,
+            **{APP_META + k: v for k, v in app.items()},
+        )
         self.table.commit()  # the commit point
+        self._app_meta.update(app)
         self.n_rows, self.generation = n_rows, self.generation + 1
         self.alive = BitMap(range(n_rows)) - BitMap(self.table.deleted_rows())
         write_manifest(
@@ -197,6 +217,18 @@ class Sidecar:
     # -- reads ---------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.alive)
+
+    def committed_meta(self) -> dict[str, Any]:
+        """The application entries of the last commit (see :meth:`commit`)."""
+        out: dict[str, Any] = json.loads(json.dumps(self._app_meta))  # a copy to change
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes on disk: committed fragment rows and the id table (with its WAL)."""
+        db = self.path / DocTable.FILE
+        files = (db, db.with_name(db.name + "-wal"))
+        table = sum(f.stat().st_size for f in files if f.exists())
+        return self.store.nbytes_per_row() * self.n_rows + table
 
     def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
         """Committed live rows of the ids that have one (absent ids are left out)."""
@@ -220,6 +252,10 @@ class Sidecar:
 
     def iter_ids(self) -> Iterator[str]:
         return self.table.iter_live_ids()
+
+
+def _app_entries(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {k.removeprefix(APP_META): v for k, v in meta.items() if k.startswith(APP_META)}
 
 
 def _state(es_index: str, generation: int, documents: int, rows: int) -> dict[str, object]:

@@ -5,8 +5,9 @@ semantics where they matter to isr: bool/term/terms/range/exists/match_all filte
 `knn` with `filter` as a pre-filter (scored (1 + dot) / 2, computed exactly), `script_score`
 with `dotProduct` / `maxSimDotProduct` (negative scores are refused, as Lucene does), query
 rescore, script fields, `global`/`filter` aggregations, msearch, bulk (with injectable 429s and
-mapping errors), mget, count, point in time + search_after on `_shard_doc`. Documents become
-searchable only after a refresh, as in Elasticsearch.
+mapping errors), mget (realtime, `_source=false` honoured), count, index stats (docs, store),
+mapping updates (`_meta` replaced whole), point in time + search_after on `_shard_doc`.
+Documents become searchable only after a refresh, as in Elasticsearch.
 """
 
 from __future__ import annotations
@@ -120,8 +121,12 @@ class FakeEs:
                 del self.indices[name]
                 return 200, {"acknowledged": True}
         op = parts[1]
+        if op == "_mapping" and method in ("PUT", "POST"):
+            return 200, self.put_mapping(self._index(name), body or {})
         if op == "_mapping":
             return 200, {name: {"mappings": self._index(name)["mappings"]}}
+        if op == "_stats":
+            return 200, self.stats(name, parts[2:])
         if op == "_refresh":
             idx = self._index(name)
             idx["visible"] = dict(idx["docs"])
@@ -166,8 +171,10 @@ class FakeEs:
                 if d is None:
                     docs.append({"_index": name, "_id": i, "found": False})
                     continue
-                src = self._filter_source(d, params)
-                docs.append({"_index": name, "_id": i, "found": True, "_source": src})
+                got = {"_index": name, "_id": i, "_version": 1, "found": True}
+                if params.get("_source") != "false":
+                    got["_source"] = self._filter_source(d, params)
+                docs.append(got)
             return 200, {"docs": docs}
         raise EsError(400, "illegal_argument_exception", f"fake: no handler for {method} {path}")
 
@@ -197,6 +204,50 @@ class FakeEs:
             if isinstance(parent, dict):
                 parent.pop(last, None)
         return src
+
+    @staticmethod
+    def put_mapping(idx: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """`PUT /{index}/_mapping`: new properties are added (existing ones kept, as
+        Elasticsearch refuses to change a field's type), `_meta` is replaced as a whole."""
+        mappings = idx["mappings"]
+        for key, value in body.items():
+            if key == "properties":
+                props = mappings.setdefault("properties", {})
+                for field, spec in value.items():
+                    if field in props and props[field].get("type") != spec.get("type"):
+                        raise EsError(
+                            400,
+                            "illegal_argument_exception",
+                            f"mapper [{field}] cannot be changed from type "
+                            f"[{props[field].get('type')}] to [{spec.get('type')}]",
+                        )
+                    props.setdefault(field, spec)
+            else:
+                mappings[key] = json.loads(json.dumps(value))
+        return {"acknowledged": True}
+
+    def stats(self, name: str, metrics: list[str]) -> dict[str, Any]:
+        """`GET /{index}/_stats[/{metric}]` with the `docs` and `store` sections (one primary
+        shard, no replica); the store size is the JSON size of the indexed documents."""
+        idx = self._index(name)
+        size = sum(len(json.dumps(d)) for d in idx["docs"].values())
+        section: dict[str, Any] = {}
+        if not metrics or "docs" in metrics[0].split(","):
+            section["docs"] = {"count": len(idx["visible"]), "deleted": 0}
+        if not metrics or "store" in metrics[0].split(","):
+            section["store"] = {
+                "size_in_bytes": size,
+                "total_data_set_size_in_bytes": size,
+                "reserved_in_bytes": 0,
+            }
+        both = {"primaries": section, "total": json.loads(json.dumps(section))}
+        return {
+            "_shards": {"total": 2, "successful": 1, "failed": 0},
+            "_all": both,
+            "indices": {
+                name: {"uuid": f"uuid-{name}", "health": "yellow", "status": "open", **both}
+            },
+        }
 
     # -- writes --------------------------------------------------------------------------
     def bulk(self, raw: bytes, params: dict[str, str]) -> tuple[int, Any]:

@@ -188,11 +188,18 @@ def test_caption_gallery_with_duplicate_and_empty_items(bundle: Bundle, tmp_path
         assert src == '{"text": "a dog on the beach", "image": "a.jpg"}'
 
 
-def test_elasticsearch_targets_fail_clearly_until_the_writer_exists(
-    world: Path, bundle: Bundle
+def test_elasticsearch_targets_are_checked_before_anything_is_sent(
+    world: Path, bundle: Bundle, tmp_path: Path
 ) -> None:
-    with pytest.raises(InvalidInput, match="not available yet"):
+    from isr.ingest.writer import EsOptions
+
+    # loading into Elasticsearch itself: tests/test_ingest_es.py
+    with pytest.raises(InvalidInput, match="pass --sidecar DIR"):
         load_gallery(PrecompSource(world, "train"), "http://localhost:9200/gallery", bundle)
+    side = opts(es=EsOptions(sidecar=tmp_path / "side"))
+    with pytest.raises(InvalidInput, match="names no Elasticsearch index"):
+        load_gallery(PrecompSource(world, "train"), "http://localhost:9200/", bundle, side)
+    assert not (tmp_path / "side").exists()
 
 
 def test_raw_sources_need_a_bundle(world: Path, tmp_path: Path) -> None:
