@@ -311,21 +311,28 @@ class FragmentStore:
             yield r, self.codec.decode(codes), self._slot[None, :] < cnt[:, None]
 
     def iter_code_chunks(
-        self, chunk: int, rows: np.ndarray | None = None
+        self,
+        chunk: int,
+        rows: np.ndarray | None = None,
+        span: tuple[int, int] | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Yield (row_ids (c,) int64, codes (c, max_frags, code_size) uint8, counts (c,) uint8).
 
         Like :meth:`iter_chunks` but undecoded, for scorers that decode on their own device.
         Over all rows the codes are views of a private (copy-on-write) map: no copy is made, and
-        nothing written to them reaches the file.
+        nothing written to them reaches the file. ``span`` (lo, hi), without ``rows``, limits
+        the walk to rows [lo, hi), so several scorers can split one store.
         """
         if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
             raise InvalidInput(f"chunk must be an integer >= 1, got {chunk!r}")
         frag_mm, count_mm = self._maps()
         n = len(count_mm)
         if rows is None:
-            for i in range(0, n, chunk):
-                j = min(i + chunk, n)
+            lo, hi = (0, n) if span is None else span
+            if not 0 <= lo <= hi <= n:
+                raise InvalidInput(f"span {span} is not within the store's {n} rows")
+            for i in range(lo, hi, chunk):
+                j = min(i + chunk, hi)
                 yield np.arange(i, j, dtype=np.int64), frag_mm[i:j], count_mm[i:j]
             return
         r = self._check_rows(rows, n)

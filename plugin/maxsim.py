@@ -16,6 +16,9 @@ up to float rounding of near-ties.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
+
 import numpy as np
 import torch
 
@@ -92,7 +95,10 @@ class MaxSimScorer:
     (a chunk's decoded fragments and similarities stay in the core's cache, which measured
     faster than large GEMMs) and 32,768 on CUDA (large launches fill the device). dtype: the
     GEMM's dtype (float32 default; float16/bfloat16 are for CUDA, where they trade a little
-    accuracy for speed).
+    accuracy for speed). workers: threads an exhaustive scan splits the candidates across;
+    each runs torch ops on its own, so pair workers > 1 with one torch thread
+    (:func:`isr.plugin.runtime.set_threads`): on small CPUs this beats torch's own
+    intra-op threads, which fork and join on every small GEMM.
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class MaxSimScorer:
         device: str | torch.device | None = None,
         chunk_rows: int | None = None,
         dtype: torch.dtype = torch.float32,
+        workers: int = 1,
     ) -> None:
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,7 +122,10 @@ class MaxSimScorer:
             raise InvalidInput(f"scorer: chunk_rows must be an integer >= 1, got {chunk_rows!r}")
         if dtype not in _DTYPES:
             raise InvalidInput(f"scorer: dtype must be one of {list(_DTYPES)}, got {dtype}")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise InvalidInput(f"scorer: workers must be an integer >= 1, got {workers!r}")
         self.chunk_rows = chunk_rows
+        self.workers = workers
         self.dtype = dtype
 
     def __repr__(self) -> str:
@@ -225,26 +235,105 @@ class MaxSimScorer:
         scores_all = torch.empty(total, dtype=torch.float32, device=self.device)
         rows_all = np.empty(total, dtype=np.int64)
         nv = int(qm.sum())
-        dec = torch.empty((0, nf, store.d), dtype=torch.float32, device=self.device)
-        work = self._work(0)
-        pos = 0
-        for r, codes, cnt in store.iter_code_chunks(self.chunk_rows, rows):
-            if len(r) > dec.shape[0]:  # the first chunk is the largest: allocate once per call
-                dec = torch.empty((len(r), nf, store.d), dtype=torch.float32, device=self.device)
-                work = self._work(len(r) * nf * nv)
-            ct = torch.from_numpy(codes).to(self.device)  # (c, max_frags, code_size) uint8
-            if affine is None:
-                x = store.codec.decode_torch(ct, out=dec[: len(r)])  # (c, max_frags, d)
-            else:
-                x = dec[: len(r)].copy_(ct)  # raw codes as floats; the query carries a and b
-            m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, max_frags)
-            scores_all[pos : pos + len(r)] = maxsim(qs, qm, x.to(self.dtype), m, work=work)
-            rows_all[pos : pos + len(r)] = r
-            pos += len(r)
+
+        def scan(start: int, stop: int) -> None:
+            """Score positions [start, stop) of the candidates (rows, or the whole store)."""
+            dec = torch.empty((0, nf, store.d), dtype=torch.float32, device=self.device)
+            work = self._work(0)
+            pos = start
+            part = None if rows is None else rows[start:stop]
+            span = (start, stop) if rows is None else None
+            for r, codes, cnt in store.iter_code_chunks(self.chunk_rows, part, span):
+                if len(r) > dec.shape[0]:  # the first chunk is the largest: allocate once
+                    dec = torch.empty(
+                        (len(r), nf, store.d), dtype=torch.float32, device=self.device
+                    )
+                    work = self._work(len(r) * nf * nv)
+                ct = torch.from_numpy(codes).to(self.device)  # (c, max_frags, code_size) uint8
+                if affine is None:
+                    x = store.codec.decode_torch(ct, out=dec[: len(r)])  # (c, max_frags, d)
+                else:
+                    x = dec[: len(r)].copy_(ct)  # raw codes as floats; the query carries a, b
+                m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, nf)
+                scores_all[pos : pos + len(r)] = maxsim(qs, qm, x.to(self.dtype), m, work=work)
+                rows_all[pos : pos + len(r)] = r
+                pos += len(r)
+
+        bounds = np.linspace(0, total, self.workers + 1).astype(int)
+        if self.workers == 1 or total < 2 * self.chunk_rows:
+            scan(0, total)
+        else:  # torch releases the GIL inside its ops: the spans run in parallel
+            with ThreadPoolExecutor(self.workers) as pool:
+                for f in [pool.submit(scan, lo, hi) for lo, hi in pairwise(bounds)]:
+                    f.result()
+
         if affine is not None:
-            scores_all[:pos] += shift
-        top = torch.topk(scores_all[:pos], min(int(k), pos))
+            scores_all += shift
+        top = torch.topk(scores_all, min(int(k), total))
         best_s, best_r = top.values, rows_all[top.indices.cpu().numpy()]
         scores, ids = best_s.cpu().numpy(), best_r
         order = np.lexsort((ids, -scores))  # ties by row, the same on every device
         return scores[order].astype(np.float32), ids[order].astype(np.int64)
+
+    def exhaustive_many(
+        self,
+        q: np.ndarray,
+        q_mask: np.ndarray,
+        store: FragmentStore,
+        k: int,
+        work_elems: int = 4 * 2**20,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows of the whole store for each of Q queries, in one pass over the store.
+
+        q (Q, nq, d), q_mask (Q, nq) -> (scores (Q, k') float32 descending, rows (Q, k')
+        int64), the same top-k as :meth:`exhaustive` per query (equal scores by row). For
+        evaluation: every query's fragments go into one GEMM per chunk, (T, d) @ (d, C*n)
+        with T the queries' real fragments, and a (Q, T) 0/1 matrix sums each query's
+        maxima, so the store is read and converted once rather than Q times. ``work_elems``
+        bounds the similarity block, T * C * n, which sets the chunk size.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InvalidInput(f"k must be an integer >= 1, got {k!r}")
+        q, q_mask = np.asarray(q), np.asarray(q_mask)
+        if q.ndim != 3 or q_mask.shape != q.shape[:2]:
+            raise InvalidInput(
+                f"queries: expected fragments (Q, nq, d) and a mask (Q, nq), got {q.shape} "
+                f"and {q_mask.shape}"
+            )
+        parts = [self._query(q[i], q_mask[i], store.d) for i in range(q.shape[0])]
+        qv = torch.cat([qt[qm] for qt, qm in parts])  # (T, d): every real query fragment
+        owner = torch.cat(
+            [torch.full((int(qm.sum()),), i, device=self.device) for i, (_, qm) in enumerate(parts)]
+        )
+        seg = torch.zeros((len(parts), qv.shape[0]), dtype=self.dtype, device=self.device)
+        seg[owner, torch.arange(qv.shape[0], device=self.device)] = 1.0  # (Q, T)
+        affine = store.codec.affine()
+        shift = torch.zeros(len(parts), dtype=torch.float32, device=self.device)
+        if affine is not None:  # raw sq8 codes against scaled queries (FragmentCodec.affine)
+            shift = affine[1] * (seg.float() @ qv.float().sum(dim=1))  # (Q,)
+            qv = qv * affine[0]
+        nf, t = store.max_frags, qv.shape[0]
+        chunk = max(1, work_elems // max(1, t * nf))
+        slot = torch.arange(nf, device=self.device)
+        best_s = torch.empty((len(parts), 0), dtype=torch.float32, device=self.device)
+        best_r = torch.empty((len(parts), 0), dtype=torch.int64, device=self.device)
+        for r, codes, cnt in store.iter_code_chunks(chunk):
+            ct = torch.from_numpy(codes).to(self.device)  # (c, nf, code_size)
+            x = store.codec.decode_torch(ct) if affine is None else ct.float()  # (c, nf, d)
+            c = x.shape[0]
+            sim = qv @ x.to(self.dtype).reshape(c * nf, store.d).T  # (T, c*nf)
+            m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, nf)
+            if not bool(m.all()):
+                sim.masked_fill_(~m.reshape(1, c * nf), float("-inf"))
+            mx = sim.view(t, c, nf).amax(dim=2)  # (T, c); the store has no empty documents
+            sc = (seg @ mx).float() + shift[:, None]  # (Q, c)
+            rr = torch.from_numpy(r).to(self.device).expand(len(parts), c)
+            s_all = torch.cat([best_s, sc], dim=1)
+            r_all = torch.cat([best_r, rr], dim=1)
+            top = torch.topk(s_all, min(int(k), s_all.shape[1]), dim=1)
+            best_s, best_r = top.values, torch.gather(r_all, 1, top.indices)
+        scores, ids = best_s.cpu().numpy(), best_r.cpu().numpy()
+        for i in range(scores.shape[0]):
+            order = np.lexsort((ids[i], -scores[i]))
+            scores[i], ids[i] = scores[i][order], ids[i][order]
+        return scores.astype(np.float32), ids.astype(np.int64)

@@ -26,7 +26,7 @@ TINY = ScaleConfig(
     batch=300,
     codec_docs=300,
     threads=1,
-    exhaustive_threads=1,
+    exhaustive_workers=2,
     build_threads=1,
 )
 
@@ -127,3 +127,15 @@ def test_cli_help_lists_the_options() -> None:
     out = CliRunner().invoke(main, ["bench", "--help"])
     assert out.exit_code == 0, out.output
     assert "--sizes" in out.output and "--exhaustive-queries" in out.output
+
+
+def test_batched_exhaustive_truth_equals_the_pipeline(result: tuple[dict, Path]) -> None:
+    from isr.eval.ablations import run_ablations
+    from isr.eval.bench import exhaustive_truth
+    from isr.ingest.encoded_world import encoded_queries
+
+    res, _ = result
+    queries, truth = encoded_queries(EncodedWorld(n_docs=900), 6, seed=11)
+    with EmbeddedIndex.open(res["sizes"][1]["path"], readonly=True) as index:
+        (row,) = run_ablations(index, queries, truth, names=["exhaustive"], progress=False)
+        assert exhaustive_truth(index, queries) == list(row.hits)

@@ -145,16 +145,21 @@ def test_exhaustive_matches_brute_force(tmp_path: Path, codec: str) -> None:
     frags, mask = store.gather(np.arange(len(store)))  # decoded, as the scorer sees them
     all_scores = naive(q, qm, frags, mask).astype(np.float32)
     sc = MaxSimScorer(device="cpu", chunk_rows=16)
+    split = MaxSimScorer(device="cpu", chunk_rows=8, workers=3)  # spans scored in parallel
     for rows, k in [
         (None, 10),
         (None, 1),
         (None, 500),
         (np.array([90, 3, 44, 17, 3, 108]), 4),
         (np.array([90, 3, 44, 17, 3, 108]), 50),
+        (np.arange(110, 0, -2), 10),  # enough rows for the split scorer's spans
     ]:
         cand = np.arange(len(store)) if rows is None else np.unique(rows)
         want_s, want_r = brute_top(all_scores[cand], cand, k)
         got_s, got_r = sc.exhaustive(q, qm, store, k, rows)
+        par_s, par_r = split.exhaustive(q, qm, store, k, rows)
+        np.testing.assert_array_equal(par_r, got_r)
+        np.testing.assert_array_equal(par_s, got_s)
         assert got_s.dtype == np.float32 and got_r.dtype == np.int64
         assert len(got_r) == min(k, len(cand))
         np.testing.assert_array_equal(got_r, want_r)
@@ -174,6 +179,8 @@ def test_exhaustive_matches_brute_force(tmp_path: Path, codec: str) -> None:
 def test_scorer_rejects_bad_settings() -> None:
     with pytest.raises(InvalidInput, match="chunk_rows"):
         MaxSimScorer(device="cpu", chunk_rows=0)
+    with pytest.raises(InvalidInput, match="workers"):
+        MaxSimScorer(device="cpu", workers=0)
     with pytest.raises(InvalidInput, match="dtype"):
         MaxSimScorer(device="cpu", dtype=torch.int8)
     with pytest.raises(InvalidInput, match="unknown device"):
@@ -217,4 +224,25 @@ def test_score_rows_equals_scores_of_the_decoded_fragments(tmp_path: Path, codec
     want = naive(q, qm, frags, mask).astype(np.float32)
     got = MaxSimScorer(device="cpu", chunk_rows=2).score_rows(q, qm, store, rows)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    store.close()
+
+
+@pytest.mark.parametrize("codec", ["fp16", "sq8"])
+def test_exhaustive_many_equals_one_query_at_a_time(tmp_path: Path, codec: str) -> None:
+    rng = np.random.default_rng(8)
+    store = FragmentStore.create(tmp_path, D, 6, codec)
+    dm = random_mask(rng, 90, 6)
+    dm[:, 0] = True
+    store.append(unit(rng, 90, 6), dm)
+    q = np.stack([unit(rng, 5) for _ in range(4)])  # (Q, nq, d)
+    qm = np.ones((4, 5), bool)
+    qm[1, 3:] = False
+    sc = MaxSimScorer(device="cpu")
+    got_s, got_r = sc.exhaustive_many(q, qm, store, 7, work_elems=200)  # many small chunks
+    for i in range(4):
+        want_s, want_r = sc.exhaustive(q[i], qm[i], store, 7)
+        np.testing.assert_array_equal(got_r[i], want_r)
+        np.testing.assert_allclose(got_s[i], want_s, rtol=1e-5, atol=1e-5)
+    with pytest.raises(InvalidInput, match=r"\(Q, nq, d\)"):
+        sc.exhaustive_many(q[0], qm[0], store, 3)
     store.close()
