@@ -45,14 +45,35 @@ class Keywords:
 
 
 def _l2_normalise(x: np.ndarray, what: str, valid: np.ndarray | None = None) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    zero = norms[..., 0] == 0
-    if valid is not None:
-        zero &= valid
+    """x (..., d) -> float32 unit vectors; rows where ``valid`` is False become zeros.
+
+    One pass for the squared norms (einsum: no temporary of x's size) and one for the result.
+    Rows with NaN or inf values are refused; their squared norm is not finite, which also
+    flags finite rows so large that it overflows float32: those are re-measured in float64.
+    """
+    x32 = x if x.dtype == np.float32 else x.astype(np.float32)
+    sq = np.einsum("...d,...d->...", x32, x32)  # (...,)
+    bad = ~np.isfinite(sq) if valid is None else ~np.isfinite(sq) & valid
+    if bad.any():
+        if not np.isfinite(x32[bad]).all():
+            where = np.argwhere(bad & ~np.isfinite(x32).all(axis=-1))[0].tolist()
+            raise InvalidInput(f"{what}: item {where[0]} has NaN or inf values")
+        sq = sq.astype(np.float64)
+        sq[bad] = np.einsum(
+            "...d,...d->...", x32[bad].astype(np.float64), x32[bad].astype(np.float64)
+        )
+    zero = sq == 0 if valid is None else (sq == 0) & valid
     if zero.any():
         where = np.argwhere(zero)[0].tolist()
         raise InvalidInput(f"{what}: vector at index {where} has zero norm")
-    return (x / np.where(norms == 0, 1.0, norms)).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        inv = 1.0 / np.sqrt(sq)
+    if valid is not None:
+        inv = np.where(valid, inv, 0.0)  # padding slots: zeros (also any NaN/inf they held)
+    out = x32 * inv[..., None].astype(np.float32)
+    if valid is not None and not np.isfinite(out).all():
+        out[~valid] = 0.0  # NaN * 0 is NaN: padding that held NaN/inf is cleared outright
+    return out
 
 
 @dataclass(frozen=True)
@@ -94,14 +115,6 @@ class Encoded:
         if b and not mask.any(axis=1).all():
             i = int(np.argmin(mask.any(axis=1)))
             raise InvalidInput(f"mask: item {i} has no fragments")
-        if not np.isfinite(fast).all():
-            i = int(np.argwhere(~np.isfinite(fast))[0, 0])
-            raise InvalidInput(f"fast: item {i} has NaN or inf values")
-        bad = ~np.isfinite(frags).all(axis=2) & mask
-        if bad.any():
-            i = int(np.argwhere(bad)[0, 0])
-            raise InvalidInput(f"fragments: item {i} has NaN or inf values")
-        frags = np.where(mask[..., None], frags, 0.0)
         object.__setattr__(self, "fast", _l2_normalise(fast, "fast"))
         object.__setattr__(self, "fragments", _l2_normalise(frags, "fragments", mask))
         object.__setattr__(self, "mask", mask)
