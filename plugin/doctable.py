@@ -49,6 +49,10 @@ class DocTable:
             self.db.executescript(_SCHEMA)
         self.readonly = readonly
         self._in_tx = False
+        # term -> tid of terms committed to the table; terms created in the open transaction
+        # join it at commit (a rollback forgets them, so ids never outlive their rows)
+        self._tids: dict[str, int] = {}
+        self._tids_pending: dict[str, int] = {}
 
     # -- committed state ---------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -75,8 +79,11 @@ class DocTable:
         if self._in_tx:
             self.db.execute("COMMIT")
             self._in_tx = False
+        self._tids.update(self._tids_pending)
+        self._tids_pending.clear()
 
     def rollback(self) -> None:
+        self._tids_pending.clear()
         if self._in_tx:
             self.db.execute("ROLLBACK")
             self._in_tx = False
@@ -104,12 +111,20 @@ class DocTable:
         """Integer ids of keyword terms; with create, unseen terms get new ids."""
         out: dict[str, int] = {}
         for term in terms:
+            known = self._tids.get(term, self._tids_pending.get(term))
+            if known is not None:
+                out[term] = known
+                continue
             got = self.db.execute("SELECT tid FROM terms WHERE term = ?", (term,)).fetchone()
-            if got is None and create:
-                self._begin()
-                got = (self.db.execute("INSERT INTO terms(term) VALUES (?)", (term,)).lastrowid,)
             if got is not None:
                 out[term] = int(got[0])
+                if not self.readonly:  # a reader's view may be rolled back by the writer
+                    (self._tids_pending if self._in_tx else self._tids)[term] = out[term]
+            elif create:
+                self._begin()
+                tid = self.db.execute("INSERT INTO terms(term) VALUES (?)", (term,)).lastrowid
+                assert tid is not None
+                out[term] = self._tids_pending[term] = int(tid)
         return out
 
     def terms(self) -> dict[int, str]:
