@@ -162,15 +162,24 @@ def _dims_world(n: int, d_fast: int, d_frag: int, n_frags: int) -> EncodedWorld:
 
 
 def bench_indexing(
-    root: Path, n: int, fmt: str, batch: int, commit_every: int, dims: tuple[int, int, int]
+    root: Path,
+    n: int,
+    fmt: str,
+    batch: int,
+    commit_every: int,
+    dims: tuple[int, int, int],
+    codec: str = "fp16",
+    fast_storage: str = "flat",
 ) -> list[Any]:
     world = _dims_world(n, *dims)
     target = root / f"idx-{fmt}"
     shutil.rmtree(target, ignore_errors=True)
-    opt = IngestOptions(batch_size=batch, commit_every=commit_every, max_frags=dims[2])
+    opt = IngestOptions(batch_size=batch, commit_every=commit_every, max_frags=dims[2],
+                        codec=codec, fast_storage=fast_storage)  # fmt: skip
+    tag = f" ({codec}, {fast_storage} HNSW)"
     if fmt == "memory":
         r = load_gallery(WorldSource(world), str(target), None, opt)
-        return _row("memory -> index", r)
+        return _row("memory -> index" + tag, r)
     f = root / f"encoded-{n}.{fmt}"
     if not f.exists():
         t = time.perf_counter()
@@ -186,7 +195,7 @@ def bench_indexing(
         tmp.replace(f)
         print(f"{f.name}: {f.stat().st_size / 1e9:.2f} GB in {time.perf_counter() - t:.0f} s")
     r = load_gallery(EncodedFileSource(f), str(target), None, opt)
-    return _row(f"{fmt} -> index", r)
+    return _row(f"{fmt} -> index" + tag, r)
 
 
 def bench_rss(
@@ -224,6 +233,9 @@ def main() -> None:
     ap.add_argument("--rss-dims", default="128,128,16", help="d_fast,d_frag,n_frags")
     ap.add_argument("--rss-codec", default="sq8")
     ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--formats", default="memory,parquet,jsonl", help="indexing-only sources")
+    ap.add_argument("--codec", default="fp16", help="fragment codec of the indexing-only runs")
+    ap.add_argument("--fast-storage", default="flat", help="HNSW vectors: flat or sq8")
     ap.add_argument("--commit-every", type=int, default=10_000)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
@@ -251,9 +263,21 @@ def main() -> None:
     rate_rows = []
     if args.images:
         rate_rows.append(bench_encode(root, args.images, args.batch, args.commit_every))
-    for fmt, n in (("memory", args.encoded), ("parquet", args.encoded), ("jsonl", args.jsonl)):
-        if n:
-            rate_rows.append(bench_indexing(root, n, fmt, args.batch, args.commit_every, dims))
+    sizes = {"memory": args.encoded, "parquet": args.encoded, "jsonl": args.jsonl}
+    for fmt in args.formats.split(","):
+        if sizes.get(fmt):
+            rate_rows.append(
+                bench_indexing(
+                    root,
+                    sizes[fmt],
+                    fmt,
+                    args.batch,
+                    args.commit_every,
+                    dims,
+                    args.codec,
+                    args.fast_storage,
+                )
+            )
     if rate_rows:
         print()
         print(markdown_table(HEADERS, rate_rows, 1))

@@ -127,7 +127,8 @@ class EmbeddedWriter:
         return replaced
 
     def commit(self, progress: Mapping[str, Any]) -> None:
-        self.index.commit(meta={INGEST_KEY: dict(progress)})
+        # durable now; the HNSW insertion overlaps the loader's next batches
+        self.index.commit(meta={INGEST_KEY: dict(progress)}, wait_for_graph=False)
 
     def progress(self) -> dict[str, Any]:
         got = self.index.committed_meta().get(INGEST_KEY, {})

@@ -198,15 +198,18 @@ class EmbeddedIndex:
     def close(self) -> None:
         if not self.readonly and self._pending_or_deletes():
             self.rollback()
-        if not self.readonly and self.fast.snapshot_rows != self.fast.hnsw.ntotal:
-            self.fast.snapshot()
-        self.table.close()
-        self.fast.close()
-        self.keywords.close()
-        self.fragments.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        try:
+            self.fast.wait()  # a failed background insertion: no snapshot, files still closed
+            if not self.readonly and self.fast.snapshot_rows != self.fast.hnsw.ntotal:
+                self.fast.snapshot()
+        finally:
+            self.table.close()
+            self.fast.close()
+            self.keywords.close()
+            self.fragments.close()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
 
     def __enter__(self) -> EmbeddedIndex:
         return self
@@ -312,13 +315,15 @@ class EmbeddedIndex:
     def _pending_or_deletes(self) -> bool:
         return bool(self._pending or self._pending_deletes or self.table._in_tx)
 
-    def commit(self, meta: Mapping[str, Any] | None = None) -> int:
+    def commit(self, meta: Mapping[str, Any] | None = None, wait_for_graph: bool = True) -> int:
         """Make every pending write durable and searchable; returns the new generation.
 
         meta: application entries (JSON values by name, e.g. an ingest's source position)
         committed atomically with this batch, so they never run ahead of or behind the
         documents; read back with :meth:`committed_meta`. A commit with meta and no pending
-        write still commits.
+        write still commits. wait_for_graph=False (bulk loads): the batch is durable on
+        return and its HNSW insertion runs in the background, overlapping the next batch;
+        the next search, commit or close waits for it.
         """
         self._writable()
         app = _check_meta(meta)
@@ -339,7 +344,7 @@ class EmbeddedIndex:
         self.generation += 1
         self._app_meta.update(app)
         self.n_rows = n_rows
-        self.fast.publish(n_rows)
+        self.fast.publish(n_rows, wait=wait_for_graph)
         self.keywords.publish(n_rows)
         rows = [r for r, _ in self._pending]
         self.fields.add(rows, [s for _, s in self._pending])
@@ -348,7 +353,7 @@ class EmbeddedIndex:
         self.alive.difference_update(BitMap(self._pending_deletes))
         self._pending, self._pending_deletes = [], set()
         self._mapping_before = dict(self.fields.mapping)
-        if self.fast.hnsw.ntotal - self.fast.snapshot_rows >= SNAPSHOT_EVERY:
+        if n_rows - self.fast.snapshot_rows >= SNAPSHOT_EVERY:  # waits for the graph
             self.fast.snapshot()
         self._write_manifest()
         return self.generation

@@ -10,6 +10,7 @@ returns fewer than k, the admitted rows are scored exactly instead (as Lucene do
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +67,8 @@ class FastIndex:
         self.readonly = readonly
         self.vectors = RowFile(path / self.VECTORS, np.float32, (config.d_fast,), n_rows, readonly)
         self.hnsw = self._load_hnsw(n_rows)
+        self._worker: threading.Thread | None = None
+        self._failed: BaseException | None = None
         self.published = 0
         self.publish(n_rows)
         self.snapshot_rows = self.hnsw.ntotal if (path / self.HNSW).exists() else 0
@@ -86,17 +89,53 @@ class FastIndex:
     def append(self, x: np.ndarray) -> None:
         self.vectors.append(x)  # (B, d_fast)
 
-    def publish(self, n_rows: int) -> None:
-        """Add committed rows [ntotal, n_rows) to the HNSW graph, making them searchable."""
+    def publish(self, n_rows: int, wait: bool = True) -> None:
+        """Add committed rows [ntotal, n_rows) to the HNSW graph, making them searchable.
+
+        wait=False inserts them on a background thread (FAISS releases the GIL), so a bulk
+        load overlaps graph insertion with preparing its next batches; every later use of
+        the graph (search, exact scan of its storage, snapshot, the next publish, close)
+        waits for it first. The rows are copied out before the thread starts, so appends to
+        the vector file may go on meanwhile.
+        """
+        self.wait()
         start = self.hnsw.ntotal
-        if n_rows > start:
-            view = self.vectors.view()
-            for i in range(start, n_rows, 65_536):
-                self.hnsw.add(np.ascontiguousarray(view[i : min(i + 65_536, n_rows)]))
+        if n_rows <= start:
+            self.published = n_rows
+            return
+        x = np.array(self.vectors.view()[start:n_rows], dtype=np.float32)  # (n, d_fast), a copy
+        if wait:
+            self._insert(x, n_rows)
+            return
+        self._worker = threading.Thread(target=self._background, args=(x, n_rows), daemon=True)
+        self._worker.start()
+
+    def _insert(self, x: np.ndarray, n_rows: int) -> None:
+        for i in range(0, x.shape[0], 65_536):
+            self.hnsw.add(x[i : i + 65_536])
         self.published = n_rows
+
+    def _background(self, x: np.ndarray, n_rows: int) -> None:
+        try:
+            self._insert(x, n_rows)
+        except BaseException as e:  # handed to the thread that waits
+            self._failed = e
+
+    def wait(self) -> None:
+        """Block until a background insertion has finished; re-raise what it raised."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join()
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise CorruptIndex(
+                f"{self.path}: inserting into the HNSW graph failed ({failed}); reopen the "
+                "index to rebuild the graph from the committed vectors"
+            ) from failed
 
     def snapshot(self) -> None:
         """Persist the graph atomically (a crash keeps the previous snapshot)."""
+        self.wait()
         tmp = self.path / (self.HNSW + ".tmp")
         faiss.write_index(self.hnsw, str(tmp))
         with open(tmp, "rb") as f:
@@ -114,6 +153,7 @@ class FastIndex:
         exact_threshold: int,
     ) -> KnnResult:
         """Top-k rows by inner product with q (d_fast,), restricted to `allowed` when given."""
+        self.wait()
         n = self.published
         if allowed is not None and len(allowed) <= max(k, exact_threshold):
             return self.exact(q, k, allowed)
@@ -145,6 +185,7 @@ class FastIndex:
         Small sets are gathered from the vector file; larger ones are scanned in place by
         FAISS's flat storage under the same bitmap selector (no copy of the admitted vectors).
         """
+        self.wait()
         q32 = np.ascontiguousarray(q, dtype=np.float32)
         if self.config.fast_storage == "flat" and (allowed is None or len(allowed) > GATHER_MAX):
             storage = faiss.downcast_index(self.hnsw.storage)  # IndexFlatIP over the same rows
@@ -176,4 +217,5 @@ class FastIndex:
         return {"fast_vectors": self.vectors.nbytes(), "hnsw": graph}
 
     def close(self) -> None:
+        self.wait()
         self.vectors.close()

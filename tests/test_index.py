@@ -10,7 +10,7 @@ import pytest
 from conftest import random_items
 
 from isr.encoders.record import Encoded, Keywords
-from isr.errors import Conflict, InvalidInput, NotFound
+from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
 from isr.plugin.filters import parse_filter
 from isr.plugin.index import EmbeddedIndex
 from isr.plugin.manifest import IndexConfig
@@ -139,7 +139,7 @@ def test_hnsw_snapshot_is_caught_up_on_open(tmp_path: Path, small_config: IndexC
         idx.commit()
     # close() wrote a snapshot of 30 rows; add 20 more and lose the snapshot update
     idx = EmbeddedIndex.open(tmp_path / "i")
-    idx.add([f"b{i}" for i in range(20)], random_items(20, seed=5))
+    idx.add([f"b{i}" for i in range(20)], random_items(20))
     idx.commit()
     idx.table.close()  # simulate a crash: no close(), so no new snapshot
     idx.fast.close()
@@ -197,3 +197,49 @@ def test_stored_fields_are_kept_but_not_indexed(tmp_path: Path) -> None:
             idx.filter_rows(parse_filter({"term": {"captions": "a dog"}}))  # type: ignore[arg-type]
     with EmbeddedIndex.open(tmp_path / "i") as idx:
         assert idx.config.stored_fields == ("captions",) and idx.fields.mapping == {"year": "long"}
+
+
+def test_commit_without_waiting_for_the_graph(tmp_path: Path, small_config: IndexConfig) -> None:
+    """A bulk-load commit is durable at once; the graph catches up before any search."""
+    items = random_items(300)
+    ids = [f"d{i}" for i in range(300)]
+    with (
+        EmbeddedIndex.create(tmp_path / "a", small_config) as a,
+        EmbeddedIndex.create(tmp_path / "b", small_config) as b,
+    ):
+        for lo in range(0, 300, 100):
+            a.add(ids[lo : lo + 100], items[lo : lo + 100])
+            a.commit(wait_for_graph=False)
+            b.add(ids[lo : lo + 100], items[lo : lo + 100])
+            b.commit()
+        # durable before the graph is done: a reader opened now sees every document
+        with EmbeddedIndex.open(tmp_path / "a", readonly=True) as reader:
+            assert len(reader) == 300
+        for i in (0, 150, 299):
+            q = items.fast[i]
+            got = a.knn(q, 5, 64, None, 0)
+            want = b.knn(q, 5, 64, None, 0)
+            assert got.method == "hnsw" and a.fast.hnsw.ntotal == 300
+            np.testing.assert_array_equal(got.rows, want.rows)
+    with EmbeddedIndex.open(tmp_path / "a", readonly=True) as again:
+        assert again.fast.snapshot_rows == 300  # close waited for the graph, then snapshot
+
+
+def test_a_failed_background_insertion_is_reported(
+    tmp_path: Path, small_config: IndexConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = random_items(20)
+    index = EmbeddedIndex.create(tmp_path / "a", small_config)
+    index.add([f"d{i}" for i in range(20)], items)
+
+    def broken(x: np.ndarray, n_rows: int) -> None:
+        raise MemoryError("no room for the graph")
+
+    monkeypatch.setattr(index.fast, "_insert", broken)
+    index.commit(wait_for_graph=False)
+    with pytest.raises(CorruptIndex, match="no room for the graph"):
+        index.knn(items.fast[0], 3, 16, None, 0)
+    monkeypatch.undo()
+    index.close()  # the documents were committed: reopening rebuilds the graph from them
+    with EmbeddedIndex.open(tmp_path / "a", readonly=True) as again:
+        assert len(again) == 20 and again.fast.hnsw.ntotal == 20
