@@ -122,11 +122,17 @@ def _pack_rows(
         fast[i] = rows.fast[i]
         frags[i, : counts[i]] = rows.fragments[i]
         mask[i, : counts[i]] = True
-    finite = np.isfinite(fast).all(1) & (np.isfinite(frags).all(2) | ~mask).all(1)  # (n,)
-    with np.errstate(invalid="ignore"):
-        norms_ok = (np.linalg.norm(fast, axis=1) > 0) & (
-            (np.linalg.norm(frags, axis=2) > 0) | ~mask
-        ).all(1)  # (n,)
+    # One pass for both checks: a NaN/inf value makes its squared norm non-finite. So does
+    # a finite value beyond ~1e19 (float32 overflow): rows flagged are re-checked exactly.
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq_fast = np.einsum("bd,bd->b", fast, fast)  # (n,)
+        sq_frag = np.einsum("bnd,bnd->bn", frags, frags)  # (n, n_max)
+        finite = np.isfinite(sq_fast) & (np.isfinite(sq_frag) | ~mask).all(1)  # (n,)
+        for i in np.flatnonzero(~finite):
+            finite[i] = (
+                np.isfinite(fast[i]).all() and (np.isfinite(frags[i]).all(1) | ~mask[i]).all()
+            )
+        norms_ok = (sq_fast > 0) & ((sq_frag > 0) | ~mask).all(1)  # (n,)
     finite, norms_ok = np.asarray(finite), np.asarray(norms_ok)
     for i in shaped:
         if not finite[i]:

@@ -77,6 +77,7 @@ def test_jsonl_round_trip_and_bad_records(tmp_path: Path) -> None:
         json.dumps({**good, "id": "wrongdim", "fast": good["fast"][:5]}),
         json.dumps({**good, "id": "nan"}).replace(str(good["fast"][0]), "NaN", 1),
         json.dumps({**good, "id": "zero", "fragments": [[0.0] * 8]}),
+        json.dumps({**good, "id": "huge", "fragments": [[1e30] * 8]}),  # finite: normalised
         json.dumps({**good, "id": "many", "fragments": good["fragments"] * 9}),
         json.dumps({**good, "id": "ragged", "fragments": [[1.0] * 8, [1.0] * 7]}),
         json.dumps({"id": "nofast", "fragments": good["fragments"]}),
@@ -87,7 +88,7 @@ def test_jsonl_round_trip_and_bad_records(tmp_path: Path) -> None:
         fh.write("\n".join(bad) + "\n")
     target = str(tmp_path / "idx")
     r = load_gallery(EncodedFileSource(f), target, None, opts(max_frags=32))
-    assert r.added == 10 and r.end == 19 and r.complete
+    assert r.added == 11 and r.end == 20 and r.complete
     assert r.skipped_by_reason == {
         "malformed record": 4,
         "wrong dimension": 1,
