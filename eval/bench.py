@@ -378,7 +378,13 @@ def plot(res: dict[str, Any], file: Path) -> None:
     plot_latency(res, file)
 
 
-@click.command("bench", help=__doc__)
+@click.command(
+    "bench",
+    help="The scale benchmark: builds or reuses synthetic galleries of each size under "
+    "--workdir, measures build rate, bytes per item, per-stage latency of every ablation, "
+    "exhaustive max-sim, a flat-IP baseline and the max-sim kernel, and writes bench.md, "
+    "bench.json and latency_vs_size.png to --out (details: eval/bench.py).",
+)
 @click.option("--sizes", default="10000,100000,1000000", show_default=True)
 @click.option(
     "--workdir", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True
@@ -388,6 +394,8 @@ def plot(res: dict[str, Any], file: Path) -> None:
 )
 @click.option("--codec", default="sq8", show_default=True, help="Fragment codec of the galleries.")
 @click.option("--fast-storage", default="sq8", show_default=True)
+@click.option("--hnsw-m", type=int, default=16, show_default=True)
+@click.option("--ef-construction", type=int, default=100, show_default=True)
 @click.option("--queries", type=int, default=200, show_default=True)
 @click.option("--exhaustive-queries", type=int, default=10, show_default=True)
 @click.option("--num-candidates", type=int, default=1000, show_default=True)
