@@ -75,6 +75,7 @@ class ScaleConfig:
     build_threads: int = 0  # 0: all cores
     batch: int = 5000
     codec_docs: int = 10_000  # gallery size of the per-codec bytes comparison
+    sweep: tuple[tuple[int, int], ...] = ()  # (num_candidates, rerank_window) at the largest size
 
     def __post_init__(self) -> None:
         if not self.sizes or any(n < 100 for n in self.sizes):
@@ -264,6 +265,12 @@ def bench_size(cfg: ScaleConfig, root: Path, n: int) -> dict[str, Any]:
         index.scorer.workers = _cores(cfg.exhaustive_workers)
         rows += run_ablations(index, queries[:ne], truth[:ne], base, SLOW_ABLATIONS)
         index.scorer.workers = 1
+        sweep = []
+        if n == max(cfg.sizes):
+            for nc, rw in cfg.sweep:
+                opt = SearchOptions(num_candidates=nc, rerank_window=rw)
+                (r,) = run_ablations(index, queries, truth, opt, ["full"])
+                sweep.append({"num_candidates": nc, "rerank_window": rw, **_row_json(r)})
         # exhaustive recall: every query, batched (big GEMMs: torch's own threads)
         set_threads(_cores(cfg.exhaustive_workers))
         ex_tops = exhaustive_truth(index, queries)
@@ -289,6 +296,7 @@ def bench_size(cfg: ScaleConfig, root: Path, n: int) -> dict[str, Any]:
         "recall_kept": full.recall_10 / ex_r10 if ex_r10 else float("nan"),
         "overlap_full_exhaustive": _overlap(full.hits, ex_tops),
         "overlap_flat_exhaustive": _overlap(flat.hits, ex_tops),
+        "sweep": [{**w, "recall_kept": w["recall_10"] / ex_r10 if ex_r10 else None} for w in sweep],
     }
 
 
@@ -409,12 +417,21 @@ def plot(res: dict[str, Any], file: Path) -> None:
 )
 @click.option("--build-threads", type=int, default=0, help="0: all cores.")
 @click.option("--codec-docs", type=int, default=10_000, show_default=True)
-def main(sizes: str, workdir: Path, out: Path, **kw: Any) -> None:
+@click.option(
+    "--sweep",
+    default="",
+    help="Extra num_candidates:rerank_window pairs for the full pipeline at the largest size, "
+    "e.g. 2000:500,4000:1000.",
+)
+def main(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
     try:
         size_list = tuple(int(s) for s in sizes.split(","))
+        pairs = tuple((int(a), int(b)) for a, b in (p.split(":") for p in sweep.split(",") if p))
     except ValueError as e:
-        raise click.BadParameter(f"--sizes: comma-separated integers, got {sizes!r}") from e
-    cfg = ScaleConfig(sizes=size_list, **kw)
+        raise click.BadParameter(
+            f"--sizes: comma-separated integers, --sweep: NC:RW pairs; got {sizes!r}, {sweep!r}"
+        ) from e
+    cfg = ScaleConfig(sizes=size_list, sweep=pairs, **kw)
     res = run(cfg, workdir, out)
     print(report(res))
     print(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'latency_vs_size.png'}")

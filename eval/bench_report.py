@@ -169,6 +169,21 @@ def render(res: dict[str, Any]) -> str:
             3,
         ),
     ]
+    if big.get("sweep"):
+        out += [
+            "",
+            f"The full pipeline at {_n(big['docs'])} documents with other kNN breadths "
+            "(num_candidates = HNSW efSearch) and rerank windows:",
+            "",
+            markdown_table(
+                ["num_candidates", "rerank_window", "R@10", "R@10 kept %", "p50 ms", "p95 ms"],
+                [
+                    [w["num_candidates"], w["rerank_window"], w["recall_10"],
+                     100 * w["recall_kept"], w["p50_ms"], w["p95_ms"]]
+                    for w in big["sweep"]
+                ],
+            ),
+        ]  # fmt: skip
     for s in res["sizes"]:
         out += ["", f"### {_n(s['docs'])} documents: p50 / p95 ms per stage", ""]
         rows = []
