@@ -128,9 +128,9 @@ def _pack_rows(
         sq_fast = np.einsum("bd,bd->b", fast, fast)  # (n,)
         sq_frag = np.einsum("bnd,bnd->bn", frags, frags)  # (n, n_max)
         finite = np.isfinite(sq_fast) & (np.isfinite(sq_frag) | ~mask).all(1)  # (n,)
-        for i in np.flatnonzero(~finite):
-            finite[i] = (
-                np.isfinite(fast[i]).all() and (np.isfinite(frags[i]).all(1) | ~mask[i]).all()
+        for j in np.flatnonzero(~finite).tolist():
+            finite[j] = (
+                np.isfinite(fast[j]).all() and (np.isfinite(frags[j]).all(1) | ~mask[j]).all()
             )
         norms_ok = (sq_fast > 0) & ((sq_frag > 0) | ~mask).all(1)  # (n,)
     finite, norms_ok = np.asarray(finite), np.asarray(norms_ok)
