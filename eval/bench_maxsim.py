@@ -17,7 +17,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,18 +42,34 @@ class BenchConfig:
     seed: int = 0
 
 
-def _timeit(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
-    """Median wall seconds of fn over `repeat` runs, after one warm-up run."""
+def _timeit_interleaved(
+    fns: Sequence[Callable[[], object]], repeat: int, device: torch.device
+) -> list[float]:
+    """Median wall seconds of each fn over `repeat` rounds, after one warm-up round.
 
-    def once() -> float:
+    The functions run in turn within each round, so a burst of load from elsewhere (a shared
+    machine) slows all of them alike instead of skewing the ratio between them.
+    """
+
+    def once(fn: Callable[[], object]) -> float:
         t = time.perf_counter()
         fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t
 
-    once()
-    return statistics.median(once() for _ in range(repeat))
+    for fn in fns:
+        once(fn)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            times[i].append(once(fn))
+    return [statistics.median(t) for t in times]
+
+
+def _timeit(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
+    """Median wall seconds of fn over `repeat` runs, after one warm-up run."""
+    return _timeit_interleaved([fn], repeat, device)[0]
 
 
 def _unit(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
@@ -73,13 +89,13 @@ def _bench_size(
     docs = torch.from_numpy(_unit(rng, (c, cfg.n, cfg.d))).to(device)  # (C, n, d)
     dm = torch.ones(c, cfg.n, dtype=torch.bool, device=device)
     flops = 2.0 * cfg.nq * cfg.n * cfg.d * c
-    t_kernel = _timeit(lambda: maxsim(q, qm, docs, dm), cfg.repeat, device)
     flat = docs.view(c * cfg.n, cfg.d)  # (C*n, d)
-    t_gemm = _timeit(lambda: q @ flat.T, cfg.repeat, device)
     m = round((flops / 2) ** (1 / 3))
     a = torch.randn(m, m, device=device)
     b = torch.randn(m, m, device=device)
-    t_square = _timeit(lambda: a @ b, cfg.repeat, device)
+    t_kernel, t_gemm, t_square = _timeit_interleaved(
+        [lambda: maxsim(q, qm, docs, dm), lambda: q @ flat.T, lambda: a @ b], cfg.repeat, device
+    )
     return {
         "C": c,
         "kernel_ms": 1e3 * t_kernel,

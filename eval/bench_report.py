@@ -66,7 +66,8 @@ def render(res: dict[str, Any]) -> str:
         f"{cfg['num_candidates']}, rerank_window {cfg['rerank_window']}, R_T 3; "
         f"{cfg['threads']} thread(s) per query, exhaustive scans split across "
         f"{cfg['exhaustive_workers'] or m['cores']} thread(s). Query encoding excluded; index "
-        "files read once before timing (warm page cache).",
+        f"files read once and an untimed pass of {cfg['queries']} other queries before timing (a warm "
+        "server).",
         "",
         "## Build and size",
         "",
@@ -216,7 +217,8 @@ def render(res: dict[str, Any]) -> str:
     out += [
         "",
         "Peak: the best square float32 matmul of the same flop count in this run, on the "
-        "per-query thread count. Exhaustive max-sim throughput at each size (decode included): "
+        "per-query thread count; kernel, its GEMM and the square matmul run in turn, 30 rounds, "
+        "medians. Exhaustive max-sim throughput at each size (decode included): "
         + ", ".join(
             f"{_n(s['docs'])}: {s['exhaustive_gflops']:.1f} GFLOP/s"
             for s in res["sizes"]
