@@ -386,9 +386,10 @@ def report(res: dict[str, Any]) -> str:
 
 
 def plot(res: dict[str, Any], file: Path) -> None:
-    from isr.eval.bench_report import plot_latency
+    from isr.eval.bench_report import plot_latency, plot_recall_speedup
 
     plot_latency(res, file)
+    plot_recall_speedup(res, file.with_name("recall_vs_speedup.png"))
 
 
 @click.command(

@@ -266,3 +266,41 @@ def plot_latency(res: dict[str, Any], file: Path) -> Path:
     fig.savefig(file, dpi=120)
     plt.close(fig)
     return file
+
+
+def plot_recall_speedup(res: dict[str, Any], file: Path) -> Path | None:
+    """R@10 kept against speed-up over exhaustive max-sim at the largest gallery: the default
+    full pipeline and each --sweep setting, one labelled point each. None without a sweep."""
+    big = res["sizes"][-1]
+    if not big.get("sweep"):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ex_ms = _ablation(big, "exhaustive")["p50_ms"]
+    full = _ablation(big, "full")
+    cfg = res["config"]
+    points = [(cfg["num_candidates"], cfg["rerank_window"], big["recall_kept"], full["p50_ms"])]
+    points += [(w["num_candidates"], w["rerank_window"], w["recall_kept"], w["p50_ms"])
+               for w in big["sweep"]]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    xs = [ex_ms / p[3] for p in points]
+    ys = [100 * p[2] for p in points]
+    ax.plot(xs, ys, "o", ms=7)
+    for i, ((nc, rw, _, ms), x, y) in enumerate(zip(points, xs, ys)):
+        ax.annotate(f"{nc}/{rw} ({ms:.0f} ms)", (x, y), textcoords="offset points",
+                    xytext=(6, 4 if i % 2 else -12), fontsize=8)  # fmt: skip
+    ax.axhline(100 * RECALL_KEPT, color="grey", ls="--", lw=1, label="99% of exhaustive R@10")
+    ax.axvline(SPEEDUP, color="grey", ls=":", lw=1, label=f"{SPEEDUP:.0f}x")
+    ax.set_xscale("log")
+    ax.set_xlabel("speed-up over exhaustive max-sim (p50)")
+    ax.set_ylabel("R@10 kept (% of exhaustive max-sim)")
+    ax.set_title(f"full pipeline at {_n(big['docs'])} documents: num_candidates/rerank_window")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(file, dpi=120)
+    plt.close(fig)
+    return file

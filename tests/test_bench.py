@@ -70,6 +70,7 @@ def test_run_measures_every_size_and_configuration(result: tuple[dict, Path]) ->
         assert heading in md
     assert json.loads((out / "bench.json").read_text())["sizes"][1]["docs"] == 900
     assert (out / "latency_vs_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "recall_vs_speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_a_built_gallery_is_reused_and_a_different_one_rebuilt(
