@@ -76,7 +76,9 @@ class ScaleConfig:
     build_threads: int = 0  # 0: all cores
     batch: int = 5000
     codec_docs: int = 10_000  # gallery size of the per-codec bytes comparison
-    sweep: tuple[tuple[int, int], ...] = ()  # (num_candidates, rerank_window) at the largest size
+    # (num_candidates, rerank_window, exact kNN) at the largest size; exact: every filtered kNN
+    # is an exact scan (the graph's share of the recall lost)
+    sweep: tuple[tuple[int, int, bool], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.sizes or any(n < 100 for n in self.sizes):
@@ -272,10 +274,13 @@ def bench_size(cfg: ScaleConfig, root: Path, n: int) -> dict[str, Any]:
         index.scorer.workers = 1
         sweep = []
         if n == max(cfg.sizes):
-            for nc, rw in cfg.sweep:
+            for nc, rw, exact in cfg.sweep:
                 opt = SearchOptions(num_candidates=nc, rerank_window=rw)
+                if exact:
+                    opt = opt.with_(exact_threshold=10_000_000)
                 (r,) = run_ablations(index, queries, truth, opt, ["full"])
-                sweep.append({"num_candidates": nc, "rerank_window": rw, **_row_json(r)})
+                sweep.append({"num_candidates": nc, "rerank_window": rw, "exact_knn": exact,
+                              **_row_json(r)})  # fmt: skip
         # exhaustive recall: every query, batched (big GEMMs: torch's own threads)
         set_threads(_cores(cfg.exhaustive_workers))
         ex_tops = exhaustive_truth(index, queries)
@@ -392,6 +397,13 @@ def plot(res: dict[str, Any], file: Path) -> None:
     plot_recall_speedup(res, file.with_name("recall_vs_speedup.png"))
 
 
+def _sweep_point(text: str) -> tuple[int, int, bool]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "exact"):
+        raise ValueError(text)
+    return int(parts[0]), int(parts[1]), len(parts) == 3
+
+
 @click.command(
     "bench",
     help="The scale benchmark: builds or reuses synthetic galleries of each size under "
@@ -426,16 +438,16 @@ def plot(res: dict[str, Any], file: Path) -> None:
 @click.option(
     "--sweep",
     default="",
-    help="Extra num_candidates:rerank_window pairs for the full pipeline at the largest size, "
-    "e.g. 2000:500,4000:1000.",
+    help="Extra num_candidates:rerank_window settings for the full pipeline at the largest "
+    "size, e.g. 2000:500,4000:1000; NC:RW:exact scans every filter exactly.",
 )
 def main(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
     try:
         size_list = tuple(int(s) for s in sizes.split(","))
-        pairs = tuple((int(a), int(b)) for a, b in (p.split(":") for p in sweep.split(",") if p))
+        pairs = tuple(_sweep_point(p) for p in sweep.split(",") if p)
     except ValueError as e:
         raise click.BadParameter(
-            f"--sizes: comma-separated integers, --sweep: NC:RW pairs; got {sizes!r}, {sweep!r}"
+            f"--sizes: comma-separated integers, --sweep: NC:RW[:exact]; got {sizes!r}, {sweep!r}"
         ) from e
     cfg = ScaleConfig(sizes=size_list, sweep=pairs, **kw)
     res = run(cfg, workdir, out)

@@ -177,9 +177,11 @@ def render(res: dict[str, Any]) -> str:
             "(num_candidates = HNSW efSearch) and rerank windows:",
             "",
             markdown_table(
-                ["num_candidates", "rerank_window", "R@10", "R@10 kept %", "p50 ms", "p95 ms"],
+                ["num_candidates", "rerank_window", "kNN", "R@10", "R@10 kept %", "p50 ms",
+                 "p95 ms"],
                 [
-                    [w["num_candidates"], w["rerank_window"], w["recall_10"],
+                    [w["num_candidates"], w["rerank_window"],
+                     "exact" if w.get("exact_knn") else "HNSW", w["recall_10"],
                      100 * w["recall_kept"], w["p50_ms"], w["p95_ms"]]
                     for w in big["sweep"]
                 ],

@@ -28,7 +28,7 @@ TINY = ScaleConfig(
     threads=1,
     exhaustive_workers=2,
     build_threads=1,
-    sweep=((100, 50),),
+    sweep=((100, 50, False), (100, 50, True)),
 )
 
 
@@ -57,8 +57,9 @@ def test_run_measures_every_size_and_configuration(result: tuple[dict, Path]) ->
         # exhaustive max-sim finds the target in these easy tiny galleries
         assert by["exhaustive"]["recall_10"] >= 0.75
         assert s["speedup_full"] == pytest.approx(by["exhaustive"]["p50_ms"] / by["full"]["p50_ms"])
-    (w,) = res["sizes"][1]["sweep"]
+    w, x = res["sizes"][1]["sweep"]
     assert (w["num_candidates"], w["rerank_window"], w["queries"]) == (100, 50, 12)
+    assert not w["exact_knn"] and x["exact_knn"]
     assert res["sizes"][0]["sweep"] == []  # only at the largest size
     cb = res["codec_bytes"]
     assert cb["fp32"] == 32 * 128 * 4 + 1 and cb["fp16"] == 32 * 128 * 2 + 1
