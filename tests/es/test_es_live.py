@@ -8,6 +8,7 @@ Skipped, with the reason shown by `pytest -ra`, when ISR_ES_URL is unset. Start 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Iterator
@@ -149,3 +150,53 @@ def test_facade_and_check(backend: EsBackend, tmp_path: Path) -> None:
     with pytest.raises(elasticsearch.NotFoundError):
         backend.client.get(index=backend.index, id="doc-0000001")
     assert np.isfinite(len(backend))
+
+
+def test_load_gallery_into_elasticsearch_resumes_to_exactly_the_gallery(
+    client: Elasticsearch, tmp_path: Path
+) -> None:
+    """`load_gallery` with an http target: a crash after the first commit, then --resume, leaves
+    exactly the gallery in the cluster and the sidecar; a gallery item finds itself first."""
+    from conftest import random_items
+
+    from isr.ingest.encoded_export import write_jsonl
+    from isr.ingest.encoded_file import EncodedFileSource
+    from isr.ingest.loader import IngestOptions, load_gallery
+    from isr.ingest.writer import EsOptions
+    from isr.plugin.sidecar import Sidecar
+
+    n = 150
+    items = random_items(n, seed=3)
+    gallery = tmp_path / "gallery.jsonl"
+    write_jsonl(gallery, [f"doc{i}" for i in range(n)], items, [{"i": i} for i in range(n)])
+    name = f"isr-test-{uuid.uuid4().hex[:10]}"
+    target = f"{ES_URL.rstrip('/')}/{name}"
+    es_opts = EsOptions(sidecar=tmp_path / "side", api_key=os.environ.get("ISR_ES_API_KEY"))
+    opt = IngestOptions(batch_size=32, commit_every=64, progress=False, codec="fp32",
+                        max_frags=4, es=es_opts)  # fmt: skip
+
+    class Crashing(EncodedFileSource):
+        def batches(self, batch_size, start=0):  # type: ignore[no-untyped-def]
+            for i, b in enumerate(super().batches(batch_size, start)):
+                if i == 3:  # after the first commit (64 items = 2 batches)
+                    raise RuntimeError("disk on fire")
+                yield b
+
+    try:
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            load_gallery(Crashing(gallery), target, None, opt)
+        client.indices.refresh(index=name)
+        assert client.count(index=name)["count"] == 64
+        r = load_gallery(
+            EncodedFileSource(gallery), target, None, dataclasses.replace(opt, resume=True)
+        )
+        assert (r.start, r.end, r.complete) == (64, n, True)
+        client.indices.refresh(index=name)
+        assert client.count(index=name)["count"] == n
+        with Sidecar.open(tmp_path / "side", readonly=True) as sc:
+            assert len(sc) == n
+        with EsBackend.open(client, name, tmp_path / "side") as b:
+            res = search(b, items[7:8], SearchOptions(size=3, use_keywords=False))
+            assert res.hits[0].id == "doc7"
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)
