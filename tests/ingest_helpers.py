@@ -1,8 +1,11 @@
-"""Shared builders of the ingest tests: a tiny random-weight bundle and a tiny synthetic world."""
+"""Shared builders of the ingest tests: a tiny random-weight bundle, a tiny synthetic world, and
+a source that crashes part-way."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,6 +14,7 @@ from isr.encoders.config import BundleConfig, EncoderConfig
 from isr.encoders.model import DualEncoder
 from isr.encoders.tokenizer import train_tokenizer
 from isr.encoders.vocabulary import KeywordVocab
+from isr.ingest.source import GallerySource, SourceBatch
 
 CAPTIONS = [
     "a dog runs on the beach",
@@ -38,3 +42,25 @@ def tiny_bundle(image_in_dim: int = 16, seed: int = 0, top_keywords: int = 4) ->
 
 def saved_bundle(path: Path, **kw: object) -> Path:
     return tiny_bundle(**kw).save(path)  # type: ignore[arg-type]
+
+
+class Crashing:
+    """Wraps a source so that it dies after `after` batches (the process survives: a
+    library-level crash)."""
+
+    def __init__(self, inner: GallerySource, after: int) -> None:
+        self.inner, self.after = inner, after
+        self.modality, self.payload = inner.modality, inner.payload
+        self.feature_dim = inner.feature_dim
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def size(self) -> int | None:
+        return self.inner.size()
+
+    def batches(self, batch_size: int, start: int = 0) -> Iterator[SourceBatch]:
+        for i, b in enumerate(self.inner.batches(batch_size, start)):
+            if i == self.after:
+                raise RuntimeError("disk on fire")
+            yield b

@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from conftest import random_items
 from elasticsearch import Elasticsearch
 from fake_es import FakeEs, fake_es_app, serve
-from ingest_helpers import tiny_bundle
+from ingest_helpers import Crashing, tiny_bundle
 
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, InvalidInput, NotFound
@@ -30,7 +30,6 @@ from isr.ingest.es_writer import EsWriter, parse_es_target
 from isr.ingest.load_gallery import main
 from isr.ingest.loader import IngestOptions, load_gallery
 from isr.ingest.precomp_source import PrecompSource
-from isr.ingest.source import SourceBatch
 from isr.ingest.synthetic_world import generate_world
 from isr.ingest.writer import EsOptions, check_target, create_writer, open_writer
 from isr.plugin.es_backend import BulkIngestError, EsBackend
@@ -70,26 +69,6 @@ def docs_of(fake: FakeEs, name: str) -> dict[str, dict[str, Any]]:
 def meta_of(fake: FakeEs, name: str) -> dict[str, Any]:
     out: dict[str, Any] = fake.indices[name]["mappings"]["_meta"]
     return out
-
-
-class Crashing:
-    """A source that dies after `after` batches (the process survives: a library-level crash)."""
-
-    def __init__(self, inner: EncodedFileSource, after: int) -> None:
-        self.inner, self.after = inner, after
-        self.modality, self.payload, self.feature_dim = "image", "encoded", None
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
-
-    def size(self) -> int:
-        return self.inner.size()
-
-    def batches(self, batch_size: int, start: int = 0) -> Iterator[SourceBatch]:
-        for i, b in enumerate(self.inner.batches(batch_size, start)):
-            if i == self.after:
-                raise RuntimeError("disk on fire")
-            yield b
 
 
 def test_sidecar_layout_gets_documents_fragments_and_progress(

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from ingest_helpers import tiny_bundle
+from ingest_helpers import Crashing, tiny_bundle
 
 from isr.encoders.bundle import Bundle
 from isr.errors import Conflict, InvalidInput
 from isr.ingest.captions import CaptionSource
 from isr.ingest.loader import IngestOptions, StrictStop, load_gallery
 from isr.ingest.precomp_source import PrecompSource
-from isr.ingest.source import SourceBatch
 from isr.ingest.synthetic_world import generate_world
 from isr.plugin.index import EmbeddedIndex
 from isr.plugin.pipeline import SearchOptions, search
@@ -89,26 +87,6 @@ def test_rerun_replaces_and_resume_continues_exactly(
     assert (rerun.added, rerun.replaced) == (0, 300)
     with EmbeddedIndex.open(target, readonly=True) as idx:
         assert len(idx) == 300 and sorted(ids_of(idx), key=int) == [str(i) for i in range(300)]
-
-
-class Crashing:
-    """A source that dies after `after` batches (the process survives: a library-level crash)."""
-
-    def __init__(self, inner: PrecompSource, after: int) -> None:
-        self.inner, self.after = inner, after
-        self.modality, self.payload, self.feature_dim = "image", "regions", inner.feature_dim
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
-
-    def size(self) -> int:
-        return self.inner.size()
-
-    def batches(self, batch_size: int, start: int = 0) -> Iterator[SourceBatch]:
-        for i, b in enumerate(self.inner.batches(batch_size, start)):
-            if i == self.after:
-                raise RuntimeError("disk on fire")
-            yield b
 
 
 def test_a_crash_keeps_committed_work_and_resume_redoes_only_the_tail(
