@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from isr.errors import InvalidInput
+from isr.plugin.codecs import FragmentCodec
 from isr.plugin.fragments import FragmentStore
 
 __all__ = ["MaxSimScorer", "maxsim"]
@@ -58,10 +59,21 @@ def maxsim(
             f"maxsim: masks {tuple(q_mask.shape)}, {tuple(doc_mask.shape)} do not match "
             f"q {tuple(q.shape)}, docs {tuple(docs.shape)}"
         )
-    c, n, d = docs.shape
-    if n == 0:
+    if docs.shape[1] == 0:
         raise InvalidInput("maxsim: documents have 0 fragment slots")
     qv = q[q_mask]  # (nq', d): padding query fragments cost no flops
+    return _fragment_maxima(qv, docs, doc_mask, work).sum(dim=0, dtype=torch.float32)  # (C,)
+
+
+def _fragment_maxima(
+    qv: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor, work: torch.Tensor | None = None
+) -> torch.Tensor:
+    """max over each document's real fragments of qv_i . d_j: (nq', C).
+
+    qv (nq', d) holds real query fragments only (of one query, or of several stacked),
+    docs (C, n, d), doc_mask (C, n) bool; ``work`` as in :func:`maxsim`.
+    """
+    c, n, d = docs.shape
     nv = qv.shape[0]
     flat = docs.reshape(c * n, d)
     # (nq', C*n): the query on the short side of the GEMM, so BLAS streams the documents once
@@ -85,7 +97,29 @@ def maxsim(
     # the pass; on a GPU the check would cost a device sync, more than the fill itself.
     if docs.device.type != "cpu" or not bool(doc_mask.all()):
         sim.masked_fill_(~doc_mask.reshape(1, c * n), float("-inf"))
-    return sim.view(nv, c, n).amax(dim=2).sum(dim=0, dtype=torch.float32)  # (C,)
+    return sim.view(nv, c, n).amax(dim=2)  # (nq', C)
+
+
+def _scoring_query(
+    codec: FragmentCodec, qt: torch.Tensor, qm: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """The query to score ``codec``'s codes with (:func:`_code_floats`), and the constant to add
+    to every score. sq8: the query scaled by a, plus b * sum(q) (see FragmentCodec.affine), so
+    the codes skip the decode's arithmetic; other codecs: the query itself and 0."""
+    affine = codec.affine()
+    if affine is None:
+        return qt, 0.0
+    return qt * affine[0], affine[1] * float(qt[qm].sum())
+
+
+def _code_floats(
+    codec: FragmentCodec, codes: torch.Tensor, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(..., code_size) uint8 codes -> (..., d) float32 for the query of :func:`_scoring_query`:
+    decoded, or for sq8 the raw codes as floats. ``out`` as in ``decode_torch``."""
+    if codec.affine() is None:
+        return codec.decode_torch(codes, out=out)
+    return codes.float() if out is None else out.copy_(codes)
 
 
 class MaxSimScorer:
@@ -185,17 +219,13 @@ class MaxSimScorer:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty(rows.shape[0], np.float32)  # (C,)
         slot = torch.arange(store.max_frags, device=self.device)
-        affine = store.codec.affine()  # sq8: score raw codes with a scaled query
-        qs = qt if affine is None else qt * affine[0]
+        qs, shift = _scoring_query(store.codec, qt, qm)
         for i in range(0, rows.shape[0], self.chunk_rows):
             codes, cnt = store.gather_codes(rows[i : i + self.chunk_rows])
-            ct = torch.from_numpy(codes).to(self.device)
-            x = store.codec.decode_torch(ct) if affine is None else ct.float()
+            x = _code_floats(store.codec, torch.from_numpy(codes).to(self.device))
             m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, max_frags)
             out[i : i + len(cnt)] = maxsim(qs, qm, x.to(self.dtype), m).cpu().numpy()
-        if affine is not None:
-            out += np.float32(affine[1] * float(qt[qm].sum()))
-        return out
+        return out + np.float32(shift)
 
     def _work(self, numel: int) -> torch.Tensor:
         # One scratch buffer per call, not per scorer: calls may run in several threads.
@@ -226,11 +256,7 @@ class MaxSimScorer:
         nf = store.max_frags
         slot = torch.arange(nf, device=self.device)  # (max_frags,)
         total = len(store) if rows is None else int(rows.shape[0])
-        # sq8: score the raw codes with a scaled query (see FragmentCodec.affine)
-        affine = store.codec.affine()
-        qs, shift = qt, 0.0
-        if affine is not None:
-            qs, shift = qt * affine[0], affine[1] * float(qt[qm].sum())
+        qs, shift = _scoring_query(store.codec, qt, qm)
         # every score kept, one top-k at the end: cheaper than a running top-k per small chunk
         scores_all = torch.empty(total, dtype=torch.float32, device=self.device)
         rows_all = np.empty(total, dtype=np.int64)
@@ -250,10 +276,7 @@ class MaxSimScorer:
                     )
                     work = self._work(len(r) * nf * nv)
                 ct = torch.from_numpy(codes).to(self.device)  # (c, max_frags, code_size) uint8
-                if affine is None:
-                    x = store.codec.decode_torch(ct, out=dec[: len(r)])  # (c, max_frags, d)
-                else:
-                    x = dec[: len(r)].copy_(ct)  # raw codes as floats; the query carries a, b
+                x = _code_floats(store.codec, ct, out=dec[: len(r)])  # (c, max_frags, d)
                 m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, nf)
                 scores_all[pos : pos + len(r)] = maxsim(qs, qm, x.to(self.dtype), m, work=work)
                 rows_all[pos : pos + len(r)] = r
@@ -267,8 +290,7 @@ class MaxSimScorer:
                 for f in [pool.submit(scan, lo, hi) for lo, hi in pairwise(bounds)]:
                     f.result()
 
-        if affine is not None:
-            scores_all += shift
+        scores_all += shift
         top = torch.topk(scores_all, min(int(k), total))
         best_s, best_r = top.values, rows_all[top.indices.cpu().numpy()]
         scores, ids = best_s.cpu().numpy(), best_r
@@ -301,31 +323,24 @@ class MaxSimScorer:
                 f"and {q_mask.shape}"
             )
         parts = [self._query(q[i], q_mask[i], store.d) for i in range(q.shape[0])]
-        qv = torch.cat([qt[qm] for qt, qm in parts])  # (T, d): every real query fragment
+        scoring = [_scoring_query(store.codec, qt, qm) for qt, qm in parts]
+        qv = torch.cat([qs[qm] for (qs, _), (_, qm) in zip(scoring, parts)])  # (T, d)
+        shift = torch.tensor([sh for _, sh in scoring], dtype=torch.float32, device=self.device)
         owner = torch.cat(
             [torch.full((int(qm.sum()),), i, device=self.device) for i, (_, qm) in enumerate(parts)]
         )
         seg = torch.zeros((len(parts), qv.shape[0]), dtype=self.dtype, device=self.device)
         seg[owner, torch.arange(qv.shape[0], device=self.device)] = 1.0  # (Q, T)
-        affine = store.codec.affine()
-        shift = torch.zeros(len(parts), dtype=torch.float32, device=self.device)
-        if affine is not None:  # raw sq8 codes against scaled queries (FragmentCodec.affine)
-            shift = affine[1] * (seg.float() @ qv.float().sum(dim=1))  # (Q,)
-            qv = qv * affine[0]
         nf, t = store.max_frags, qv.shape[0]
         chunk = max(1, work_elems // max(1, t * nf))
         slot = torch.arange(nf, device=self.device)
         best_s = torch.empty((len(parts), 0), dtype=torch.float32, device=self.device)
         best_r = torch.empty((len(parts), 0), dtype=torch.int64, device=self.device)
         for r, codes, cnt in store.iter_code_chunks(chunk):
-            ct = torch.from_numpy(codes).to(self.device)  # (c, nf, code_size)
-            x = store.codec.decode_torch(ct) if affine is None else ct.float()  # (c, nf, d)
+            x = _code_floats(store.codec, torch.from_numpy(codes).to(self.device))  # (c, nf, d)
             c = x.shape[0]
-            sim = qv @ x.to(self.dtype).reshape(c * nf, store.d).T  # (T, c*nf)
             m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, nf)
-            if not bool(m.all()):
-                sim.masked_fill_(~m.reshape(1, c * nf), float("-inf"))
-            mx = sim.view(t, c, nf).amax(dim=2)  # (T, c); the store has no empty documents
+            mx = _fragment_maxima(qv, x.to(self.dtype), m)  # (T, c); no empty documents
             sc = (seg @ mx).float() + shift[:, None]  # (Q, c)
             rr = torch.from_numpy(r).to(self.device).expand(len(parts), c)
             s_all = torch.cat([best_s, sc], dim=1)
