@@ -210,14 +210,22 @@ def test_cuda_matches_cpu(tmp_path: Path, codec: str) -> None:
     store.close()
 
 
+def filled_store(
+    tmp_path: Path, rng: np.random.Generator, n: int, slots: int, codec: str
+) -> FragmentStore:
+    """A store of n random documents, each with 1..slots real fragments."""
+    store = FragmentStore.create(tmp_path, D, slots, codec)
+    dm = random_mask(rng, n, slots)
+    dm[:, 0] = True
+    store.append(unit(rng, n, slots), dm)
+    return store
+
+
 @pytest.mark.parametrize("codec", ["fp16", "sq8"])
 def test_score_rows_equals_scores_of_the_decoded_fragments(tmp_path: Path, codec: str) -> None:
     """The rerank path scores codes (sq8: raw codes with a scaled query) as the decoded floats."""
     rng = np.random.default_rng(5)
-    store = FragmentStore.create(tmp_path, D, 8, codec)
-    dm = random_mask(rng, 50, 8)
-    dm[:, 0] = True
-    store.append(unit(rng, 50, 8), dm)
+    store = filled_store(tmp_path, rng, 50, 8, codec)
     q, qm = unit(rng, 6), np.array([True, True, False, True, True, True])
     rows = np.array([49, 0, 7, 7, 23])
     frags, mask = store.gather(rows)
@@ -230,10 +238,7 @@ def test_score_rows_equals_scores_of_the_decoded_fragments(tmp_path: Path, codec
 @pytest.mark.parametrize("codec", ["fp16", "sq8"])
 def test_exhaustive_many_equals_one_query_at_a_time(tmp_path: Path, codec: str) -> None:
     rng = np.random.default_rng(8)
-    store = FragmentStore.create(tmp_path, D, 6, codec)
-    dm = random_mask(rng, 90, 6)
-    dm[:, 0] = True
-    store.append(unit(rng, 90, 6), dm)
+    store = filled_store(tmp_path, rng, 90, 6, codec)
     q = np.stack([unit(rng, 5) for _ in range(4)])  # (Q, nq, d)
     qm = np.ones((4, 5), bool)
     qm[1, 3:] = False
