@@ -17,7 +17,15 @@ from isr.encoders.record import Encoded
 from isr.plugin.index import EmbeddedIndex
 from isr.plugin.pipeline import ABLATIONS, SearchOptions, search
 
-__all__ = ["AblationRow", "run_ablations"]
+__all__ = ["AblationRow", "recall_at", "run_ablations"]
+
+
+def recall_at(
+    tops: Sequence[Sequence[str]], truth: Sequence[str], k: int = 10, n: int | None = None
+) -> float:
+    """Share of the first n queries (all by default) whose truth is in their top k ids."""
+    n = len(tops) if n is None else min(n, len(tops))
+    return sum(truth[i] in tops[i][:k] for i in range(n)) / max(n, 1)
 
 
 @dataclass(frozen=True)
@@ -34,8 +42,7 @@ class AblationRow:
 
     def recall_at(self, truth: Sequence[str], k: int = 10, n: int | None = None) -> float:
         """Recall@k over the first n queries (all by default), from the stored top ids."""
-        n = len(self.hits) if n is None else min(n, len(self.hits))
-        return sum(truth[i] in self.hits[i][:k] for i in range(n)) / max(n, 1)
+        return recall_at(self.hits, truth, k, n)
 
 
 def run_ablations(
@@ -59,14 +66,12 @@ def run_ablations(
             with_source=False,
         )
         search(index, queries[0], opt)  # warm-up (first-call allocations, thread pools)
-        ms, r1, r10, adm, rel, tops = [], 0, 0, [], 0, []
+        ms, adm, rel, tops = [], [], 0, []
         stage_ms: dict[str, list[float]] = {}
         for i in tqdm(range(len(queries)), desc=f"{name:>20}", disable=not progress, unit="q"):
             res = search(index, queries[i], opt)
             ids = [h.id for h in res.hits]
             ms.append(res.profile.took_ms)
-            r1 += truth[i] in ids[:1]
-            r10 += truth[i] in ids[:10]
             adm.append(res.total / max(res.profile.gallery, 1))
             rel += res.profile.relaxed
             tops.append(tuple(ids[:10]))
@@ -76,8 +81,8 @@ def run_ablations(
         out.append(
             AblationRow(
                 name,
-                r1 / n,
-                r10 / n,
+                recall_at(tops, truth, 1),
+                recall_at(tops, truth, 10),
                 float(np.percentile(ms, 50)),
                 float(np.percentile(ms, 95)),
                 float(np.mean(adm)),

@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
-from isr.eval.ablations import AblationRow, run_ablations
+from isr.eval.ablations import AblationRow, recall_at, run_ablations
 from isr.eval.bench_maxsim import BenchConfig, bench_kernel
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries
 from isr.plugin.index import EmbeddedIndex
@@ -189,10 +189,9 @@ def flat_ip_baseline(index: EmbeddedIndex, queries: Encoded, truth: Sequence[str
         _, rows = flat.search(queries.fast[i : i + 1], 10)
         ms.append((time.perf_counter() - t0) * 1e3)
         tops.append(tuple(ids[int(r)][0] for r in rows[0] if r >= 0))
-    r10 = sum(truth[i] in tops[i] for i in range(len(tops))) / len(tops)
     return Baseline(
         "FAISS flat IP (fast vectors)",
-        r10,
+        recall_at(tops, truth),
         float(np.percentile(ms, 50)),
         float(np.percentile(ms, 95)),
         tuple(tops),
@@ -287,7 +286,7 @@ def bench_size(cfg: ScaleConfig, root: Path, n: int) -> dict[str, Any]:
         set_threads(cfg.threads)
     by = {r.name: r for r in rows}
     ex, full = by["exhaustive"], by["full"]
-    ex_r10 = sum(truth[i] in ex_tops[i] for i in range(len(truth))) / len(truth)
+    ex_r10 = recall_at(ex_tops, truth)
     nq = float(queries.mask[:ne].sum(1).mean())
     flops = 2.0 * nq * world.n_frags * world.d_frag * n  # one exhaustive query
     return {
