@@ -192,9 +192,8 @@ class EsBackend:
         body = index_body(config, layout)  # validates before anything is created
         if layout.fragments == "sidecar" and sidecar_path is None:
             raise InvalidInput("es backend: fragments in a sidecar need a sidecar directory")
-        with _es_errors(f"checking index {index!r}"):
-            if client.indices.exists(index=index):
-                raise Conflict(f"Elasticsearch index {index!r} already exists")
+        if cls.index_exists(client, index):
+            raise Conflict(f"Elasticsearch index {index!r} already exists")
         sidecar = None
         if layout.fragments == "sidecar":
             assert sidecar_path is not None
