@@ -3,21 +3,42 @@
 Entry point: :class:`DocTable`. One sqlite3 database (WAL, synchronous=FULL) per index.
 Its `meta` rows (generation, n_rows, field mapping) are the index's commit point: a
 sqlite COMMIT makes a batch visible, and every other file is reconciled against it on open.
+Application entries (an ingest's progress) ride in the same rows under :data:`APP_META`, so
+they commit atomically with the batch (:func:`check_app_meta`, :meth:`DocTable.app_meta`).
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from isr.errors import CorruptIndex
+from isr.errors import CorruptIndex, InvalidInput
 
-__all__ = ["DocTable"]
+__all__ = ["APP_META", "DocTable", "check_app_meta"]
+
+APP_META = "app."  # prefix of application entries in the meta rows
+
+
+def check_app_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Application entries as a commit takes them: names non-empty strings, values JSON."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise InvalidInput(f"meta: expected a mapping of names to JSON values, got {meta!r}")
+    for k, v in meta.items():
+        if not isinstance(k, str) or not k:
+            raise InvalidInput(f"meta: entry names are non-empty strings, got {k!r}")
+        try:
+            json.dumps(v, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidInput(f"meta[{k!r}]: not serialisable as JSON ({e})") from e
+    return dict(meta)
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (
@@ -38,7 +59,7 @@ class DocTable:
     FILE = "docs.sqlite"
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
-        file = path / self.FILE
+        file = self.file = path / self.FILE
         if readonly:
             uri = f"file:{file}?mode=ro"
             self.db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
@@ -62,12 +83,24 @@ class DocTable:
             raise CorruptIndex(f"document table unreadable: {e}") from e
         return {k: json.loads(v) for k, v in rows}
 
-    def set_meta(self, **values: Any) -> None:
+    def app_meta(self) -> dict[str, Any]:
+        """The committed application entries (see :func:`check_app_meta`)."""
+        meta = self.meta()
+        return {k.removeprefix(APP_META): v for k, v in meta.items() if k.startswith(APP_META)}
+
+    def set_meta(self, app: Mapping[str, Any] | None = None, **values: Any) -> None:
+        """Write meta rows in the open transaction; `app`: checked application entries."""
+        rows = {**values, **{APP_META + k: v for k, v in (app or {}).items()}}
         self._begin()
         self.db.executemany(
             "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
-            [(k, json.dumps(v)) for k, v in values.items()],
+            [(k, json.dumps(v)) for k, v in rows.items()],
         )
+
+    def nbytes(self) -> int:
+        """Bytes on disk, the write-ahead log included."""
+        files = (self.file, self.file.with_name(self.file.name + "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
 
     # -- transactions --------------------------------------------------------------------
     def _begin(self) -> None:

@@ -33,7 +33,7 @@ from pyroaring import BitMap
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
 from isr.plugin.backend import Candidates, FetchedDoc, Stage, relax_reason
-from isr.plugin.doctable import DocTable
+from isr.plugin.doctable import DocTable, check_app_meta
 from isr.plugin.fields import FieldIndex
 from isr.plugin.filters import Filter
 from isr.plugin.fragments import FragmentStore
@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddedIndex"]
 
 MAX_ID_LENGTH = 512
-APP_META = "app."  # prefix of application entries in the document table's meta rows
 SNAPSHOT_EVERY = 50_000  # rows added since the last HNSW snapshot that trigger a new one
 
 
@@ -95,21 +94,6 @@ def _check_sources(
     return sources, texts
 
 
-def _check_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
-    if meta is None:
-        return {}
-    if not isinstance(meta, Mapping):
-        raise InvalidInput(f"meta: expected a mapping of names to JSON values, got {meta!r}")
-    for k, v in meta.items():
-        if not isinstance(k, str) or not k:
-            raise InvalidInput(f"meta: entry names are non-empty strings, got {k!r}")
-        try:
-            json.dumps(v, allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise InvalidInput(f"meta[{k!r}]: not serialisable as JSON ({e})") from e
-    return dict(meta)
-
-
 class EmbeddedIndex:
     """An isr index in one directory. One writer at a time; any number of read-only openers."""
 
@@ -126,9 +110,7 @@ class EmbeddedIndex:
             raise CorruptIndex(f"{path}: document table has no committed state")
         self.n_rows: int = int(meta["n_rows"])
         self.generation: int = int(meta["generation"])
-        self._app_meta = {
-            k.removeprefix(APP_META): v for k, v in meta.items() if k.startswith(APP_META)
-        }
+        self._app_meta = self.table.app_meta()
         c = config
         self.fast = FastIndex(path, c, self.n_rows, readonly)
         self.keywords = KeywordPostings(path, c.r_i, self.n_rows, readonly)
@@ -326,7 +308,7 @@ class EmbeddedIndex:
         the next search, commit or close waits for it.
         """
         self._writable()
-        app = _check_meta(meta)
+        app = check_app_meta(meta)
         if not self._pending_or_deletes() and not app:
             return self.generation
         n_rows = len(self.fast.vectors)
@@ -338,7 +320,7 @@ class EmbeddedIndex:
             n_rows=n_rows,
             generation=self.generation + 1,
             mapping=self.fields.mapping,
-            **{APP_META + k: v for k, v in app.items()},
+            app=app,
         )
         self.table.commit()  # the commit point
         self.generation += 1
@@ -487,10 +469,7 @@ class EmbeddedIndex:
     def stats(self) -> dict[str, Any]:
         files = {**self.fast.nbytes(), "keywords": self.keywords.labels.nbytes()}
         files["fragments"] = self.fragments.nbytes_per_row() * self.n_rows
-        db = self.path / DocTable.FILE
-        files["doctable"] = sum(
-            p.stat().st_size for p in (db, db.with_name(db.name + "-wal")) if p.exists()
-        )
+        files["doctable"] = self.table.nbytes()
         total = sum(files.values())
         live = len(self.alive)
         return {

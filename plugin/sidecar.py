@@ -30,7 +30,7 @@ import numpy as np
 from pyroaring import BitMap
 
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
-from isr.plugin.doctable import DocTable
+from isr.plugin.doctable import DocTable, check_app_meta
 from isr.plugin.fragments import FragmentStore
 from isr.plugin.manifest import IndexConfig, read_manifest, write_manifest
 from isr.plugin.writelock import WriteLock
@@ -38,7 +38,6 @@ from isr.plugin.writelock import WriteLock
 __all__ = ["Sidecar"]
 
 RETIRE_AFTER_S = 60.0  # a reader closes a store replaced by `refresh` this much later
-APP_META = "app."  # prefix of application entries in the meta rows (as the embedded index's)
 
 
 class Sidecar:
@@ -54,7 +53,7 @@ class Sidecar:
         self._lock = None if readonly else WriteLock(path, "sidecar")
         self.table = DocTable(path, readonly=readonly)
         self.n_rows, self.generation = self._committed()
-        self._app_meta = _app_entries(self.table.meta())
+        self._app_meta = self.table.app_meta()
         self.store = self._open_store(self.n_rows)
         self.alive = BitMap(range(self.n_rows)) - BitMap(self.table.deleted_rows())
         self._refresh_lock = threading.Lock()
@@ -138,7 +137,7 @@ class Sidecar:
             self.store = store
             self.alive = BitMap(range(n_rows)) - BitMap(self.table.deleted_rows())
             self.n_rows, self.generation = n_rows, generation
-            self._app_meta = _app_entries(self.table.meta())
+            self._app_meta = self.table.app_meta()
             return True
 
     # -- writes --------------------------------------------------------------------------
@@ -182,10 +181,7 @@ class Sidecar:
         commits.
         """
         self._writable()
-        app = dict(meta or {})
-        for k in app:
-            if not isinstance(k, str) or not k:
-                raise InvalidInput(f"sidecar meta: entry names are non-empty strings, got {k!r}")
+        app = check_app_meta(meta)
         if not self.table._in_tx and len(self.store) == self.n_rows and not app:
             return self.generation
         n_rows = len(self.store)
@@ -193,7 +189,7 @@ class Sidecar:
         self.table.set_meta(
             n_rows=n_rows,
             generation=self.generation + 1,
-            **{APP_META + k: v for k, v in app.items()},
+            app=app,
         )
         self.table.commit()  # the commit point
         self._app_meta.update(app)
@@ -225,10 +221,7 @@ class Sidecar:
 
     def nbytes(self) -> int:
         """Bytes on disk: committed fragment rows and the id table (with its WAL)."""
-        db = self.path / DocTable.FILE
-        files = (db, db.with_name(db.name + "-wal"))
-        table = sum(f.stat().st_size for f in files if f.exists())
-        return self.store.nbytes_per_row() * self.n_rows + table
+        return self.store.nbytes_per_row() * self.n_rows + self.table.nbytes()
 
     def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
         """Committed live rows of the ids that have one (absent ids are left out)."""
@@ -252,10 +245,6 @@ class Sidecar:
 
     def iter_ids(self) -> Iterator[str]:
         return self.table.iter_live_ids()
-
-
-def _app_entries(meta: Mapping[str, Any]) -> dict[str, Any]:
-    return {k.removeprefix(APP_META): v for k, v in meta.items() if k.startswith(APP_META)}
 
 
 def _state(es_index: str, generation: int, documents: int, rows: int) -> dict[str, object]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import random_items
 
-from isr.errors import Conflict
+from isr.errors import Conflict, InvalidInput
 from isr.plugin.manifest import IndexConfig
 from isr.plugin.sidecar import Sidecar
 
@@ -130,3 +130,20 @@ def test_reader_refreshes_when_a_writer_commits(tmp_path: Path) -> None:
             np.testing.assert_allclose(
                 frags[0][mask[0]], items.fragments[5][items.mask[5]], rtol=1e-6
             )
+
+
+def test_meta_commits_with_the_rows_and_is_checked(tmp_path: Path) -> None:
+    """Application entries (an ingest's progress) commit with the fragments; bad ones are
+    refused before anything is written, as by the embedded index (one check, in DocTable)."""
+    path = tmp_path / "side"
+    items = random_items(3)
+    with Sidecar.create(path, CONFIG, "gallery") as sc:
+        sc.upsert(_ids("a", 3), items.fragments, items.mask)
+        with pytest.raises(InvalidInput, match=r"meta\['p'\]: not serialisable"):
+            sc.commit(meta={"p": float("nan")})
+        with pytest.raises(InvalidInput, match="entry names"):
+            sc.commit(meta={"": 1})
+        sc.commit(meta={"p": {"position": 3}})
+        assert sc.committed_meta() == {"p": {"position": 3}}
+    with Sidecar.open(path, readonly=True, expect=CONFIG) as sc:
+        assert len(sc) == 3 and sc.committed_meta() == {"p": {"position": 3}}
