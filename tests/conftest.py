@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from isr.encoders.record import Encoded, Keywords
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery
+from isr.plugin.es_backend import EsBackend
 from isr.plugin.index import EmbeddedIndex
 from isr.plugin.manifest import IndexConfig
 
@@ -46,6 +49,32 @@ def small_config() -> IndexConfig:
     return IndexConfig(d_fast=16, d_frag=8, max_frags=4, r_i=3, hnsw_m=8, hnsw_ef_construction=40)
 
 
+def two_licenses(i: int) -> dict[str, Any]:
+    """The `_source` of synthetic document i in the filter tests: license and year."""
+    return {"license": ("cc-by", "cc0")[i % 2], "year": 2000 + i % 20}
+
+
+def fill(
+    target: EmbeddedIndex | EsBackend,
+    world: EncodedWorld,
+    batch: int,
+    source: Callable[[int], dict[str, Any]] = two_licenses,
+) -> None:
+    """Index every document of `world`, document i with `source(i)`: an embedded index
+    commits batch by batch, an Elasticsearch backend is refreshed at the end."""
+    start = 0
+    for ids, items in encoded_gallery(world, batch):
+        srcs = [source(start + j) for j in range(len(ids))]
+        if isinstance(target, EsBackend):
+            target.ingest(ids, items, srcs)
+        else:
+            target.add(ids, items, srcs)
+            target.commit()
+        start += len(ids)
+    if isinstance(target, EsBackend):
+        target.refresh()
+
+
 @pytest.fixture
 def world_index(tmp_path: Path) -> EmbeddedIndex:
     """A 3,000-document synthetic encoded index with sources (license, year)."""
@@ -64,15 +93,7 @@ def world_index(tmp_path: Path) -> EmbeddedIndex:
         d_fast=32, d_frag=16, max_frags=8, r_i=6, hnsw_m=16, hnsw_ef_construction=80
     )
     index = EmbeddedIndex.create(tmp_path / "world", config)
-    start = 0
-    for ids, items in encoded_gallery(world, 1000):
-        srcs = [
-            {"license": ("cc-by", "cc0")[(start + j) % 2], "year": 2000 + (start + j) % 20}
-            for j in range(len(ids))
-        ]
-        index.add(ids, items, srcs)
-        index.commit()
-        start += len(ids)
+    fill(index, world, 1000)
     index.world = world  # type: ignore[attr-defined]
     yield index
     index.close()

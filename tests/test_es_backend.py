@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fill
 from elasticsearch import Elasticsearch
 from fake_es import FakeEs, fake_es_app, serve
 
@@ -44,17 +45,7 @@ def es() -> Iterator[tuple[FakeEs, Elasticsearch]]:
 
 
 def _fill(backend: EsBackend | EmbeddedIndex) -> None:
-    start = 0
-    for ids, items in encoded_gallery(WORLD, 300):
-        srcs = [_source(start + j) for j in range(len(ids))]
-        if isinstance(backend, EsBackend):
-            backend.ingest(ids, items, srcs)
-        else:
-            backend.add(ids, items, srcs)
-            backend.commit()
-        start += len(ids)
-    if isinstance(backend, EsBackend):
-        backend.refresh()
+    fill(backend, WORLD, 300, _source)
 
 
 @pytest.fixture(scope="module")

@@ -27,10 +27,11 @@ if not ES_URL:
     )
 
 import elasticsearch  # noqa: E402
+from conftest import fill  # noqa: E402
 from elasticsearch import Elasticsearch  # noqa: E402
 from fake_es import serve  # noqa: E402
 
-from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries  # noqa: E402
+from isr.ingest.encoded_world import EncodedWorld, encoded_queries  # noqa: E402
 from isr.plugin.es_backend import EsBackend  # noqa: E402
 from isr.plugin.es_mapping import EsLayout  # noqa: E402
 from isr.plugin.index import EmbeddedIndex  # noqa: E402
@@ -55,20 +56,7 @@ def client() -> Iterator[Elasticsearch]:
 
 
 def _fill(b: EsBackend | EmbeddedIndex) -> None:
-    start = 0
-    for ids, items in encoded_gallery(WORLD, 400):
-        srcs = [
-            {"license": ("cc-by", "cc0")[(start + j) % 2], "year": 2000 + (start + j) % 20}
-            for j in range(len(ids))
-        ]
-        if isinstance(b, EsBackend):
-            b.ingest(ids, items, srcs)
-        else:
-            b.add(ids, items, srcs)
-            b.commit()
-        start += len(ids)
-    if isinstance(b, EsBackend):
-        b.refresh()
+    fill(b, WORLD, 400)
 
 
 @pytest.fixture(scope="module")
