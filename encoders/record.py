@@ -44,24 +44,39 @@ class Keywords:
         return cls((), ())
 
 
+def squared_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x (..., d) float32 -> squared norms (...,) and whether each vector is finite (...,).
+
+    One einsum pass, no temporary of x's size. A NaN or inf value makes its squared norm
+    non-finite; so does a finite vector large enough to overflow float32: the vectors so
+    flagged are checked exactly, and the finite ones re-measured in float64.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("...d,...d->...", x, x)  # (...,)
+    finite = np.isfinite(sq)
+    flagged = ~finite
+    if flagged.any():
+        finite[flagged] = np.isfinite(x[flagged]).all(axis=-1)
+        big = flagged & finite
+        if big.any():
+            x64 = x[big].astype(np.float64)
+            sq = sq.astype(np.float64)
+            sq[big] = np.einsum("...d,...d->...", x64, x64)
+    return sq, finite
+
+
 def _l2_normalise(x: np.ndarray, what: str, valid: np.ndarray | None = None) -> np.ndarray:
     """x (..., d) -> float32 unit vectors; rows where ``valid`` is False become zeros.
 
-    One pass for the squared norms (einsum: no temporary of x's size) and one for the result.
-    Rows with NaN or inf values are refused; their squared norm is not finite, which also
-    flags finite rows so large that it overflows float32: those are re-measured in float64.
+    One pass for the squared norms (:func:`squared_norms`) and one for the result. Rows with
+    NaN or inf values are refused.
     """
     x32 = x if x.dtype == np.float32 else x.astype(np.float32)
-    sq = np.einsum("...d,...d->...", x32, x32)  # (...,)
-    bad = ~np.isfinite(sq) if valid is None else ~np.isfinite(sq) & valid
+    sq, finite = squared_norms(x32)
+    bad = ~finite if valid is None else ~finite & valid
     if bad.any():
-        if not np.isfinite(x32[bad]).all():
-            where = np.argwhere(bad & ~np.isfinite(x32).all(axis=-1))[0].tolist()
-            raise InvalidInput(f"{what}: item {where[0]} has NaN or inf values")
-        sq = sq.astype(np.float64)
-        sq[bad] = np.einsum(
-            "...d,...d->...", x32[bad].astype(np.float64), x32[bad].astype(np.float64)
-        )
+        where = np.argwhere(bad)[0].tolist()
+        raise InvalidInput(f"{what}: item {where[0]} has NaN or inf values")
     zero = sq == 0 if valid is None else (sq == 0) & valid
     if zero.any():
         where = np.argwhere(zero)[0].tolist()

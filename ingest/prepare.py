@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from isr.encoders.record import Encoded, Keywords
+from isr.encoders.record import Encoded, Keywords, squared_norms
 from isr.errors import InvalidInput
 from isr.ingest.source import EncodedRows, Payload, Regions, Skip, SourceBatch, Texts
 from isr.plugin.index import MAX_ID_LENGTH
@@ -122,16 +122,11 @@ def _pack_rows(
         fast[i] = rows.fast[i]
         frags[i, : counts[i]] = rows.fragments[i]
         mask[i, : counts[i]] = True
-    # One pass for both checks: a NaN/inf value makes its squared norm non-finite. So does
-    # a finite value beyond ~1e19 (float32 overflow): rows flagged are re-checked exactly.
-    with np.errstate(over="ignore", invalid="ignore"):
-        sq_fast = np.einsum("bd,bd->b", fast, fast)  # (n,)
-        sq_frag = np.einsum("bnd,bnd->bn", frags, frags)  # (n, n_max)
-        finite = np.isfinite(sq_fast) & (np.isfinite(sq_frag) | ~mask).all(1)  # (n,)
-        for j in np.flatnonzero(~finite).tolist():
-            finite[j] = (
-                np.isfinite(fast[j]).all() and (np.isfinite(frags[j]).all(1) | ~mask[j]).all()
-            )
+    # one pass each for both checks, as Encoded itself makes them
+    sq_fast, fin_fast = squared_norms(fast)  # (n,), (n,)
+    sq_frag, fin_frag = squared_norms(frags)  # (n, n_max), (n, n_max)
+    finite = fin_fast & (fin_frag | ~mask).all(1)  # (n,)
+    with np.errstate(invalid="ignore"):
         norms_ok = (sq_fast > 0) & ((sq_frag > 0) | ~mask).all(1)  # (n,)
     finite, norms_ok = np.asarray(finite), np.asarray(norms_ok)
     for i in shaped:
