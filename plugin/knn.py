@@ -103,10 +103,11 @@ class FastIndex:
         if n_rows <= start:
             self.published = n_rows
             return
-        x = np.array(self.vectors.view()[start:n_rows], dtype=np.float32)  # (n, d_fast), a copy
+        x = self.vectors.view()[start:n_rows]  # (n, d_fast), a view of the vector file
         if wait:
-            self._insert(x, n_rows)
+            self._insert(np.ascontiguousarray(x), n_rows)
             return
+        x = np.array(x)  # a copy: appends may remap the file while the thread reads
         self._worker = threading.Thread(target=self._background, args=(x, n_rows), daemon=True)
         self._worker.start()
 
