@@ -5,9 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.isr-installed
-CODE   := isr plugin encoders ingest eval tests
+CODE   := isr ingest eval tests
 
-.PHONY: setup demo test lint typecheck pytest bench clean
+.PHONY: setup demo test lint imports typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,18 +25,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/ruff format --check $(CODE)
 
-# mypy cannot follow the editable install's package-dir mapping, so it checks a tree of links
-# that lays the folders out as the installed `isr` package.
 typecheck: $(STAMP)
-	rm -rf build/typecheck && mkdir -p build/typecheck/isr
-	for f in isr/*.py; do ln -s ../../../$$f build/typecheck/isr/; done
-	for p in plugin encoders ingest eval; do ln -s ../../../$$p build/typecheck/isr/$$p; done
-	MYPYPATH=build/typecheck $(VENV)/bin/mypy -p isr
+	$(VENV)/bin/mypy -p isr
+
+# the layering rules (pyproject.toml [tool.importlinter], docs/architecture.md)
+imports: $(STAMP)
+	$(VENV)/bin/lint-imports
 
 pytest: $(STAMP)
 	$(VENV)/bin/pytest -q
 
-test: lint typecheck pytest
+test: lint imports typecheck pytest
 
 bench: $(STAMP)
 	$(VENV)/bin/python eval/bench.py

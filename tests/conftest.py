@@ -9,9 +9,9 @@ import pytest
 
 from isr.encoders.record import Encoded, Keywords
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery
-from isr.plugin.es_backend import EsBackend
-from isr.plugin.index import EmbeddedIndex
-from isr.plugin.manifest import IndexConfig
+from isr.plugin.config import IndexConfig
+from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin.es.backend import EsBackend
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -20,7 +20,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def _one_thread() -> None:
     """One torch/FAISS thread: on a 2-core machine shared with other work, two threads per
     small GEMM spend more time waiting for each other than computing (measured 5-20x slower)."""
-    from isr.plugin.runtime import set_threads
+    from isr.app.runtime import set_threads
 
     set_threads(1)
 

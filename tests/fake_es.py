@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from isr.plugin.server import serve_in_thread
+from isr.plugin.http.server import serve_in_thread
 
 JSON = "application/json"
 _SCRIPT = re.compile(

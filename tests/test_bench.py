@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from isr.app.cli import main
 from isr.errors import InvalidInput
 from isr.eval import bench_report
 from isr.eval.ablations import AblationRow
 from isr.eval.bench import ScaleConfig, build_gallery, run
 from isr.eval.bench_gpu import gpu_bench
 from isr.ingest.encoded_world import EncodedWorld
-from isr.plugin.cli import main
-from isr.plugin.index import EmbeddedIndex
+from isr.plugin.embedded.index import EmbeddedIndex
 
 TINY = ScaleConfig(
     sizes=(400, 900),

@@ -9,8 +9,8 @@ import numpy as np
 from click.testing import CliRunner
 from conftest import random_items
 
-from isr.plugin.cli import main
-from isr.plugin.index import EmbeddedIndex
+from isr.app.cli import main
+from isr.plugin.embedded.index import EmbeddedIndex
 
 
 def _index(tmp_path: Path) -> Path:

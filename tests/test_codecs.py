@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from isr.errors import InvalidInput
-from isr.plugin.codecs import CODECS, make_codec
+from isr.plugin.store.codecs import CODECS, make_codec
 
 D = 64
 

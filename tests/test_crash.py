@@ -12,15 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from isr.plugin.index import EmbeddedIndex
+from isr.plugin.embedded.index import EmbeddedIndex
 
 WRITER = textwrap.dedent(
     """
     import sys
     sys.path.insert(0, sys.argv[2])
     from conftest import random_items
-    from isr.plugin.index import EmbeddedIndex
-    from isr.plugin.manifest import IndexConfig
+    from isr.plugin.embedded.index import EmbeddedIndex
+    from isr.plugin.config import IndexConfig
     path = sys.argv[1]
     config = IndexConfig(d_fast=16, d_frag=8, max_frags=4, r_i=3, hnsw_m=8, hnsw_ef_construction=40)
     try:

@@ -18,10 +18,10 @@ from fake_es import FakeEs, fake_es_app, serve
 
 from isr.errors import Conflict, InvalidInput, NotFound
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries
-from isr.plugin.es_backend import BulkIngestError, EsBackend
-from isr.plugin.es_mapping import EsLayout
-from isr.plugin.index import EmbeddedIndex
-from isr.plugin.manifest import IndexConfig
+from isr.plugin.config import IndexConfig
+from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin.es.backend import BulkIngestError, EsBackend
+from isr.plugin.es.mapping import EsLayout
 from isr.plugin.pipeline import SearchOptions, search
 
 WORLD = EncodedWorld(
@@ -222,7 +222,7 @@ def test_open_reads_the_layout_back(es, side_backend: EsBackend, rv_backend: EsB
 def test_cli_create_load_check_and_serve_arguments(es, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from isr.plugin.cli import main
+    from isr.app.cli import main
 
     fake, client = es
     node = client.transport.node_pool.get().config

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from isr.errors import Conflict, InvalidInput
-from isr.plugin.es_mapping import (
+from isr.plugin.config import IndexConfig
+from isr.plugin.es.mapping import (
     EsLayout,
     doc_source,
     exact_body,
@@ -25,7 +26,6 @@ from isr.plugin.es_mapping import (
     stats_body,
 )
 from isr.plugin.filters import parse_filter
-from isr.plugin.manifest import IndexConfig
 
 CONFIG = IndexConfig(d_fast=64, d_frag=16, max_frags=8, r_i=6, bundle_fingerprint="abc")
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
-from isr.plugin.codecs import CODECS
-from isr.plugin.fragments import FragmentStore
+from isr.plugin.store.codecs import CODECS
+from isr.plugin.store.fragments import FragmentStore
 
 D = 16
 MAXF = 5

@@ -11,9 +11,9 @@ from conftest import random_items
 
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
+from isr.plugin.config import IndexConfig
+from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.filters import parse_filter
-from isr.plugin.index import EmbeddedIndex
-from isr.plugin.manifest import IndexConfig
 
 
 def test_add_commit_reopen_roundtrip(tmp_path: Path, small_config: IndexConfig) -> None:

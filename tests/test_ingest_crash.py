@@ -22,7 +22,7 @@ from conftest import random_items
 
 from isr.ingest.encoded_export import write_jsonl
 from isr.ingest.load_gallery import main
-from isr.plugin.index import EmbeddedIndex
+from isr.plugin.embedded.index import EmbeddedIndex
 
 SCRIPT = Path(__file__).resolve().parents[1] / "ingest" / "load_gallery.py"
 N = 3000

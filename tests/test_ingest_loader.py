@@ -16,7 +16,7 @@ from isr.ingest.captions import CaptionSource
 from isr.ingest.loader import IngestOptions, StrictStop, load_gallery
 from isr.ingest.precomp_source import PrecompSource
 from isr.ingest.synthetic_world import generate_world
-from isr.plugin.index import EmbeddedIndex
+from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.pipeline import SearchOptions, search
 
 
@@ -169,7 +169,7 @@ def test_caption_gallery_with_duplicate_and_empty_items(bundle: Bundle, tmp_path
 def test_elasticsearch_targets_are_checked_before_anything_is_sent(
     world: Path, bundle: Bundle, tmp_path: Path
 ) -> None:
-    from isr.ingest.writer import EsOptions
+    from isr.plugin.writer import EsOptions
 
     # loading into Elasticsearch itself: tests/test_ingest_es.py
     with pytest.raises(InvalidInput, match="pass --sidecar DIR"):
@@ -189,7 +189,7 @@ def test_raw_sources_need_a_bundle(world: Path, tmp_path: Path) -> None:
 def test_index_commit_meta_is_committed_with_the_batch(tmp_path: Path) -> None:
     from conftest import random_items
 
-    from isr.plugin.manifest import IndexConfig
+    from isr.plugin.config import IndexConfig
 
     config = IndexConfig(d_fast=16, d_frag=8, max_frags=4, r_i=3)
     with EmbeddedIndex.create(tmp_path / "i", config) as idx:

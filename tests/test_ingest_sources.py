@@ -21,7 +21,7 @@ from isr.ingest.encoded_file import EncodedFileSource
 from isr.ingest.image_backbone import ImageBackbone
 from isr.ingest.karpathy import KarpathySource
 from isr.ingest.loader import IngestOptions, load_gallery
-from isr.plugin.index import EmbeddedIndex
+from isr.plugin.embedded.index import EmbeddedIndex
 
 
 def opts(**kw) -> IngestOptions:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from isr.errors import InvalidInput, NotFound
-from isr.plugin.fragments import FragmentStore
-from isr.plugin.maxsim import MaxSimScorer, maxsim
+from isr.plugin.store.fragments import FragmentStore
+from isr.plugin.store.maxsim import MaxSimScorer, maxsim
 
 D = 16
 

@@ -9,7 +9,7 @@ from pyroaring import BitMap
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import InvalidInput
 from isr.ingest.encoded_world import encoded_queries
-from isr.plugin.index import EmbeddedIndex
+from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.pipeline import ABLATIONS, KeywordOptions, SearchOptions, search
 
 
@@ -187,7 +187,7 @@ def test_bad_queries(world_index: EmbeddedIndex) -> None:
 def test_exact_scan_in_place_equals_gather(
     world_index: EmbeddedIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from isr.plugin import knn
+    from isr.plugin.embedded import fast_index as knn
 
     idx = world_index
     q = encoded_queries(idx.world, 1, seed=9)[0].fast[0]  # type: ignore[attr-defined]

@@ -16,11 +16,11 @@ from fake_es import serve
 
 from isr.encoders.record import Encoded
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries
-from isr.plugin.index import EmbeddedIndex
-from isr.plugin.manifest import IndexConfig
+from isr.plugin.config import IndexConfig
+from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin.http.queryfile import query_from_json
+from isr.plugin.http.server import ServerConfig, create_app
 from isr.plugin.pipeline import KeywordOptions, SearchOptions, search
-from isr.plugin.queryfile import query_from_json
-from isr.plugin.server import ServerConfig, create_app
 
 WORLD = EncodedWorld(
     n_docs=1500, d_fast=32, d_frag=16, n_frags=8, n_labels=40, r_i=6, seed=7, query_noise=1.0

@@ -12,12 +12,12 @@ from elasticsearch import Elasticsearch
 from fake_es import FakeEs, fake_es_app, serve
 
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries
-from isr.plugin.es_backend import EsBackend
-from isr.plugin.es_mapping import EsLayout
-from isr.plugin.manifest import IndexConfig
+from isr.plugin.config import IndexConfig
+from isr.plugin.es.backend import EsBackend
+from isr.plugin.es.mapping import EsLayout
+from isr.plugin.http.queryfile import query_from_json
+from isr.plugin.http.server import ServerConfig, create_app
 from isr.plugin.pipeline import SearchOptions, search
-from isr.plugin.queryfile import query_from_json
-from isr.plugin.server import ServerConfig, create_app
 
 WORLD = EncodedWorld(n_docs=300, d_fast=32, d_frag=16, n_frags=8, n_labels=30, r_i=6, seed=11)
 CONFIG = IndexConfig(d_fast=32, d_frag=16, max_frags=8, r_i=6, codec="fp16")

@@ -12,8 +12,8 @@ import pytest
 from conftest import random_items
 
 from isr.errors import Conflict, InvalidInput
-from isr.plugin.manifest import IndexConfig
-from isr.plugin.sidecar import Sidecar
+from isr.plugin.config import IndexConfig
+from isr.plugin.es.sidecar import Sidecar
 
 CONFIG = IndexConfig(d_fast=16, d_frag=8, max_frags=4, r_i=3, codec="fp32")
 
@@ -69,8 +69,8 @@ WRITER = textwrap.dedent(
     import os, sys
     sys.path.insert(0, sys.argv[2])
     from conftest import random_items
-    from isr.plugin.manifest import IndexConfig
-    from isr.plugin.sidecar import Sidecar
+    from isr.plugin.config import IndexConfig
+    from isr.plugin.es.sidecar import Sidecar
     config = IndexConfig(d_fast=16, d_frag=8, max_frags=4, r_i=3, codec="fp32")
     sc = Sidecar.create(sys.argv[1], config, "g")
     a = random_items(10, seed=1)

@@ -32,12 +32,12 @@ from elasticsearch import Elasticsearch  # noqa: E402
 from fake_es import serve  # noqa: E402
 
 from isr.ingest.encoded_world import EncodedWorld, encoded_queries  # noqa: E402
-from isr.plugin.es_backend import EsBackend  # noqa: E402
-from isr.plugin.es_mapping import EsLayout  # noqa: E402
-from isr.plugin.index import EmbeddedIndex  # noqa: E402
-from isr.plugin.manifest import IndexConfig  # noqa: E402
+from isr.plugin.config import IndexConfig  # noqa: E402
+from isr.plugin.embedded.index import EmbeddedIndex  # noqa: E402
+from isr.plugin.es.backend import EsBackend  # noqa: E402
+from isr.plugin.es.mapping import EsLayout  # noqa: E402
+from isr.plugin.http.server import ServerConfig, create_app  # noqa: E402
 from isr.plugin.pipeline import SearchOptions, search  # noqa: E402
-from isr.plugin.server import ServerConfig, create_app  # noqa: E402
 
 pytestmark = pytest.mark.es
 
@@ -150,8 +150,8 @@ def test_load_gallery_into_elasticsearch_resumes_to_exactly_the_gallery(
     from isr.ingest.encoded_export import write_jsonl
     from isr.ingest.encoded_file import EncodedFileSource
     from isr.ingest.loader import IngestOptions, load_gallery
-    from isr.ingest.writer import EsOptions
-    from isr.plugin.sidecar import Sidecar
+    from isr.plugin.es.sidecar import Sidecar
+    from isr.plugin.writer import EsOptions
 
     n = 150
     items = random_items(n, seed=3)

@@ -1,0 +1,525 @@
+"""The `isr` command line. Each command parses arguments, builds a config and calls one
+library function; errors of isr's own kinds become a one-line message and exit status 2.
+
+Entry point: :func:`main` (console script `isr`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from isr.errors import IsrError
+
+__all__ = ["main"]
+
+
+class IsrGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IsrError as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+
+
+@click.group(cls=IsrGroup)
+@click.version_option(package_name="isr")
+@click.option(
+    "--threads",
+    type=int,
+    default=None,
+    help="CPU threads for torch and FAISS (default: all cores).",
+)
+def main(threads: int | None) -> None:
+    """isr: text-to-image search with late interaction and keyword pre-screening."""
+    if threads is not None:
+        from isr.app.runtime import set_threads
+
+        set_threads(threads)
+
+
+@main.group(cls=IsrGroup)
+def index() -> None:
+    """Create, inspect or delete an embedded index."""
+
+
+@index.command("create")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--d-fast", type=int, required=True, help="Dims of the fast vector.")
+@click.option("--d-frag", type=int, required=True, help="Dims of a fragment.")
+@click.option(
+    "--max-frags",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Fragments kept per document (1-64).",
+)
+@click.option(
+    "--codec", type=click.Choice(["fp32", "fp16", "sq8"]), default="fp16", show_default=True
+)
+@click.option(
+    "--modality", type=click.Choice(["image", "text"]), default="image", show_default=True
+)
+@click.option(
+    "--r-i", type=int, default=15, show_default=True, help="Keywords stored per document."
+)
+@click.option("--hnsw-m", type=int, default=16, show_default=True)
+@click.option("--ef-construction", type=int, default=100, show_default=True)
+@click.option(
+    "--fast-storage", type=click.Choice(["flat", "sq8"]), default="flat", show_default=True
+)
+def index_create(path: Path, **kw: Any) -> None:
+    """Create an empty index at PATH."""
+    from isr.plugin.config import IndexConfig
+    from isr.plugin.embedded.index import EmbeddedIndex
+
+    config = IndexConfig(
+        d_fast=kw["d_fast"],
+        d_frag=kw["d_frag"],
+        max_frags=kw["max_frags"],
+        codec=kw["codec"],
+        modality=kw["modality"],
+        r_i=kw["r_i"],
+        hnsw_m=kw["hnsw_m"],
+        hnsw_ef_construction=kw["ef_construction"],
+        fast_storage=kw["fast_storage"],
+    )
+    EmbeddedIndex.create(path, config).close()
+    click.echo(f"created {path}")
+
+
+@index.command("stats")
+@click.argument("path", type=click.Path(path_type=Path))
+def index_stats(path: Path) -> None:
+    """Print the statistics of the index at PATH as JSON."""
+    from isr.plugin.embedded.index import EmbeddedIndex
+
+    with EmbeddedIndex.open(path, readonly=True) as idx:
+        click.echo(json.dumps(idx.stats(), indent=2))
+
+
+@index.command("delete")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def index_delete(path: Path, yes: bool) -> None:
+    """Delete the index at PATH (the whole directory)."""
+    from isr.plugin.embedded.index import EmbeddedIndex
+
+    if not yes:
+        click.confirm(f"delete the index at {path}?", abort=True)
+    EmbeddedIndex.destroy(path)
+    click.echo(f"deleted {path}")
+
+
+@main.command("search")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--query",
+    "query_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Encoded query (.json or .npz).",
+)
+@click.option("--text", "query_text", default=None, help="A text query, encoded with --bundle.")
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Encoder bundle directory (with --text).",
+)
+@click.option("--size", type=int, default=10, show_default=True)
+@click.option("--num-candidates", type=int, default=1000, show_default=True)
+@click.option("--rerank-window", type=int, default=200, show_default=True)
+@click.option(
+    "--r-t", type=int, default=3, show_default=True, help="Query keywords used by the screen."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["any", "all", "minimum_should_match"]),
+    default="any",
+    show_default=True,
+)
+@click.option("--minimum-should-match", type=int, default=1, show_default=True)
+@click.option(
+    "--ablation",
+    type=click.Choice(
+        ["fast", "keywords+fast", "full", "fast+rerank", "exhaustive", "keywords+exhaustive"]
+    ),
+    default="full",
+    show_default=True,
+)
+@click.option(
+    "--filter",
+    "filter_json",
+    default=None,
+    help="Elasticsearch filter DSL as JSON (term, terms, range, bool).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def search_cmd(
+    path: Path,
+    query_file: Path | None,
+    query_text: str | None,
+    bundle_dir: Path | None,
+    filter_json: str | None,
+    as_json: bool,
+    **kw: Any,
+) -> None:
+    """Search the index at PATH with a text query (--text, --bundle) or an encoded one (--query)."""
+    from dataclasses import asdict
+
+    from isr.errors import InvalidInput
+    from isr.eval.report import markdown_table
+    from isr.plugin.embedded.index import EmbeddedIndex
+    from isr.plugin.http.queryfile import encode_query_text, load_query
+    from isr.plugin.pipeline import KeywordOptions, SearchOptions, search
+
+    try:
+        filt = json.loads(filter_json) if filter_json else None
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"--filter: not valid JSON ({e})") from e
+    options = SearchOptions.for_ablation(
+        kw["ablation"],
+        size=kw["size"],
+        num_candidates=kw["num_candidates"],
+        rerank_window=kw["rerank_window"],
+        keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
+        filter=filt,
+    )
+    if (query_file is None) == (query_text is None):
+        raise InvalidInput("give exactly one of --query FILE and --text TEXT")
+    with EmbeddedIndex.open(path, readonly=True) as idx:
+        if query_text is not None:
+            query = encode_query_text(idx, bundle_dir, query_text)
+        else:
+            assert query_file is not None
+            query = load_query(query_file)
+        result = search(idx, query, options)
+    if as_json:
+        click.echo(json.dumps(asdict(result), indent=2))
+        return
+    rows = [
+        [
+            h.id,
+            h.score,
+            h.fast_score,
+            h.maxsim_score if h.maxsim_score is not None else "-",
+            ",".join(h.keywords_matched),
+        ]
+        for h in result.hits
+    ]
+    click.echo(markdown_table(["id", "score", "fast", "max-sim", "keywords matched"], rows, 4))
+    p = result.profile
+    click.echo(
+        "; ".join(f"{s.name}: {s.ms:.2f} ms, {s.count}" for s in p.stages)
+        + f"; total {p.took_ms:.2f} ms"
+    )
+    if p.relaxed:
+        click.echo(f"keyword filter relaxed: {p.relax_reason}")
+
+
+@main.command("demo")
+@click.option("--workdir", type=click.Path(path_type=Path), default=Path("demo"), show_default=True)
+@click.option(
+    "--queries",
+    type=int,
+    default=200,
+    show_default=True,
+    help="Queries per direction in the evaluation.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+def demo(workdir: Path, queries: int, seed: int) -> None:
+    """The main job: world -> bundle -> index -> text queries -> evaluation -> HTTP."""
+    from isr.app.demo import run_demo
+
+    run_demo(workdir, seed=seed, queries=queries)
+
+
+@main.command(
+    "bench",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args: tuple[str, ...]) -> None:
+    """The scale benchmark (10K/100K/1M galleries); `isr bench --help` lists its options."""
+    from isr.eval.bench import main as bench_main
+
+    bench_main.main(list(args), prog_name="isr bench")
+
+
+@main.command("world")
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@click.option("--train", "n_train", type=int, default=10_000, show_default=True)
+@click.option("--dev", "n_dev", type=int, default=1_000, show_default=True)
+@click.option("--test", "n_test", type=int, default=1_000, show_default=True)
+@click.option("--regions", "m", type=int, default=32, show_default=True, help="Regions per image.")
+@click.option("--feature-dim", "dim", type=int, default=256, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+def world(
+    out_dir: Path,
+    n_train: int,
+    n_dev: int,
+    n_test: int,
+    m: int,
+    dim: int,
+    seed: int,
+    overwrite: bool,
+) -> None:
+    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR."""
+    from isr.ingest.synthetic_world import generate_world
+
+    info = generate_world(
+        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, overwrite=overwrite
+    )
+    click.echo(f"wrote {info.sizes} images to {info.out_dir} ({info.n_bytes / 1e9:.2f} GB)")
+
+
+@main.command("train")
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Dataset in SCAN precomp layout.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Run directory (stages + bundle).",
+)
+@click.option(
+    "--recipe",
+    type=click.Choice(["paper", "plain"]),
+    default=None,
+    help="paper: I -> B -> F; plain: B and F without distillation.",
+)
+@click.option(
+    "--stage",
+    type=click.Choice(["inflate", "shrink-base", "shrink-fast", "base", "fast"]),
+    default=None,
+    help="One stage instead of a recipe.",
+)
+@click.option(
+    "--teacher",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Teacher stage directory (shrink stages).",
+)
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--val-split", default="dev", show_default=True)
+@click.option(
+    "--min-images", type=int, default=100, show_default=True, help="Keyword vocabulary threshold."
+)
+@click.option("--limit", type=int, default=None, help="Use the first N training images.")
+@click.option(
+    "--backbone",
+    default=None,
+    help="Local HF checkpoint dir, or 'minilm' for the packaged all-MiniLM-L6-v2.",
+)
+@click.option(
+    "--config",
+    "config_json",
+    default=None,
+    help="TrainConfig fields as JSON, e.g. '{\"epochs\": 5}'.",
+)
+def train(
+    data_dir: Path,
+    out_dir: Path,
+    recipe: str | None,
+    stage: str | None,
+    teacher: Path | None,
+    train_split: str,
+    val_split: str,
+    min_images: int,
+    limit: int | None,
+    backbone: str | None,
+    config_json: str | None,
+) -> None:
+    """Train Inflate-and-Shrink encoders with keyword heads; writes OUT/bundle for a recipe."""
+    import sys
+
+    from isr.encoders.backbone import minilm_path
+    from isr.encoders.train import TrainConfig, run_recipe, train_stage
+    from isr.errors import InvalidInput
+    from isr.ingest.training_data import load_paired
+
+    if (recipe is None) == (stage is None):
+        raise InvalidInput("give exactly one of --recipe and --stage")
+    try:
+        fields = json.loads(config_json) if config_json else {}
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"--config: not valid JSON ({e})") from e
+    if backbone is not None:
+        fields["backbone"] = str(minilm_path()) if backbone == "minilm" else backbone
+    cfg = TrainConfig.from_dict(fields)
+    data, vocab = load_paired(data_dir, train_split, min_images=min_images, limit=limit)
+    val, _ = load_paired(data_dir, val_split, vocab=vocab)
+    command = " ".join(sys.argv)
+    if recipe is not None:
+        out = run_recipe(recipe, cfg, data, out_dir, vocab=vocab, val=val, command=command)  # type: ignore[arg-type]
+        click.echo(f"bundle: {out}")
+    else:
+        out = train_stage(
+            stage or "",
+            cfg,
+            data,
+            out_dir,
+            vocab=vocab,
+            teacher_dir=teacher,
+            val=val,
+            command=command,
+        )
+        click.echo(f"stage checkpoint: {out}")
+
+
+@main.command("serve")
+@click.option("--root", type=click.Path(path_type=Path), help="Embedded mode: index directories.")
+@click.option("--es-url", default=None, help="Elasticsearch mode: the cluster to front.")
+@click.option("--sidecar-root", type=click.Path(path_type=Path), help="Sidecars, one per index.")
+@click.option("--bundle", type=click.Path(path_type=Path), help="Encoder bundle for query_text.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9280, show_default=True)
+@click.option("--api-key", envvar="ISR_API_KEY", default=None, help="Require ApiKey auth.")
+@click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None, help="Key for Elasticsearch.")
+@click.option("--max-body-mb", type=float, default=16.0, show_default=True)
+@click.option("--device", default=None, help="Scorer/encoder device (default: cuda if present).")
+def serve_cmd(max_body_mb: float, **kw: Any) -> None:
+    """Serve Elasticsearch's _search shapes over the isr pipeline (see docker/README.md)."""
+    from isr.plugin.http.server import ServerConfig, serve
+
+    for key in ("api_key", "es_api_key"):  # an empty variable (ISR_API_KEY=) means none
+        kw[key] = kw[key] or None
+    serve(ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw))
+
+
+@main.command("check")
+@click.argument("index")
+@click.option("--es-url", required=True)
+@click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
+@click.option("--sidecar", type=click.Path(path_type=Path), default=None)
+@click.option("--repair", is_flag=True, help="Delete fragments of documents ES does not have.")
+@click.option(
+    "--delete-missing", is_flag=True, help="With --repair: delete ES documents without fragments."
+)
+def check_cmd(
+    index: str,
+    es_url: str,
+    es_api_key: str | None,
+    sidecar: Path | None,
+    repair: bool,
+    delete_missing: bool,
+) -> None:
+    """Compare the ids in Elasticsearch with the ids that have fragments; report and repair."""
+    from dataclasses import asdict
+
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin.es.backend import EsBackend
+
+    client = Elasticsearch(es_url, api_key=es_api_key)
+    with EsBackend.open(client, index, sidecar, readonly=not repair) as backend:
+        report = backend.check(repair=repair, delete_missing=delete_missing)
+    out = asdict(report)
+    for key in ("missing_fragments", "orphan_fragments"):
+        ids = out.pop(key)
+        out[key] = len(ids)
+        out[key + "_ids"] = list(ids[:100])
+    out["consistent"] = report.consistent
+    click.echo(json.dumps(out, indent=2))
+
+
+@main.group("es", cls=IsrGroup)
+def es_group() -> None:
+    """Create and fill isr indexes in Elasticsearch."""
+
+
+@es_group.command("create")
+@click.argument("index")
+@click.option("--es-url", required=True)
+@click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
+@click.option("--d-fast", type=int, required=True)
+@click.option("--d-frag", type=int, required=True)
+@click.option("--max-frags", type=int, default=32, show_default=True)
+@click.option(
+    "--codec", type=click.Choice(["fp32", "fp16", "sq8"]), default="fp16", show_default=True
+)
+@click.option("--r-i", type=int, default=15, show_default=True)
+@click.option("--bundle-fingerprint", default="", help="Fingerprint of the bundle that fills it.")
+@click.option(
+    "--vector-index",
+    type=click.Choice(["int8_hnsw", "bbq_hnsw", "hnsw", "int8_flat"]),
+    default="int8_hnsw",
+    show_default=True,
+)
+@click.option("--m", type=int, default=16, show_default=True)
+@click.option("--ef-construction", type=int, default=100, show_default=True)
+@click.option(
+    "--fragments",
+    type=click.Choice(["sidecar", "rank_vectors"]),
+    default="sidecar",
+    show_default=True,
+)
+@click.option("--sidecar", type=click.Path(path_type=Path), default=None)
+@click.option("--shards", type=int, default=None)
+@click.option("--replicas", type=int, default=None)
+def es_create(
+    index: str, es_url: str, es_api_key: str | None, sidecar: Path | None, **kw: Any
+) -> None:
+    """Create an isr index in Elasticsearch (and its sidecar directory)."""
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin.config import IndexConfig
+    from isr.plugin.es.backend import EsBackend
+    from isr.plugin.es.mapping import EsLayout
+
+    config = IndexConfig(
+        d_fast=kw["d_fast"],
+        d_frag=kw["d_frag"],
+        max_frags=kw["max_frags"],
+        codec=kw["codec"],
+        r_i=kw["r_i"],
+        bundle_fingerprint=kw["bundle_fingerprint"],
+    )
+    layout = EsLayout(
+        vector_index=kw["vector_index"],
+        m=kw["m"],
+        ef_construction=kw["ef_construction"],
+        fragments=kw["fragments"],
+        shards=kw["shards"],
+        replicas=kw["replicas"],
+    )
+    client = Elasticsearch(es_url, api_key=es_api_key)
+    EsBackend.create(client, index, config, layout, sidecar).close()
+    click.echo(f"created {index} ({layout.vector_index}, fragments in {layout.fragments})")
+
+
+@es_group.command("load-synthetic")
+@click.argument("index")
+@click.option("--es-url", required=True)
+@click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
+@click.option("--sidecar", type=click.Path(path_type=Path), default=None)
+@click.option("--docs", "n_docs", type=int, default=20_000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+def es_load_synthetic(
+    index: str, es_url: str, es_api_key: str | None, sidecar: Path | None, n_docs: int, seed: int
+) -> None:
+    """Fill an isr index in Elasticsearch with the seeded synthetic encoded gallery."""
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin.es.backend import EsBackend, load_encoded_world
+
+    client = Elasticsearch(es_url, api_key=es_api_key)
+    with EsBackend.open(client, index, sidecar, readonly=False) as backend:
+        sent = load_encoded_world(backend, n_docs, seed=seed)
+    click.echo(f"indexed {sent} documents into {index}")
+
+
+if __name__ == "__main__":
+    main()

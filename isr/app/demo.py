@@ -1,0 +1,191 @@
+"""`isr demo` (`make demo`): the main job on the embedded default, end to end.
+
+Entry point: :func:`run_demo`. Steps, each reusing what an earlier run left in `workdir`:
+1. a seeded synthetic world (region features + captions, SCAN precomp layout);
+2. a small bundle trained with the paper's recipe (inflate -> shrink-base -> shrink-fast);
+3. the test images loaded into an embedded index (`load_gallery`, resumable);
+4. a few of the test captions as real text queries, with their hits, stage scores and timings;
+5. the TREC-style evaluation table of every pipeline configuration (`eval/run_trec_style.py`);
+6. the index served over HTTP in Elasticsearch's shapes, queried with the official client.
+Sizes are chosen to finish in a few minutes on a 2-core CPU; the model is small and briefly
+trained, so its recall is far below a real model's — the point is the whole flow.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from isr.eval.report import markdown_table
+from isr.plugin.pipeline import SearchOptions, SearchResult, search
+
+__all__ = ["run_demo"]
+
+WORLD: dict[str, Any] = {"n_train": 2000, "n_dev": 200, "n_test": 500, "m": 16, "D": 64}
+TRAIN: dict[str, Any] = {
+    "epochs": 4,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "captions_per_epoch": 2,
+    "hidden": 64,
+    "heads": 2,
+    "intermediate": 256,
+    "dim": 64,
+    "codes": 8,
+    "val_size": 200,
+    "tokenizer_vocab": 2000,
+    "progress": True,
+    "device": "cpu",
+}
+
+
+def _step(n: int, text: str) -> float:
+    click.secho(f"\n== {n}. {text} ==", bold=True)
+    return time.perf_counter()
+
+
+def show(result: SearchResult) -> None:
+    rows = [
+        [
+            h.id,
+            h.score,
+            h.fast_score,
+            h.maxsim_score if h.maxsim_score is not None else 0.0,
+            ",".join(h.keywords_matched),
+            (h.source or {}).get("captions", [""])[0][:60],
+        ]
+        for h in result.hits
+    ]
+    click.echo(
+        markdown_table(
+            ["id", "score", "fast", "max-sim", "keywords matched", "first caption"], rows, 3
+        )
+    )
+    p = result.profile
+    stages = ", ".join(f"{s.name} {s.ms:.2f} ms ({s.count})" for s in p.stages)
+    relaxed = f"; relaxed: {p.relax_reason}" if p.relaxed else ""
+    click.echo(
+        f"query keywords {list(p.query_keywords)}; {stages}; total {p.took_ms:.2f} ms{relaxed}"
+    )
+
+
+def run_demo(workdir: Path, seed: int = 0, queries: int = 200) -> None:
+    from isr.encoders.bundle import Bundle
+    from isr.encoders.train import TrainConfig, run_recipe
+    from isr.eval.trec_style import TrecStyleConfig, evaluate
+    from isr.ingest.loader import IngestOptions, load_gallery
+    from isr.ingest.precomp import PrecompSplit
+    from isr.ingest.precomp_source import PrecompSource
+    from isr.ingest.synthetic_world import generate_world
+    from isr.ingest.training_data import load_paired
+    from isr.plugin.embedded.index import EmbeddedIndex
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+
+    t0 = _step(1, "synthetic world")
+    world = workdir / "world"
+    if (world / "world.json").exists():
+        click.echo(f"reusing {world}")
+    else:
+        generate_world(world, seed=seed, **WORLD)
+    test = PrecompSplit.open(world, "test")
+    click.echo(
+        f"{test.n_images} test images of {test.m} regions x {test.dim} features; e.g. {test.captions_of(0)[0]!r}"
+    )
+    click.echo(f"({time.perf_counter() - t0:.1f} s)")
+
+    t0 = _step(2, "train a small bundle with the paper's recipe (I -> B -> F)")
+    train, vocab = load_paired(world, "train", min_images=50)
+    val, _ = load_paired(world, "dev", vocab=vocab)
+    bundle_dir = run_recipe(
+        "paper",
+        TrainConfig(seed=seed, **TRAIN),
+        train,
+        workdir / "run",
+        vocab=vocab,
+        val=val,
+        command="isr demo",
+    )
+    bundle = Bundle.load(bundle_dir)
+    click.echo(
+        f"bundle {bundle_dir} ({len(vocab.labels)} keyword labels; {time.perf_counter() - t0:.1f} s)"
+    )
+
+    t0 = _step(3, "load the test images into an embedded index")
+    index_root = workdir / "indexes"
+    index_dir = index_root / "gallery"
+    report = load_gallery(
+        PrecompSource(world, "test"),
+        str(index_dir),
+        bundle,
+        IngestOptions(resume=True, commit_every=250),
+    )
+    click.echo(report.summary() if hasattr(report, "summary") else str(report))
+
+    t0 = _step(4, "text queries through the full isr pipeline")
+    with EmbeddedIndex.open(index_dir, readonly=True) as index:
+        for i in (0, 1, 2):
+            text = test.captions_of(i)[4]
+            click.echo(f"\nquery {text!r} (its image: {i})")
+            show(
+                search(
+                    index,
+                    bundle.encode_texts([text]),
+                    SearchOptions(size=5, rerank_window=100, num_candidates=200),
+                )
+            )
+    click.echo(f"({time.perf_counter() - t0:.1f} s)")
+
+    t0 = _step(5, "evaluation: every pipeline configuration, TREC runs, trec_eval")
+    rep = evaluate(
+        TrecStyleConfig(
+            data_dir=world,
+            split="test",
+            bundle_dir=bundle_dir,
+            out_dir=workdir / "eval",
+            image_index=index_dir,
+            max_queries=queries,
+            title="isr demo (synthetic world)",
+            command="isr demo",
+        )
+    )
+    click.echo(
+        Path(rep.files["report.md"]).read_text() if "report.md" in rep.files else str(rep.files)
+    )
+    click.echo(f"({time.perf_counter() - t0:.1f} s)")
+
+    t0 = _step(6, "serve the index over HTTP and query it with the official Elasticsearch client")
+    _serve_and_query(index_root, bundle_dir, test.captions_of(3)[4])
+    click.echo(f"({time.perf_counter() - t0:.1f} s)")
+    click.secho(
+        f"\ndemo finished in {time.perf_counter() - t_all:.0f} s; outputs in {workdir}", bold=True
+    )
+
+
+def _serve_and_query(index_root: Path, bundle_dir: Path, text: str) -> None:
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin.http.server import ServerConfig, create_app, serve_in_thread
+
+    app = create_app(ServerConfig(root=index_root, bundle=bundle_dir))
+    with serve_in_thread(app) as url:
+        click.echo(f"facade at {url}; POST /gallery/_search with ext.isr.query_text = {text!r}")
+        es = Elasticsearch(url)
+        resp = es.search(
+            index="gallery",
+            size=3,
+            ext={"isr": {"query_text": text, "num_candidates": 200, "rerank_window": 100}},
+        )
+        for hit in resp["hits"]["hits"]:
+            isr = hit["_isr"]
+            click.echo(
+                f"  {hit['_id']}  score {hit['_score']:.3f}  keywords {isr.get('keywords_matched')}"
+            )
+        click.echo(
+            f"  took {resp['took']} ms; stages {[(s['name'], round(s['ms'], 2)) for s in resp['isr']['stages']]}"
+        )

@@ -1,0 +1,458 @@
+"""Scale benchmark (issue 7): how the engine's cost grows with the gallery, side by side.
+
+Entry points: ``python eval/bench.py`` and ``isr bench`` (the same options). For each gallery
+size (default 10K, 100K, 1M synthetic documents with the bundle's output shapes, from
+:mod:`isr.ingest.encoded_world`) it builds an index once under ``--workdir`` (reused on later
+runs: the build figures are kept in ``build.json`` beside it) and measures in one run:
+
+- build rate (docs/s, add + commit, generation excluded) and bytes per item per structure;
+  fragments bytes per codec (fp32, fp16, sq8) from a 10K index built with each;
+- per query, p50/p95 of every pipeline stage and of the total, for each ablation; exhaustive
+  max-sim over the whole gallery (the base model's cost) on the first ``--exhaustive-queries``
+  queries; a FAISS flat inner-product scan of the fast vectors (the plain one-vector baseline);
+- the full pipeline's speed-up over exhaustive max-sim and the recall@10 it keeps against it
+  (the ratio of their recall@10 on the same queries, and the overlap of their top 10);
+- the max-sim kernel's GFLOP/s against a square matmul measured in the same run;
+- on CUDA, when present: memory bandwidth, the kernel, the rerank of 1,000 candidates and an
+  exhaustive scan of the largest gallery's fragments held in device memory.
+
+Writes ``bench.md`` (the tables), ``bench.json`` and ``latency_vs_size.png`` to ``--out``.
+Query encoding is excluded throughout; the index files are read once and an untimed pass of
+other queries runs before timing (a warm server; the first queries of a cold process pay
+page-table faults on the fragment store, ~3 ms each at 1M). Latencies are single queries on ``--threads`` threads; an exhaustive scan splits the
+store across ``--exhaustive-workers`` threads (all cores by default: its best case). Recall of
+exhaustive max-sim is taken over every query in one batched pass
+(:meth:`~isr.plugin.store.maxsim.MaxSimScorer.exhaustive_many`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import faiss
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from isr.app.runtime import set_threads
+from isr.encoders.record import Encoded
+from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
+from isr.eval.ablations import AblationRow, recall_at, run_ablations
+from isr.eval.bench_maxsim import BenchConfig, bench_kernel
+from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries
+from isr.plugin.config import IndexConfig
+from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin.pipeline import SearchOptions
+
+__all__ = ["ScaleConfig", "build_gallery", "main", "run"]
+
+FAST_ABLATIONS = ("fast", "keywords+fast", "full", "fast+rerank")
+SLOW_ABLATIONS = ("exhaustive", "keywords+exhaustive")
+CODECS = ("fp32", "fp16", "sq8")
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    sizes: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    codec: str = "sq8"
+    fast_storage: str = "sq8"
+    hnsw_m: int = 16
+    ef_construction: int = 100
+    queries: int = 200
+    exhaustive_queries: int = 10
+    num_candidates: int = 1000
+    rerank_window: int = 200
+    threads: int = 1
+    exhaustive_workers: int = 0  # 0: all cores
+    build_threads: int = 0  # 0: all cores
+    batch: int = 5000
+    codec_docs: int = 10_000  # gallery size of the per-codec bytes comparison
+    # (num_candidates, rerank_window, exact kNN) at the largest size; exact: every filtered kNN
+    # is an exact scan (the graph's share of the recall lost)
+    sweep: tuple[tuple[int, int, bool], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.sizes or any(n < 100 for n in self.sizes):
+            raise InvalidInput(f"bench: sizes must be >= 100 documents each, got {self.sizes}")
+        if self.queries < 1 or not 1 <= self.exhaustive_queries <= self.queries:
+            raise InvalidInput(
+                f"bench: need 1 <= exhaustive_queries ({self.exhaustive_queries}) <= "
+                f"queries ({self.queries})"
+            )
+
+    def index_config(self, world: EncodedWorld, codec: str | None = None) -> IndexConfig:
+        return IndexConfig(
+            d_fast=world.d_fast,
+            d_frag=world.d_frag,
+            max_frags=world.n_frags,
+            r_i=world.r_i,
+            codec=codec or self.codec,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construction=self.ef_construction,
+            fast_storage=self.fast_storage,
+        )
+
+
+def _cores(n: int) -> int:
+    return n if n > 0 else (os.cpu_count() or 1)
+
+
+def _label(n: int) -> str:
+    return (
+        f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}K" if n % 1000 == 0 else str(n)
+    )
+
+
+# -- build ---------------------------------------------------------------------------------
+
+
+def build_gallery(
+    root: Path, world: EncodedWorld, config: IndexConfig, batch: int, threads: int
+) -> tuple[Path, dict[str, Any]]:
+    """Build (or reuse) the index of `world` under root; returns its path and build figures.
+
+    A complete index with the same config and a ``build.json`` is reused as it is; anything
+    else there is destroyed and rebuilt. Timed: add + commit (HNSW insertion included) and
+    the final snapshot; not timed: generating the synthetic documents.
+    """
+    path = root / (
+        f"g{_label(world.n_docs)}-{config.codec}-{config.fast_storage}"
+        f"-m{config.hnsw_m}-efc{config.hnsw_ef_construction}"
+    )
+    record = path.parent / (path.name + ".build.json")
+    try:
+        with EmbeddedIndex.open(path, expect=config, readonly=True) as index:
+            if len(index) == world.n_docs and record.exists():
+                return path, json.loads(record.read_text())
+    except (NotFound, InvalidInput, Conflict, CorruptIndex):
+        pass  # not there, or not this gallery: rebuilt below
+    if path.exists():
+        EmbeddedIndex.destroy(path)
+    set_threads(threads)
+    index = EmbeddedIndex.create(path, config)
+    spent = 0.0
+    with tqdm(total=world.n_docs, desc=f"build {path.name}", unit="doc", mininterval=2) as bar:
+        for ids, items in encoded_gallery(world, batch):
+            t0 = time.perf_counter()
+            index.add(ids, items)
+            index.commit()
+            spent += time.perf_counter() - t0
+            bar.update(len(ids))
+    t0 = time.perf_counter()
+    index.close()
+    close_s = time.perf_counter() - t0
+    build = {
+        "docs": world.n_docs,
+        "add_commit_s": spent,
+        "snapshot_s": close_s,
+        "docs_per_s": world.n_docs / (spent + close_s),
+        "threads": threads,
+        "load_avg": os.getloadavg()[0],
+        "date": dt.datetime.now().isoformat(timespec="minutes"),
+    }
+    record.write_text(json.dumps(build, indent=2))
+    return path, build
+
+
+# -- baselines -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baseline:
+    name: str
+    recall_10: float
+    p50_ms: float
+    p95_ms: float
+    hits: tuple[tuple[str, ...], ...]
+
+
+def flat_ip_baseline(index: EmbeddedIndex, queries: Encoded, truth: Sequence[str]) -> Baseline:
+    """A plain single-vector system: FAISS IndexFlatIP over the fast vectors, one query at a time."""
+    flat = faiss.IndexFlatIP(index.config.d_fast)
+    view = index.fast.vectors.view()
+    for i in range(0, len(index), 65_536):
+        flat.add(np.ascontiguousarray(view[i : i + 65_536]))
+    ids = index.docs_at(list(range(len(index))))
+    flat.search(queries.fast[:1], 10)  # warm-up
+    ms, tops = [], []
+    for i in range(len(queries)):
+        t0 = time.perf_counter()
+        _, rows = flat.search(queries.fast[i : i + 1], 10)
+        ms.append((time.perf_counter() - t0) * 1e3)
+        tops.append(tuple(ids[int(r)][0] for r in rows[0] if r >= 0))
+    return Baseline(
+        "FAISS flat IP (fast vectors)",
+        recall_at(tops, truth),
+        float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 95)),
+        tuple(tops),
+    )
+
+
+# -- one gallery ---------------------------------------------------------------------------
+
+
+def filtered_recall(
+    index: EmbeddedIndex, queries: Encoded, r_t: int, ef: int, threshold: int
+) -> dict[str, float]:
+    """Recall@10 of the keyword-filtered kNN stage against exact search under the same filter."""
+    recalls, shares, graph = [], [], 0
+    for i in range(len(queries)):
+        allowed = index.keyword_rows(queries.keywords[i].top(r_t), "any") & index.alive
+        if len(allowed) < 10:
+            continue
+        q = queries.fast[i]
+        approx = index.knn(q, 10, ef, allowed, threshold)
+        graph += approx.method.startswith("hnsw")
+        exact = index.fast.exact(q, 10, allowed)
+        recalls.append(len(set(approx.rows.tolist()) & set(exact.rows.tolist())) / 10)
+        shares.append(len(allowed) / len(index))
+    return {
+        "recall_10": float(np.mean(recalls)) if recalls else float("nan"),
+        "admitted": float(np.mean(shares)) if shares else float("nan"),
+        "through_hnsw": graph,
+        "queries": len(recalls),
+    }
+
+
+def _overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]]) -> float:
+    n = min(len(a), len(b))
+    return float(np.mean([len(set(a[i][:10]) & set(b[i][:10])) / 10 for i in range(n)]))
+
+
+def warm_page_cache(path: Path) -> None:
+    """Read every file of the index once, so latencies are those of a warm server (the first
+    queries after a cold start read their fragments from disk instead)."""
+    for f in sorted(path.iterdir()):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+
+
+def exhaustive_truth(index: EmbeddedIndex, queries: Encoded, k: int = 10) -> list[tuple[str, ...]]:
+    """Exhaustive max-sim top-k ids of every query, in one pass over the store (for recall)."""
+    if len(index) != index.n_rows:
+        raise InvalidInput("bench: exhaustive_truth needs an index without deleted documents")
+    _, rows = index.scorer.exhaustive_many(queries.fragments, queries.mask, index.fragments, k)
+    ids = index.docs_at(sorted(set(rows.ravel().tolist())))
+    return [tuple(ids[int(r)][0] for r in top) for top in rows]
+
+
+def bench_size(cfg: ScaleConfig, root: Path, n: int) -> dict[str, Any]:
+    world = EncodedWorld(n_docs=n)
+    path, build = build_gallery(
+        root, world, cfg.index_config(world), cfg.batch, _cores(cfg.build_threads)
+    )
+    queries, truth = encoded_queries(world, cfg.queries, seed=11)
+    base = SearchOptions(num_candidates=cfg.num_candidates, rerank_window=cfg.rerank_window)
+    warm_page_cache(path)
+    with EmbeddedIndex.open(path, readonly=True) as index:
+        stats = index.stats()
+        set_threads(cfg.threads)
+        # steady state: one untimed pass of other queries maps the store's pages into this
+        # process, as a serving process's earlier traffic would have
+        warm_q, warm_t = encoded_queries(world, cfg.queries, seed=99)
+        run_ablations(index, warm_q, warm_t, base, ["full"], progress=False)
+        rows = run_ablations(index, queries, truth, base, FAST_ABLATIONS)
+        flat = flat_ip_baseline(index, queries, truth)
+        knn = filtered_recall(index, queries, 3, cfg.num_candidates, base.exact_threshold)
+        # exhaustive latency: single queries, the store split across workers
+        ne = cfg.exhaustive_queries
+        index.scorer.workers = _cores(cfg.exhaustive_workers)
+        rows += run_ablations(index, queries[:ne], truth[:ne], base, SLOW_ABLATIONS)
+        index.scorer.workers = 1
+        sweep = []
+        if n == max(cfg.sizes):
+            for nc, rw, exact in cfg.sweep:
+                opt = SearchOptions(num_candidates=nc, rerank_window=rw)
+                if exact:
+                    opt = opt.with_(exact_threshold=10_000_000)
+                (r,) = run_ablations(index, queries, truth, opt, ["full"])
+                sweep.append({"num_candidates": nc, "rerank_window": rw, "exact_knn": exact,
+                              **_row_json(r)})  # fmt: skip
+        # exhaustive recall: every query, batched (big GEMMs: torch's own threads)
+        set_threads(_cores(cfg.exhaustive_workers))
+        ex_tops = exhaustive_truth(index, queries)
+        set_threads(cfg.threads)
+    by = {r.name: r for r in rows}
+    ex, full = by["exhaustive"], by["full"]
+    ex_r10 = recall_at(ex_tops, truth)
+    nq = float(queries.mask[:ne].sum(1).mean())
+    flops = 2.0 * nq * world.n_frags * world.d_frag * n  # one exhaustive query
+    return {
+        "docs": n,
+        "path": str(path),
+        "build": build,
+        "bytes": stats["bytes"],
+        "bytes_total": stats["bytes_total"],
+        "ablations": [_row_json(r) for r in rows],
+        "knn_vs_exact": knn,
+        "flat": {k: v for k, v in asdict(flat).items() if k != "hits"},
+        "exhaustive_gflops": flops / (ex.p50_ms / 1e3) / 1e9,
+        "speedup_full": ex.p50_ms / full.p50_ms,
+        "speedup_flat": ex.p50_ms / flat.p50_ms,
+        "exhaustive_r10": ex_r10,
+        "recall_kept": full.recall_10 / ex_r10 if ex_r10 else float("nan"),
+        "overlap_full_exhaustive": _overlap(full.hits, ex_tops),
+        "overlap_flat_exhaustive": _overlap(flat.hits, ex_tops),
+        "sweep": [{**w, "recall_kept": w["recall_10"] / ex_r10 if ex_r10 else None} for w in sweep],
+    }
+
+
+def _row_json(r: AblationRow) -> dict[str, Any]:
+    out = {k: v for k, v in asdict(r).items() if k not in ("hits", "stages")}
+    out["stages"] = {name: {"p50_ms": p50, "p95_ms": p95} for name, p50, p95 in r.stages}
+    out["queries"] = len(r.hits)
+    return out
+
+
+def codec_bytes(cfg: ScaleConfig, root: Path) -> dict[str, float]:
+    """Fragment bytes per item for each codec, measured on a gallery of cfg.codec_docs."""
+    world = EncodedWorld(n_docs=cfg.codec_docs)
+    out = {}
+    for codec in CODECS:
+        path, _ = build_gallery(
+            root, world, cfg.index_config(world, codec), cfg.batch, _cores(cfg.build_threads)
+        )
+        with EmbeddedIndex.open(path, readonly=True) as index:
+            out[codec] = index.stats()["bytes"]["fragments"] / len(index)
+    return out
+
+
+# -- the kernel and the GPU ----------------------------------------------------------------
+
+
+def kernel_figures(threads: int) -> list[dict[str, float]]:
+    """Max-sim kernel vs GEMM vs square matmul at rerank-sized and chunk-sized batches."""
+    set_threads(threads)
+    return bench_kernel(BenchConfig(sizes=(200, 1000, 4096), repeat=30), torch.device("cpu"))
+
+
+def gpu_figures(largest: Path | None) -> dict[str, Any] | None:
+    """CUDA figures, or None without a CUDA device (said so in the report)."""
+    if not torch.cuda.is_available():
+        return None
+    from isr.eval.bench_gpu import gpu_bench  # only imported where it can run
+
+    return gpu_bench(largest)
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+def run(cfg: ScaleConfig, workdir: Path, out: Path) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {
+        "config": asdict(cfg),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "faiss": faiss.__version__,
+            "date": dt.datetime.now().isoformat(timespec="minutes"),
+            "load_avg_start": os.getloadavg()[0],
+        },
+        "kernel": kernel_figures(cfg.threads),
+        "codec_bytes": codec_bytes(cfg, workdir),
+        "sizes": [],
+    }
+    for n in cfg.sizes:
+        result["sizes"].append(bench_size(cfg, workdir, n))
+        (out / "bench.json").write_text(json.dumps(result, indent=2))
+    largest = Path(result["sizes"][-1]["path"]) if result["sizes"] else None
+    result["gpu"] = gpu_figures(largest)
+    result["machine"]["load_avg_end"] = os.getloadavg()[0]
+    (out / "bench.json").write_text(json.dumps(result, indent=2))
+    (out / "bench.md").write_text(report(result))
+    plot(result, out / "latency_vs_size.png")
+    return result
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def report(res: dict[str, Any]) -> str:
+    from isr.eval.bench_report import render
+
+    return render(res)
+
+
+def plot(res: dict[str, Any], file: Path) -> None:
+    from isr.eval.bench_report import plot_latency, plot_recall_speedup
+
+    plot_latency(res, file)
+    plot_recall_speedup(res, file.with_name("recall_vs_speedup.png"))
+
+
+def _sweep_point(text: str) -> tuple[int, int, bool]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "exact"):
+        raise ValueError(text)
+    return int(parts[0]), int(parts[1]), len(parts) == 3
+
+
+@click.command(
+    "bench",
+    help="The scale benchmark: builds or reuses synthetic galleries of each size under "
+    "--workdir, measures build rate, bytes per item, per-stage latency of every ablation, "
+    "exhaustive max-sim, a flat-IP baseline and the max-sim kernel, and writes bench.md, "
+    "bench.json and latency_vs_size.png to --out (details: eval/bench.py).",
+)
+@click.option("--sizes", default="10000,100000,1000000", show_default=True)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True
+)
+@click.option("--codec", default="sq8", show_default=True, help="Fragment codec of the galleries.")
+@click.option("--fast-storage", default="sq8", show_default=True)
+@click.option("--hnsw-m", type=int, default=16, show_default=True)
+@click.option("--ef-construction", type=int, default=100, show_default=True)
+@click.option("--queries", type=int, default=200, show_default=True)
+@click.option("--exhaustive-queries", type=int, default=10, show_default=True)
+@click.option("--num-candidates", type=int, default=1000, show_default=True)
+@click.option("--rerank-window", type=int, default=200, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="Per-query threads.")
+@click.option(
+    "--exhaustive-workers",
+    type=int,
+    default=0,
+    help="Threads an exhaustive scan uses (0: all cores).",
+)
+@click.option("--build-threads", type=int, default=0, help="0: all cores.")
+@click.option("--codec-docs", type=int, default=10_000, show_default=True)
+@click.option(
+    "--sweep",
+    default="",
+    help="Extra num_candidates:rerank_window settings for the full pipeline at the largest "
+    "size, e.g. 2000:500,4000:1000; NC:RW:exact scans every filter exactly.",
+)
+def main(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
+    try:
+        size_list = tuple(int(s) for s in sizes.split(","))
+        pairs = tuple(_sweep_point(p) for p in sweep.split(",") if p)
+    except ValueError as e:
+        raise click.BadParameter(
+            f"--sizes: comma-separated integers, --sweep: NC:RW[:exact]; got {sizes!r}, {sweep!r}"
+        ) from e
+    cfg = ScaleConfig(sizes=size_list, sweep=pairs, **kw)
+    res = run(cfg, workdir, out)
+    print(report(res))
+    print(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'latency_vs_size.png'}")
+
+
+if __name__ == "__main__":
+    main()

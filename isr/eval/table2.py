@@ -1,0 +1,249 @@
+"""Table 2 of Inflate and Shrink on a precomp dataset (the synthetic world by default).
+
+Entry point: :func:`run_table2` (train the six rows, resumable, then evaluate each on the test
+split); ``python eval/table2.py`` only parses arguments and calls it. It prints the Markdown
+tables and writes ``table2.json`` into the run directory.
+
+Rows and where they live under ``run_dir``:
+
+- ``paper/``  the default recipe (:func:`isr.encoders.train.run_recipe` "paper"):
+  ``inflate`` (I), ``shrink-base`` (I->B), ``shrink-fast`` (I->B->F), ``bundle``;
+- ``plain/``  ``fast`` (F w/o), ``base`` (B w/o), ``shrink-fast`` (B->F, teacher B w/o).
+
+Every stage uses the same TrainConfig (size, epochs, optimiser) and the same tokenizer
+(``paper/tokenizer``, trained once on the training captions), so rows differ only by model
+type and teacher. ``chains`` selects which chains to train in this process: two processes,
+one per chain, train in parallel; finished stages are skipped, so a last call with both
+chains only evaluates. Scoring is the encoders' own (:mod:`isr.encoders.scoring`): max-sim over
+fragments for B and I, the first-token cosine for F.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from isr.encoders.checkpoint import METRICS_FILE, TOKENIZER_DIR
+from isr.encoders.config import read_json, write_json
+from isr.encoders.tokenizer import train_tokenizer
+from isr.encoders.train import PairedData, TrainConfig, run_recipe, train_stage
+from isr.encoders.vocabulary import KeywordVocab
+from isr.errors import InvalidInput
+from isr.eval.encoder_eval import evaluate_stage, keyword_report, throughput
+from isr.eval.report import markdown_table
+from isr.ingest.training_data import load_paired
+
+__all__ = ["CHAINS", "ROWS", "Table2Result", "run_table2", "train_chain"]
+
+CHAINS: tuple[str, ...] = ("paper", "plain")
+# Row name -> stage directory relative to the run directory (the paper's Table 2 order).
+ROWS: dict[str, str] = {
+    "F w/o": "plain/fast",
+    "B w/o": "plain/base",
+    "I": "paper/inflate",
+    "B->F": "plain/shrink-fast",
+    "I->B": "paper/shrink-base",
+    "I->B->F": "paper/shrink-fast",
+}
+
+
+@dataclass(frozen=True)
+class Table2Result:
+    """Recall rows (name -> recall_at_k keys), keyword and throughput reports, the JSON path."""
+
+    recall: dict[str, dict[str, float]]
+    keywords: dict[str, Any]
+    speed: dict[str, Any]
+    stage_seconds: dict[str, float]
+    json_path: Path
+
+
+def train_chain(
+    chain: str,
+    cfg: TrainConfig,
+    train: PairedData,
+    val: PairedData,
+    vocab: KeywordVocab,
+    run_dir: Path,
+    command: str,
+) -> None:
+    """Train one chain ("paper" or "plain") under ``run_dir``; finished stages are skipped."""
+    if chain not in CHAINS:
+        raise InvalidInput(f"chain {chain!r} is not one of {CHAINS}")
+    tok_dir = _shared_tokenizer(cfg, train, run_dir)
+    t0 = time.perf_counter()
+    if chain == "paper":
+        run_recipe("paper", cfg, train, run_dir / "paper", vocab=vocab, val=val, command=command)
+    else:
+        kw: dict[str, Any] = {"vocab": vocab, "val": val, "command": command}
+        plain = run_dir / "plain"
+        train_stage("fast", cfg, train, plain / "fast", tokenizer_dir=tok_dir, **kw)
+        base = train_stage("base", cfg, train, plain / "base", tokenizer_dir=tok_dir, **kw)
+        train_stage("shrink-fast", cfg, train, plain / "shrink-fast", teacher_dir=base, **kw)
+    log = run_dir / f"wall_{chain}.jsonl"
+    with log.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"chain": chain, "seconds": round(time.perf_counter() - t0, 1)}) + "\n")
+
+
+def run_table2(
+    data_dir: Path,
+    run_dir: Path,
+    cfg: TrainConfig,
+    *,
+    chains: Sequence[str] = CHAINS,
+    val_images: int = 200,
+    min_images: int = 100,
+    evaluate: bool = True,
+    r_i: int = 15,
+    r_t: int = 3,
+    speed_threads: Sequence[int] = (1, 2),
+) -> Table2Result | None:
+    """Train ``chains`` under ``run_dir``, then (``evaluate``) score every row on the test split.
+
+    ``val_images``: the first N images of the dev split give the per-epoch validation recall
+    (the test split is never seen in training). Returns None when ``evaluate`` is False.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train, vocab = load_paired(Path(data_dir), "train", min_images=min_images)
+    dev, _ = load_paired(Path(data_dir), "dev", vocab=vocab)
+    val = dev.select(np.arange(min(val_images, len(dev))))
+    command = " ".join(sys.argv)
+    for chain in chains:
+        train_chain(chain, cfg, train, val, vocab, run_dir, command)
+    if not evaluate:
+        return None
+    missing = [n for n, d in ROWS.items() if not (run_dir / d / METRICS_FILE).exists()]
+    if missing:
+        raise InvalidInput(f"rows {missing} are not trained yet under {run_dir}; train both chains")
+    test, _ = load_paired(Path(data_dir), "test", vocab=vocab)
+    recall = {name: evaluate_stage(run_dir / d, test) for name, d in ROWS.items()}
+    bundle = run_dir / "paper" / "bundle"
+    keywords = keyword_report(bundle, test, r_i=r_i, r_t=r_t)
+    speed = throughput(bundle, test, threads=speed_threads)
+    seconds = {d: _stage_seconds(run_dir / d) for d in ROWS.values()}
+    out = run_dir / "table2.json"
+    write_json(
+        out,
+        {
+            "data_dir": str(data_dir),
+            "train_config": cfg.to_dict(),
+            "val_images": val_images,
+            "n_train_images": len(train),
+            "n_test_images": len(test),
+            "n_labels": len(vocab),
+            "recall": recall,
+            "keywords": keywords,
+            "speed": speed,
+            "stage_seconds": seconds,
+            "command": command,
+        },
+    )
+    return Table2Result(recall, keywords, speed, seconds, out)
+
+
+def format_tables(res: Table2Result) -> str:
+    """The recall table, the keyword table and the throughput table, in Markdown."""
+    keys = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "rsum")
+    heads = ["model", "T->I R@1", "R@5", "R@10", "I->T R@1", "R@5", "R@10", "rsum"]
+    rows = [[name, *(r[k] for k in keys)] for name, r in res.recall.items()]
+    parts = [markdown_table(heads, rows, digits=1)]
+    kw = res.keywords
+    parts.append(
+        markdown_table(
+            ["head", "mAP macro", "mAP micro", "labels scored"],
+            [
+                [h, 100 * kw[h]["macro"], 100 * kw[h]["micro"], kw[h]["labels_scored"]]
+                for h in ("image_head", "text_head")
+            ],
+            digits=1,
+        )
+    )
+    sc = kw["screen"]
+    parts.append(
+        markdown_table(
+            ["R_I", "R_T", "ground truth kept %", "gallery admitted %"],
+            [[sc["r_i"], sc["r_t"], 100 * sc["kept"], 100 * sc["admitted"]]],
+            digits=1,
+        )
+    )
+    srows = [
+        [r["threads"], r["batch"], r["images_per_s"], r["texts_per_s"]] for r in res.speed["rows"]
+    ]
+    parts.append(markdown_table(["threads", "batch", "images/s", "texts/s"], srows, digits=0))
+    return "\n\n".join(parts)
+
+
+def _shared_tokenizer(cfg: TrainConfig, train: PairedData, run_dir: Path) -> Path:
+    """``paper/tokenizer``: trained once, then read by every stage of both chains (the paper
+    recipe finds it in place and keeps it)."""
+    tok_dir = run_dir / "paper" / TOKENIZER_DIR
+    if not tok_dir.is_dir():
+        tok = train_tokenizer(train.row_captions(), cfg.tokenizer_vocab)
+        tmp = tok_dir.with_name(TOKENIZER_DIR + ".tmp")
+        tok.save_pretrained(str(tmp))
+        tmp.rename(tok_dir)
+    return tok_dir
+
+
+def _stage_seconds(stage_dir: Path) -> float:
+    """Seconds the stage's epochs took (training and per-epoch validation), from its log."""
+    hist = read_json(stage_dir / METRICS_FILE)["history"]
+    return float(sum(row["seconds"] for row in hist))
+
+
+@click.command()
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--chain",
+    "chains",
+    type=click.Choice(CHAINS),
+    multiple=True,
+    help="Chains to train in this process (default: both).",
+)
+@click.option("--config", "config_json", default=None, help="TrainConfig fields as JSON.")
+@click.option("--val-images", type=int, default=200, show_default=True)
+@click.option("--no-eval", is_flag=True, help="Train only.")
+@click.option("--eval-only", is_flag=True, help="Train nothing; evaluate finished rows.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads.")
+def main(
+    data_dir: Path,
+    run_dir: Path,
+    chains: tuple[str, ...],
+    config_json: str | None,
+    val_images: int,
+    no_eval: bool,
+    eval_only: bool,
+    threads: int,
+) -> None:
+    """Train and evaluate the rows of Inflate and Shrink's Table 2."""
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        fields = json.loads(config_json) if config_json else {}
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON ({e})", param_hint="--config") from e
+    cfg = TrainConfig.from_dict(fields)
+    if eval_only and (no_eval or chains):
+        raise click.UsageError("--eval-only takes neither --no-eval nor --chain")
+    run = () if eval_only else (chains or CHAINS)
+    res = run_table2(
+        data_dir, run_dir, cfg, chains=run, val_images=val_images, evaluate=not no_eval
+    )
+    if res is not None:
+        click.echo(format_tables(res))
+        click.echo(f"\nwrote {res.json_path}")
+
+
+if __name__ == "__main__":
+    main()

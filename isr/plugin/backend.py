@@ -1,0 +1,108 @@
+"""What a search backend hands the isr pipeline, and what the pipeline asks of it.
+
+Entry point: :class:`SearchBackend`, the protocol :func:`isr.plugin.pipeline.search` runs on.
+:class:`isr.plugin.embedded.index.EmbeddedIndex` and :class:`isr.plugin.es.backend.EsBackend` implement it.
+A backend runs the screening stages itself (user filter, keyword filter, kNN on the fast
+vector), because where they run differs: the embedded index intersects roaring bitmaps before
+a FAISS search, Elasticsearch runs all three in one request. It returns :class:`Candidates`
+keyed by integers of its own choosing (rows of the fragment store); the pipeline then reranks
+them with max-sim (unless the backend already did, as Elasticsearch does with `rank_vectors`)
+and asks the backend to fetch the survivors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from isr.encoders.record import Encoded
+    from isr.plugin.config import IndexConfig
+    from isr.plugin.pipeline import SearchOptions
+    from isr.plugin.store.maxsim import MaxSimScorer
+
+__all__ = ["Candidates", "FetchedDoc", "SearchBackend", "Stage", "relax_reason"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # "filter", "keywords", "knn", "rerank", "fetch"
+    ms: float
+    count: int  # documents admitted (filter, keywords), candidates (knn), scored (rerank)
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The screening stages' output.
+
+    keys: (C,) int64 backend keys, best first by fast score when kNN ran; None means every
+    document (no kNN, nothing screened out). fast: (C,) float32 fast scores aligned with keys,
+    None without kNN. maxsim: (C,) float32 when the backend already reranked, keys then being
+    in final order. total: documents admitted by every filter; gallery: live documents.
+    context: backend-private state that `fetch` reads back (Elasticsearch: the hits).
+    """
+
+    keys: np.ndarray | None
+    fast: np.ndarray | None
+    total: int
+    gallery: int
+    stages: tuple[Stage, ...]
+    relaxed: bool = False
+    relax_reason: str = ""
+    maxsim: np.ndarray | None = None
+    context: Any = None
+
+
+@dataclass(frozen=True)
+class FetchedDoc:
+    id: str
+    source: dict[str, Any] | None
+    labels: tuple[str, ...]  # the document's stored keyword labels
+
+
+class SearchBackend(Protocol):
+    """The stages of one search that depend on where the index lives."""
+
+    @property
+    def config(self) -> IndexConfig: ...
+
+    @property
+    def scorer(self) -> MaxSimScorer: ...
+
+    def candidates(self, query: Encoded, labels: tuple[str, ...], opt: SearchOptions) -> Candidates:
+        """Run the filter, keyword and kNN stages for a query (an Encoded batch of one) whose
+        screen uses `labels`; a backend that reranks itself also uses its fragments."""
+        ...
+
+    def score_keys(self, q: np.ndarray, q_mask: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        """Max-sim (C,) float32 of the query's fragments q (nq, d), q_mask (nq,) against the
+        stored fragments of keys (C,), in key order (the rerank of kNN candidates)."""
+        ...
+
+    def exhaustive(
+        self, q: np.ndarray, q_mask: np.ndarray, k: int, keys: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k keys (of `keys`, or of every document) by max-sim: (scores (k',), keys (k',))."""
+        ...
+
+    def fetch(self, cands: Candidates, keys: np.ndarray, with_source: bool) -> list[FetchedDoc]:
+        """Id, `_source` and keyword labels of each key, in order."""
+        ...
+
+    def fast_scores_of(self, q_fast: np.ndarray, cands: Candidates, keys: np.ndarray) -> np.ndarray:
+        """Fast scores (C,) of keys that the kNN stage did not score (exhaustive rerank)."""
+        ...
+
+
+def relax_reason(admitted: int, size: int) -> str:
+    """Why the keyword screen is dropped for this query ("" when it is kept).
+
+    A screen that admits fewer documents than asked for would return a short page; the
+    pipeline then searches the documents the user's filter admits instead, and says so.
+    """
+    if admitted < size:
+        return f"keyword filter admitted {admitted} < size {size} documents"
+    return ""

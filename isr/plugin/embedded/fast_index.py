@@ -1,0 +1,222 @@
+"""The fast-vector index: FAISS HNSW over L2-normalised vectors (inner product), filtered.
+
+Entry point: :class:`FastIndex`. The float32 vectors live in an append-only row file (the
+source of truth); the HNSW graph is derived from it, snapshotted to `hnsw.faiss` now and
+then, and caught up from the row file on open. A filtered search passes FAISS an
+IDSelectorBitmap built from the admitted rows; when the filter admits few rows, or HNSW
+returns fewer than k, the admitted rows are scored exactly instead (as Lucene does).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from pyroaring import BitMap
+
+from isr.errors import CorruptIndex
+from isr.plugin.config import IndexConfig
+from isr.plugin.store.rowfile import RowFile
+
+__all__ = ["FastIndex", "KnnResult"]
+
+GATHER_MAX = 4096  # admitted sets up to this size are gathered; larger ones scanned in place
+
+
+@dataclass(frozen=True)
+class KnnResult:
+    rows: np.ndarray  # (k',) int64, best first
+    scores: np.ndarray  # (k',) float32
+    method: str  # "hnsw", "hnsw+exact" or "exact"
+
+
+def _new_hnsw(config: IndexConfig) -> faiss.Index:
+    d, m = config.d_fast, config.hnsw_m
+    if config.fast_storage == "sq8":
+        index = faiss.IndexHNSWSQ(
+            d, faiss.ScalarQuantizer.QT_8bit_uniform, m, faiss.METRIC_INNER_PRODUCT
+        )
+        # components of unit vectors lie in [-1, 1]: fix the range rather than learn it
+        index.train(np.stack([-np.ones(d, np.float32), np.ones(d, np.float32)]))
+    else:
+        index = faiss.IndexHNSWFlat(d, m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = config.hnsw_ef_construction
+    return index
+
+
+def _topk(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores, best first (ties broken by position)."""
+    if k < scores.shape[0]:
+        part = np.argpartition(-scores, k - 1)[:k]
+    else:
+        part = np.arange(scores.shape[0])
+    return part[np.lexsort((part, -scores[part]))]
+
+
+class FastIndex:
+    VECTORS = "fast.f32"
+    HNSW = "hnsw.faiss"
+
+    def __init__(self, path: Path, config: IndexConfig, n_rows: int, readonly: bool = False):
+        self.path = path
+        self.config = config
+        self.readonly = readonly
+        self.vectors = RowFile(path / self.VECTORS, np.float32, (config.d_fast,), n_rows, readonly)
+        self.hnsw = self._load_hnsw(n_rows)
+        self._worker: threading.Thread | None = None
+        self._failed: BaseException | None = None
+        self.published = 0
+        self.publish(n_rows)
+        self.snapshot_rows = self.hnsw.ntotal if (path / self.HNSW).exists() else 0
+
+    def _load_hnsw(self, n_rows: int) -> faiss.Index:
+        file = self.path / self.HNSW
+        if file.exists():
+            try:
+                index = faiss.read_index(str(file))
+            except RuntimeError as e:
+                raise CorruptIndex(f"{file}: unreadable FAISS index ({e})") from e
+            if index.d == self.config.d_fast and index.ntotal <= n_rows:
+                return index
+        # no snapshot, or one ahead of the committed rows: rebuild from the vectors
+        return _new_hnsw(self.config)
+
+    # -- writes --------------------------------------------------------------------------
+    def append(self, x: np.ndarray) -> None:
+        self.vectors.append(x)  # (B, d_fast)
+
+    def publish(self, n_rows: int, wait: bool = True) -> None:
+        """Add committed rows [ntotal, n_rows) to the HNSW graph, making them searchable.
+
+        wait=False inserts them on a background thread (FAISS releases the GIL), so a bulk
+        load overlaps graph insertion with preparing its next batches; every later use of
+        the graph (search, exact scan of its storage, snapshot, the next publish, close)
+        waits for it first. The rows are copied out before the thread starts, so appends to
+        the vector file may go on meanwhile.
+        """
+        self.wait()
+        start = self.hnsw.ntotal
+        if n_rows <= start:
+            self.published = n_rows
+            return
+        x = self.vectors.view()[start:n_rows]  # (n, d_fast), a view of the vector file
+        if wait:
+            self._insert(np.ascontiguousarray(x), n_rows)
+            return
+        x = np.array(x)  # a copy: appends may remap the file while the thread reads
+        self._worker = threading.Thread(target=self._background, args=(x, n_rows), daemon=True)
+        self._worker.start()
+
+    def _insert(self, x: np.ndarray, n_rows: int) -> None:
+        for i in range(0, x.shape[0], 65_536):
+            self.hnsw.add(x[i : i + 65_536])
+        self.published = n_rows
+
+    def _background(self, x: np.ndarray, n_rows: int) -> None:
+        try:
+            self._insert(x, n_rows)
+        except BaseException as e:  # handed to the thread that waits
+            self._failed = e
+
+    def wait(self) -> None:
+        """Block until a background insertion has finished; re-raise what it raised."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.join()
+        failed, self._failed = self._failed, None
+        if failed is not None:
+            raise CorruptIndex(
+                f"{self.path}: inserting into the HNSW graph failed ({failed}); reopen the "
+                "index to rebuild the graph from the committed vectors"
+            ) from failed
+
+    def snapshot(self) -> None:
+        """Persist the graph atomically (a crash keeps the previous snapshot)."""
+        self.wait()
+        tmp = self.path / (self.HNSW + ".tmp")
+        faiss.write_index(self.hnsw, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path / self.HNSW)
+        self.snapshot_rows = self.hnsw.ntotal
+
+    # -- reads ---------------------------------------------------------------------------
+    def search(
+        self,
+        q: np.ndarray,
+        k: int,
+        ef: int,
+        allowed: BitMap | None,
+        exact_threshold: int,
+    ) -> KnnResult:
+        """Top-k rows by inner product with q (d_fast,), restricted to `allowed` when given."""
+        self.wait()
+        n = self.published
+        if allowed is not None and len(allowed) <= max(k, exact_threshold):
+            return self.exact(q, k, allowed)
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(ef, k)
+        bitmap = None
+        if allowed is not None:
+            bitmap = self._bitmap(allowed)
+            params.sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
+        D, I = self.hnsw.search(q.reshape(1, -1).astype(np.float32), k, params=params)
+        del bitmap  # the selector points into it; keep it alive until the search returned
+        found = I[0] >= 0
+        rows, scores = I[0][found].astype(np.int64), D[0][found].astype(np.float32)
+        expected = min(k, n if allowed is None else len(allowed))
+        if rows.shape[0] < expected:
+            res = self.exact(q, k, allowed)
+            return KnnResult(res.rows, res.scores, "hnsw+exact")
+        return KnnResult(rows, scores, "hnsw")
+
+    def _bitmap(self, allowed: BitMap) -> np.ndarray:
+        """The admitted rows as FAISS's IDSelectorBitmap wants them: bit r of byte r // 8."""
+        mask = np.zeros(self.published, dtype=bool)
+        mask[np.asarray(allowed.to_array(), dtype=np.int64)] = True
+        return np.packbits(mask, bitorder="little")
+
+    def exact(self, q: np.ndarray, k: int, allowed: BitMap | None) -> KnnResult:
+        """Exact top-k over the admitted rows (float32 vectors).
+
+        Small sets are gathered from the vector file; larger ones are scanned in place by
+        FAISS's flat storage under the same bitmap selector (no copy of the admitted vectors).
+        """
+        self.wait()
+        q32 = np.ascontiguousarray(q, dtype=np.float32)
+        if self.config.fast_storage == "flat" and (allowed is None or len(allowed) > GATHER_MAX):
+            storage = faiss.downcast_index(self.hnsw.storage)  # IndexFlatIP over the same rows
+            params = faiss.SearchParameters()
+            bitmap = None
+            if allowed is not None:
+                bitmap = self._bitmap(allowed)
+                params.sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
+            D, I = storage.search(q32.reshape(1, -1), k, params=params)
+            del bitmap
+            found = I[0] >= 0
+            return KnnResult(I[0][found].astype(np.int64), D[0][found].astype(np.float32), "exact")
+        view = self.vectors.view()[: self.published]
+        if allowed is None:
+            rows = np.arange(view.shape[0], dtype=np.int64)
+            scores = view @ q32
+        else:
+            rows = np.asarray(allowed.to_array(), dtype=np.int64)
+            scores = view[rows] @ q32 if rows.size else np.empty(0, np.float32)
+        top = _topk(scores, k)
+        return KnnResult(rows[top], scores[top].astype(np.float32), "exact")
+
+    def vectors_at(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.vectors.view()[rows])  # (C, d_fast)
+
+    def nbytes(self) -> dict[str, int]:
+        file = self.path / self.HNSW
+        graph = file.stat().st_size if file.exists() else 0
+        return {"fast_vectors": self.vectors.nbytes(), "hnsw": graph}
+
+    def close(self) -> None:
+        self.wait()
+        self.vectors.close()

@@ -1,0 +1,763 @@
+"""The Elasticsearch backend: keywords and fast vectors in Elasticsearch, fragments beside it.
+
+Entry point: :class:`EsBackend` (`create`, `open`, `ingest`, `delete`, `check`, `close`), a
+:class:`isr.plugin.backend.SearchBackend`, so :func:`isr.plugin.pipeline.search` runs on it.
+Request bodies come from :mod:`isr.plugin.es.mapping`; this module only sends them.
+
+Search, one round trip in the common case: an `msearch` carrying (1) a size-0 search that
+counts the gallery, the documents the user's filters admit and those the keyword screen admits
+among them, and (2) the top-level kNN with the screen and the filters in `knn.filter` (a
+pre-filter). A second request follows only when the counts say so: the screen admits fewer than
+`size` documents (it is relaxed, as in the embedded pipeline), or the filters admit at most
+max(k, exact_threshold) documents (an exact `script_score` search replaces HNSW, which is slow
+and inexact when most of its graph is filtered out). Fragments live either in a
+:class:`~isr.plugin.es.sidecar.Sidecar` keyed by `_id` (reranked here, on the GPU when there is one)
+or in a `rank_vectors` field (reranked inside Elasticsearch by a `maxSimDotProduct` rescore).
+
+Ingest writes the sidecar first and commits it, then streams the documents through
+`helpers.streaming_bulk` (chunked, 429s retried with exponential backoff); failed documents are
+raised together as one :class:`BulkIngestError`. A crash between the two leaves sidecar rows
+without an Elasticsearch document, which :meth:`EsBackend.check` finds and repairs. A writer
+that decides itself when to send (the loader's :class:`isr.plugin.es.writer.EsWriter`) uses
+the parts: `check_batch`, `send`, `raise_failed`, `existing` (which ids Elasticsearch holds)
+and `app_meta` / `put_app_meta` (its progress in the mapping's `_meta`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import elasticsearch
+import numpy as np
+from elasticsearch import Elasticsearch
+from elasticsearch.helpers import streaming_bulk
+
+from isr.encoders.record import Encoded
+from isr.errors import Conflict, InvalidInput, IsrError, NotFound
+from isr.plugin.backend import Candidates, FetchedDoc, Stage, relax_reason
+from isr.plugin.config import IndexConfig
+from isr.plugin.es.mapping import (
+    FAST_FIELD,
+    FAST_SCRIPT_FIELD,
+    FRAGMENTS_FIELD,
+    KEYWORDS_FIELD,
+    ROOT,
+    EsLayout,
+    app_meta_of,
+    doc_source,
+    exact_body,
+    exhaustive_body,
+    fast_from_exact,
+    fast_from_knn,
+    filter_query,
+    index_body,
+    keyword_query,
+    knn_body,
+    layout_of_mapping,
+    maxsim_from_rescore,
+    rescore_part,
+    stats_body,
+    with_app_meta,
+)
+from isr.plugin.es.sidecar import Sidecar
+from isr.plugin.pipeline import SearchOptions
+from isr.plugin.store.maxsim import MaxSimScorer
+
+__all__ = ["BulkIngestError", "CheckReport", "EsBackend"]
+
+MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
+REFRESH = (True, False, "wait_for")
+PAGE = 5_000  # ids per page when listing an index
+
+
+class BulkIngestError(IsrError):
+    """Some documents of a bulk ingest failed; `failed` holds streaming_bulk's error items."""
+
+    def __init__(self, message: str, failed: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.failed = failed
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """Ids in Elasticsearch against ids with fragments (`isr check`)."""
+
+    es_documents: int
+    fragment_documents: int
+    missing_fragments: tuple[str, ...]  # in Elasticsearch, no fragments: re-ingest them
+    orphan_fragments: tuple[str, ...]  # fragments of documents Elasticsearch does not have
+    deleted_orphans: int = 0
+    deleted_missing: int = 0
+
+    @property
+    def consistent(self) -> bool:
+        return not (self.missing_fragments or self.orphan_fragments)
+
+
+@contextmanager
+def _es_errors(what: str) -> Iterator[None]:
+    """Elasticsearch client errors as isr errors (the facade maps those to status codes)."""
+    try:
+        yield
+    except elasticsearch.NotFoundError as e:
+        raise NotFound(f"{what}: {_reason(e)}") from e
+    except elasticsearch.ConflictError as e:
+        raise Conflict(f"{what}: {_reason(e)}") from e
+    except elasticsearch.BadRequestError as e:
+        raise InvalidInput(f"{what}: {_reason(e)}") from e
+    except elasticsearch.ApiError as e:
+        raise IsrError(f"{what}: Elasticsearch answered {e.meta.status}: {_reason(e)}") from e
+    except elasticsearch.TransportError as e:
+        raise IsrError(f"{what}: Elasticsearch unreachable ({e})") from e
+
+
+def _reason(e: elasticsearch.ApiError) -> str:
+    body = e.body
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        err = body["error"]
+        return f"{err.get('type')}: {err.get('reason')}"
+    return str(e.message)
+
+
+def _check_ids(ids: Sequence[str], n: int) -> list[str]:
+    if isinstance(ids, str):
+        raise InvalidInput("ids: expected a sequence of strings, got one string")
+    out = list(ids)
+    if len(out) != n:
+        raise InvalidInput(f"ids: {len(out)} ids for {n} items")
+    if len(set(out)) != n:
+        raise InvalidInput("ids: duplicate ids within the batch")
+    for i, d in enumerate(out):
+        if not isinstance(d, str) or not d:
+            raise InvalidInput(f"ids[{i}]: document ids are non-empty strings, got {d!r}")
+        if len(d.encode()) > MAX_ID_BYTES:
+            raise InvalidInput(f"ids[{i}]: longer than Elasticsearch's {MAX_ID_BYTES} bytes")
+    return out
+
+
+@dataclass
+class _Plan:
+    """What one search sends, and how its hits are read."""
+
+    filters: list[dict[str, Any]]
+    exact: bool
+    body: dict[str, Any]
+    requests: int = 1
+    notes: list[str] = field(default_factory=list)
+
+
+class EsBackend:
+    """One isr index in Elasticsearch (+ its sidecar when fragments live outside)."""
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        index: str,
+        config: IndexConfig,
+        layout: EsLayout,
+        sidecar: Sidecar | None,
+        device: str | None = None,
+    ) -> None:
+        if (layout.fragments == "sidecar") != (sidecar is not None):
+            raise InvalidInput(
+                f"es backend: fragments in {layout.fragments!r} "
+                + ("need a sidecar" if sidecar is None else "take no sidecar")
+            )
+        self.client = client
+        self.index = index
+        self.config = config
+        self.layout = layout
+        self.sidecar = sidecar
+        self.scorer = MaxSimScorer(device)
+
+    # -- life cycle ----------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        client: Elasticsearch,
+        index: str,
+        config: IndexConfig,
+        layout: EsLayout | None = None,
+        sidecar_path: str | Path | None = None,
+        device: str | None = None,
+    ) -> EsBackend:
+        """Create the Elasticsearch index (and the sidecar directory when fragments go there)."""
+        layout = layout or EsLayout()
+        body = index_body(config, layout)  # validates before anything is created
+        if layout.fragments == "sidecar" and sidecar_path is None:
+            raise InvalidInput("es backend: fragments in a sidecar need a sidecar directory")
+        if cls.index_exists(client, index):
+            raise Conflict(f"Elasticsearch index {index!r} already exists")
+        sidecar = None
+        if layout.fragments == "sidecar":
+            assert sidecar_path is not None
+            sidecar = Sidecar.create(sidecar_path, config, index)
+        try:
+            with _es_errors(f"creating index {index!r}"):
+                client.indices.create(
+                    index=index, settings=body["settings"], mappings=body["mappings"]
+                )
+        except BaseException:
+            if sidecar is not None:
+                sidecar.close()
+                shutil.rmtree(sidecar.path)  # created just now, empty: a retry must not trip on it
+            raise
+        return cls(client, index, config, layout, sidecar, device)
+
+    @classmethod
+    def open(
+        cls,
+        client: Elasticsearch,
+        index: str,
+        sidecar_path: str | Path | None = None,
+        readonly: bool = True,
+        device: str | None = None,
+    ) -> EsBackend:
+        """Open an isr index: its layout comes from the mapping's `_meta.isr`."""
+        config, layout = cls.read_layout(client, index)
+        sidecar = None
+        if layout.fragments == "sidecar":
+            if sidecar_path is None:
+                raise InvalidInput(
+                    f"Elasticsearch index {index!r} keeps fragments in a sidecar; give its path"
+                )
+            sidecar = Sidecar.open(sidecar_path, readonly=readonly, expect=config)
+        return cls(client, index, config, layout, sidecar, device)
+
+    @staticmethod
+    def index_exists(client: Elasticsearch, index: str) -> bool:
+        with _es_errors(f"checking index {index!r}"):
+            return bool(client.indices.exists(index=index))
+
+    @staticmethod
+    def mapping_of(client: Elasticsearch, index: str) -> dict[str, Any]:
+        """The mapping of the one index `index` names (`GET /{index}/_mapping`)."""
+        with _es_errors(f"reading the mapping of index {index!r}"):
+            got = client.indices.get_mapping(index=index)
+        if len(got) != 1:
+            raise InvalidInput(f"{index!r} names {len(got)} indexes; open one isr index")
+        ((_, body),) = got.body.items()
+        mapping: dict[str, Any] = body.get("mappings", {})
+        return mapping
+
+    @classmethod
+    def read_layout(cls, client: Elasticsearch, index: str) -> tuple[IndexConfig, EsLayout]:
+        """IndexConfig and EsLayout of an isr index, from its mapping's `_meta.isr`."""
+        return layout_of_mapping(cls.mapping_of(client, index), index)
+
+    def close(self) -> None:
+        if self.sidecar is not None:
+            self.sidecar.close()
+
+    def __enter__(self) -> EsBackend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        with _es_errors(f"counting index {self.index!r}"):
+            return int(self.client.count(index=self.index)["count"])
+
+    # -- writes --------------------------------------------------------------------------
+    def check_batch(
+        self,
+        ids: Sequence[str],
+        items: Encoded,
+        sources: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> tuple[list[str], list[Mapping[str, Any] | None]]:
+        """Validate one batch as :meth:`ingest` takes it; returns the ids and the sources as
+        lists (a source of None: no user fields)."""
+        if not isinstance(items, Encoded):
+            raise InvalidInput(f"items: expected an Encoded batch, got {type(items).__name__}")
+        n = len(items)
+        out = _check_ids(ids, n)
+        c = self.config
+        if items.d_fast != c.d_fast or items.d_frag != c.d_frag:
+            raise InvalidInput(
+                f"items have fast/fragment dims {items.d_fast}/{items.d_frag}, "
+                f"the index expects {c.d_fast}/{c.d_frag}"
+            )
+        real = items.mask.sum(axis=1)
+        if n and int(real.max()) > c.max_frags:
+            i = int(np.argmax(real > c.max_frags))
+            raise InvalidInput(
+                f"item {i} ({out[i]!r}) has {int(real[i])} fragments, the index keeps {c.max_frags}"
+            )
+        srcs: list[Mapping[str, Any] | None] = list(sources) if sources is not None else [None] * n
+        if len(srcs) != n:
+            raise InvalidInput(f"sources: {len(srcs)} sources for {n} items")
+        for i, src in enumerate(srcs):
+            if src is not None and not isinstance(src, Mapping):
+                raise InvalidInput(f"sources[{i}]: _source must be an object")
+            if src is not None and ROOT in src:
+                raise InvalidInput(
+                    f"sources[{i}] ({out[i]!r}): the top-level field {ROOT!r} is reserved for "
+                    "isr's own fields"
+                )
+        return out, srcs
+
+    def documents(
+        self, ids: list[str], items: Encoded, srcs: list[Mapping[str, Any] | None]
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(id, `_source`) of each item of a checked batch, built lazily (fragments go into
+        `_source` only in the rank_vectors layout)."""
+        r_i = self.config.r_i
+        for i, (d, src) in enumerate(zip(ids, srcs)):
+            frags = items.fragments[i][items.mask[i]] if self.sidecar is None else None
+            labels = items.keywords[i].top(r_i)
+            yield d, doc_source(d, labels, items.fast[i], frags, dict(src) if src else None)
+
+    def send(
+        self,
+        docs: Iterable[tuple[str, dict[str, Any]]],
+        *,
+        refresh: bool | str = False,
+        chunk_size: int = 500,
+        max_retries: int = 5,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> list[dict[str, Any]]:
+        """Index (id, `_source`) pairs through `streaming_bulk` (429s retried with backoff);
+        returns streaming_bulk's items of the documents that failed ([] when none did)."""
+        if refresh not in REFRESH:
+            raise InvalidInput(f"refresh must be one of {REFRESH}, got {refresh!r}")
+        actions = (
+            {"_op_type": "index", "_index": self.index, "_id": d, "_source": s} for d, s in docs
+        )
+        failed: list[dict[str, Any]] = []
+        with _es_errors(f"bulk ingest into {self.index!r}"):
+            for ok, info in streaming_bulk(
+                self.client,
+                actions,
+                chunk_size=chunk_size,
+                max_retries=max_retries,
+                initial_backoff=initial_backoff,
+                max_backoff=max_backoff,
+                raise_on_error=False,
+                refresh=refresh,
+            ):
+                if not ok:
+                    failed.append(info)
+        return failed
+
+    def ingest(
+        self,
+        ids: Sequence[str],
+        items: Encoded,
+        sources: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        refresh: bool | str = False,
+        chunk_size: int = 500,
+        max_retries: int = 5,
+        initial_backoff: float = 1.0,
+        max_backoff: float = 60.0,
+    ) -> int:
+        """Index (or replace) documents; returns how many. Raises BulkIngestError naming the
+        failed ones. refresh: True, False or "wait_for", as Elasticsearch's bulk takes it."""
+        id_list, srcs = self.check_batch(ids, items, sources)
+        if refresh not in REFRESH:
+            raise InvalidInput(f"refresh must be one of {REFRESH}, got {refresh!r}")
+        n = len(id_list)
+        if n == 0:
+            return 0
+        new: set[str] = set()
+        if self.sidecar is not None:
+            new = set(id_list) - set(self.sidecar.rows_of(id_list))
+            self.sidecar.upsert(id_list, items.fragments, items.mask)
+            self.sidecar.commit()  # before Elasticsearch: a visible document has fragments
+        failed = self.send(
+            self.documents(id_list, items, srcs),
+            refresh=refresh,
+            chunk_size=chunk_size,
+            max_retries=max_retries,
+            initial_backoff=initial_backoff,
+            max_backoff=max_backoff,
+        )
+        if failed:
+            self.raise_failed(failed, n, new)
+        return n
+
+    def raise_failed(self, failed: list[dict[str, Any]], n: int, new: set[str]) -> NoReturn:
+        """Raise BulkIngestError for the failed items of a bulk of n documents, first deleting
+        the sidecar fragments of the failed documents in `new` (ids Elasticsearch did not
+        have before: their fragments would belong to nobody)."""
+        bad = [next(iter(f.values())).get("_id") for f in failed]
+        if self.sidecar is not None:
+            self.sidecar.delete([d for d in bad if d in new])
+            self.sidecar.commit()
+        first = next(iter(failed[0].values())).get("error")
+        raise BulkIngestError(
+            f"{len(failed)} of {n} documents failed to index into {self.index!r} "
+            f"(first: {bad[0]!r}: {first})",
+            failed,
+        )
+
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """The ids among `ids` that Elasticsearch holds. A realtime `mget` without `_source`:
+        documents indexed but not refreshed yet count."""
+        ids = list(ids)
+        out: set[str] = set()
+        for i in range(0, len(ids), PAGE):
+            with _es_errors(f"looking up ids in {self.index!r}"):
+                resp = self.client.mget(index=self.index, ids=ids[i : i + PAGE], source=False)
+            out.update(d["_id"] for d in resp["docs"] if d.get("found"))
+        return out
+
+    def delete(self, ids: Sequence[str], refresh: bool | str = False) -> int:
+        """Delete documents by id from Elasticsearch and the sidecar; unknown ids are skipped.
+        Returns how many Elasticsearch had."""
+        ids = _check_ids(ids, len(ids))
+        if refresh not in REFRESH:
+            raise InvalidInput(f"refresh must be one of {REFRESH}, got {refresh!r}")
+        actions = ({"_op_type": "delete", "_index": self.index, "_id": d} for d in ids)
+        deleted, failed = 0, []
+        with _es_errors(f"bulk delete from {self.index!r}"):
+            for ok, info in streaming_bulk(
+                self.client, actions, raise_on_error=False, ignore_status=(404,), refresh=refresh
+            ):
+                item = info.get("delete", {})
+                if ok:
+                    deleted += 1
+                elif item.get("status") != 404:
+                    failed.append(info)
+        if self.sidecar is not None:
+            self.sidecar.delete(ids)
+            self.sidecar.commit()
+        if failed:
+            raise BulkIngestError(f"{len(failed)} of {len(ids)} deletes failed", failed)
+        return deleted
+
+    def app_meta(self) -> dict[str, Any]:
+        """Application entries stored in the mapping's `_meta` (see :meth:`put_app_meta`)."""
+        return app_meta_of(self.mapping_of(self.client, self.index))
+
+    def put_app_meta(self, entries: Mapping[str, Any]) -> None:
+        """Store application entries (JSON values by name, e.g. an ingest's progress) in the
+        mapping's `_meta`, beside `_meta.isr`. Elasticsearch replaces `_meta` as a whole, so
+        the current one is read and sent back with the entries merged in."""
+        body = with_app_meta(self.mapping_of(self.client, self.index).get("_meta"), entries)
+        with _es_errors(f"updating the _meta of {self.index!r}"):
+            self.client.indices.put_mapping(index=self.index, meta=body)
+
+    def store_bytes(self) -> int:
+        """Bytes on disk of the index's primary shards (replicas not counted)."""
+        with _es_errors(f"reading the store size of {self.index!r}"):
+            resp = self.client.indices.stats(index=self.index, metric="store")
+        return int(resp["_all"]["primaries"]["store"]["size_in_bytes"])
+
+    def refresh(self) -> None:
+        """Make every indexed document searchable now (Elasticsearch's `_refresh`)."""
+        with _es_errors(f"refreshing {self.index!r}"):
+            self.client.indices.refresh(index=self.index)
+
+    # -- consistency ---------------------------------------------------------------------
+    def iter_ids(self, query: dict[str, Any] | None = None) -> Iterator[str]:
+        """Every `_id` in the index (matching `query`): a point in time walked with
+        search_after on `_shard_doc`, Elasticsearch's cheapest total order."""
+        with _es_errors(f"opening a point in time on {self.index!r}"):
+            pit = self.client.open_point_in_time(index=self.index, keep_alive="2m")["id"]
+        try:
+            after: list[Any] | None = None
+            while True:
+                body: dict[str, Any] = {
+                    "size": PAGE,
+                    "_source": False,
+                    "track_total_hits": False,
+                    "sort": [{"_shard_doc": "asc"}],
+                    "pit": {"id": pit, "keep_alive": "2m"},
+                }
+                if query is not None:
+                    body["query"] = query
+                if after is not None:
+                    body["search_after"] = after
+                with _es_errors(f"listing the ids of {self.index!r}"):
+                    resp = self.client.search(body=body)
+                hits = resp["hits"]["hits"]
+                pit = resp.get("pit_id", pit)
+                if not hits:
+                    return
+                yield from (h["_id"] for h in hits)
+                after = hits[-1]["sort"]
+        finally:
+            with _es_errors("closing a point in time"):
+                self.client.close_point_in_time(id=pit)
+
+    def check(self, repair: bool = False, delete_missing: bool = False) -> CheckReport:
+        """Compare Elasticsearch's ids with the ids that have fragments.
+
+        repair: delete orphan fragments (sidecar rows of documents Elasticsearch lacks).
+        delete_missing: also delete the Elasticsearch documents that have no fragments
+        (otherwise they are only reported, for re-ingest).
+        """
+        if self.sidecar is None:  # rank_vectors: a document without the field lacks fragments
+            es_docs = len(self)
+            lacking = {"bool": {"must_not": [{"exists": {"field": FRAGMENTS_FIELD}}]}}
+            missing = tuple(sorted(self.iter_ids(lacking)))
+            gone = self.delete(list(missing)) if (repair and delete_missing and missing) else 0
+            return CheckReport(es_docs, es_docs - len(missing), missing, (), 0, gone)
+        if repair and self.sidecar.readonly:
+            raise Conflict("check --repair needs the sidecar opened for writing")
+        es_ids = set(self.iter_ids())
+        if self.sidecar.readonly:
+            self.sidecar.refresh()
+        side_ids = set(self.sidecar.iter_ids())
+        missing = tuple(sorted(es_ids - side_ids))
+        orphans = tuple(sorted(side_ids - es_ids))
+        n_orphans = n_missing = 0
+        if repair and orphans:
+            n_orphans = self.sidecar.delete(orphans)
+            self.sidecar.commit()
+        if repair and delete_missing and missing:
+            n_missing = self.delete(list(missing))
+        return CheckReport(len(es_ids), len(side_ids), missing, orphans, n_orphans, n_missing)
+
+    # -- the SearchBackend face ----------------------------------------------------------
+    def _msearch(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        searches: list[dict[str, Any]] = []
+        for b in bodies:
+            searches += [{}, b]
+        with _es_errors(f"searching {self.index!r}"):
+            resp = self.client.msearch(index=self.index, searches=searches)
+        out = []
+        for r in resp["responses"]:
+            if "error" in r:
+                err, status = r["error"], int(r.get("status", 500))
+                msg = f"searching {self.index!r}: {err.get('type')}: {err.get('reason')}"
+                if status == 400:
+                    raise InvalidInput(msg)
+                if status == 404:
+                    raise NotFound(msg)
+                raise IsrError(f"{msg} (status {status})")
+            out.append(r)
+        return out
+
+    def _body(
+        self, query: Encoded, opt: SearchOptions, filters: list[dict[str, Any]], exact: bool
+    ) -> dict[str, Any]:
+        q_fast = query.fast[0]
+        src = opt.with_source
+        if not opt.use_knn:  # rank_vectors only (checked by the caller)
+            q_frags = query.fragments[0][query.mask[0]]
+            return exhaustive_body(q_frags, q_fast, opt.size, filters, src)
+        rescore, size = None, None
+        if self.layout.fragments == "rank_vectors" and opt.use_rerank:
+            q_frags = query.fragments[0][query.mask[0]]
+            rescore, size = rescore_part(q_frags, q_fast, opt.rerank_window), opt.size
+        if exact:
+            return exact_body(q_fast, opt.k, filters, src, rescore, size)
+        return knn_body(q_fast, opt.k, opt.num_candidates, filters, src, rescore, size)
+
+    def candidates(self, query: Encoded, labels: tuple[str, ...], opt: SearchOptions) -> Candidates:
+        """The user filter, the keyword screen and the kNN in one msearch (see the module
+        docstring); the filter and keyword stages report the exact counts of its size-0
+        search and no time of their own: their time is the knn stage's."""
+        if not opt.use_knn and self.sidecar is not None:
+            return self._sidecar_exhaustive(opt, labels)
+        t0 = time.perf_counter()
+        pool = [filter_query(opt.filter_tree)] if opt.filter_tree is not None else []
+        kw = opt.keywords
+        screen = (
+            keyword_query(labels, kw.mode, kw.minimum_should_match)
+            if (opt.use_keywords and labels)
+            else None
+        )
+        filters = pool + ([screen] if screen is not None else [])
+        stats, res = self._msearch(
+            [stats_body(pool, screen), self._body(query, opt, filters, exact=False)]
+        )
+        gallery = int(stats["aggregations"]["gallery"]["doc_count"])
+        pool_n = int(stats["hits"]["total"]["value"])
+        admitted = pool_n if screen is None else int(stats["aggregations"]["screen"]["doc_count"])
+        relaxed, reason = False, ""
+        if opt.use_keywords and not labels:
+            relaxed, reason = True, "the query has no keywords"
+        elif screen is not None:
+            reason = relax_reason(admitted, opt.size)
+            if reason:
+                relaxed, admitted, filters = True, pool_n, pool
+        requests = 1
+        exact = opt.use_knn and bool(filters) and admitted <= max(opt.k, opt.exact_threshold)
+        if (relaxed and screen is not None) or exact:
+            res = self._msearch([self._body(query, opt, filters, exact)])[0]
+            requests = 2
+        hits = res["hits"]["hits"]
+        ms = (time.perf_counter() - t0) * 1e3
+        stages: list[Stage] = []
+        via = "exact counts from the size-0 search in the same msearch; time in the knn stage"
+        if opt.filter_tree is not None:
+            stages.append(Stage("filter", 0.0, pool_n, via))
+        if opt.use_keywords:
+            stages.append(Stage("keywords", 0.0, admitted, reason or via))
+        cands = self._read_hits(hits, query, opt, exact)
+        method = "exact" if exact else ("hnsw" if opt.use_knn else "exhaustive max-sim")
+        detail = f"{method} in Elasticsearch, {requests} request(s)"
+        if cands["missing"]:
+            detail += f"; {cands['missing']} hits have no fragments in the sidecar (isr check)"
+        if opt.use_knn:
+            # with the rank_vectors rescore only `size` hits come back, of k candidates
+            found = min(opt.k, admitted) if cands["maxsim"] is not None else len(hits)
+            stages.append(Stage("knn", ms, found, detail))
+        if cands["maxsim"] is not None:  # reranked inside Elasticsearch (rank_vectors)
+            if opt.use_knn:
+                scored = min(opt.rerank_window, admitted)
+                stages.append(Stage("rerank", 0.0, scored, "rank_vectors rescore; time in knn"))
+            else:
+                stages.append(Stage("rerank", ms, admitted, detail))
+        return Candidates(
+            keys=cands["keys"],
+            fast=cands["fast"],
+            total=admitted,
+            gallery=gallery,
+            stages=tuple(stages),
+            relaxed=relaxed,
+            relax_reason=reason,
+            maxsim=cands["maxsim"],
+            context=cands["context"],
+        )
+
+    def _read_hits(
+        self, hits: list[dict[str, Any]], query: Encoded, opt: SearchOptions, exact: bool
+    ) -> dict[str, Any]:
+        if self.sidecar is not None:
+            rows = self.sidecar.rows_of([h["_id"] for h in hits])
+            keep = [h for h in hits if h["_id"] in rows]
+            keys = np.array([rows[h["_id"]] for h in keep], dtype=np.int64)
+            return {
+                "keys": keys,
+                "fast": np.array([self._fast_of(h, exact) for h in keep], dtype=np.float32),
+                "maxsim": None,
+                "context": dict(zip(keys.tolist(), keep)),
+                "missing": len(hits) - len(keep),
+            }
+        keys = np.arange(len(hits), dtype=np.int64)
+        maxsim = None
+        if opt.use_rerank:
+            n = int(query.mask[0].sum())
+            maxsim = np.array([maxsim_from_rescore(h["_score"], n) for h in hits], np.float32)
+        return {
+            "keys": keys,
+            "fast": np.array([self._fast_of(h, exact) for h in hits], dtype=np.float32),
+            "maxsim": maxsim,
+            "context": dict(zip(keys.tolist(), hits)),
+            "missing": 0,
+        }
+
+    @staticmethod
+    def _fast_of(hit: dict[str, Any], exact: bool) -> float:
+        scripted = (hit.get("fields") or {}).get(FAST_SCRIPT_FIELD)
+        if scripted:  # rank_vectors layout: _score is the max-sim, the fast score rides along
+            return float(scripted[0])
+        score = float(hit["_score"])
+        return fast_from_exact(score) if exact else fast_from_knn(score)
+
+    def _sidecar_exhaustive(self, opt: SearchOptions, labels: tuple[str, ...]) -> Candidates:
+        if opt.filter_tree is not None or (opt.use_keywords and labels):
+            raise InvalidInput(
+                "exhaustive max-sim with filters or keywords needs the embedded backend or "
+                "fragments in rank_vectors; with a sidecar only the unfiltered 'exhaustive' "
+                "ablation runs"
+            )
+        assert self.sidecar is not None
+        t0 = time.perf_counter()
+        if self.sidecar.readonly:
+            self.sidecar.refresh()
+        gallery = len(self)
+        rows = self.sidecar.live_rows()
+        keys = None if len(rows) == self.sidecar.n_rows else rows
+        stages: list[Stage] = []
+        reason = ""
+        if opt.use_keywords:
+            reason = "the query has no keywords"
+            stages.append(Stage("keywords", (time.perf_counter() - t0) * 1e3, len(rows), reason))
+        return Candidates(keys, None, len(rows), gallery, tuple(stages), bool(reason), reason)
+
+    def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """Sidecar rows of the ids that have fragments there (for reranking by id)."""
+        if self.sidecar is None:
+            raise InvalidInput(
+                f"index {self.index!r} keeps fragments in Elasticsearch (rank_vectors); "
+                "rerank there with a rescore"
+            )
+        return self.sidecar.rows_of(ids)
+
+    def score_keys(self, q: np.ndarray, q_mask: np.ndarray, keys: np.ndarray) -> np.ndarray:
+        if self.sidecar is None:
+            raise InvalidInput("fragments live in Elasticsearch (rank_vectors), not here")
+        return self.scorer.score_rows(q, q_mask, self.sidecar.store, keys)
+
+    def exhaustive(
+        self, q: np.ndarray, q_mask: np.ndarray, k: int, keys: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if self.sidecar is None:
+            raise InvalidInput("fragments live in Elasticsearch (rank_vectors), not here")
+        return self.scorer.exhaustive(q, q_mask, self.sidecar.store, k, keys)
+
+    def fetch(self, cands: Candidates, keys: np.ndarray, with_source: bool) -> list[FetchedDoc]:
+        if cands.context is not None:
+            out = []
+            for k in keys.tolist():
+                h = cands.context[k]
+                labels = tuple((h.get("fields") or {}).get(KEYWORDS_FIELD, ()))
+                src = h.get("_source") if with_source else None
+                out.append(FetchedDoc(h["_id"], src, labels))
+            return out
+        assert self.sidecar is not None  # the sidecar's exhaustive rerank: fetch by id
+        docs = self._mget(self.sidecar.ids_at(keys.tolist()), [f"{ROOT}.fast"])
+        out = []
+        for d in docs:
+            src = dict(d.get("_source") or {})
+            own = src.pop(ROOT, {})
+            out.append(FetchedDoc(d["_id"], src if with_source else None, tuple(own["keywords"])))
+        return out
+
+    def fast_scores_of(self, q_fast: np.ndarray, cands: Candidates, keys: np.ndarray) -> np.ndarray:
+        assert self.sidecar is not None
+        docs = self._mget(self.sidecar.ids_at(keys.tolist()), [], includes=[FAST_FIELD])
+        x = np.array([d["_source"][ROOT]["fast"] for d in docs], dtype=np.float32)  # (C, d)
+        return (x @ q_fast).astype(np.float32)
+
+    def _mget(
+        self, ids: list[str], excludes: list[str], includes: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        with _es_errors(f"fetching documents from {self.index!r}"):
+            resp = self.client.mget(
+                index=self.index,
+                ids=ids,
+                source_excludes=excludes or None,
+                source_includes=includes,
+            )
+        docs = resp["docs"]
+        lost = [d["_id"] for d in docs if not d.get("found")]
+        if lost:
+            raise NotFound(f"documents {lost[:5]} are in the sidecar but not in {self.index!r}")
+        return list(docs)
+
+
+def load_encoded_world(
+    backend: EsBackend, n_docs: int, seed: int = 0, batch: int = 1000, **world: Any
+) -> int:
+    """Fill `backend` with the seeded synthetic encoded gallery (sources: license, year), as
+    `isr demo` fills the embedded index; refreshes at the end. Returns the documents sent."""
+    from isr.ingest.encoded_world import EncodedWorld, encoded_gallery
+
+    c = backend.config
+    w = EncodedWorld(
+        n_docs=n_docs, d_fast=c.d_fast, d_frag=c.d_frag, n_frags=c.max_frags, seed=seed, **world
+    )
+    licenses = ("cc-by", "cc0", "cc-by-nc")
+    sent = 0
+    for ids, items in encoded_gallery(w, batch):
+        srcs = [
+            {"license": licenses[(sent + j) % 3], "year": 2000 + (sent + j) % 25}
+            for j in range(len(ids))
+        ]
+        sent += backend.ingest(ids, items, srcs)
+    backend.refresh()
+    return sent

@@ -1,0 +1,1 @@
+"""isr.plugin.http"""
