@@ -1,6 +1,6 @@
-"""Shim: `python eval/bench.py ...` runs `isr.eval.bench` (kept so the documented command works)."""
+"""Shim: `python eval/bench.py ...` is `isr bench ...` (kept so the documented command works)."""
 
-from isr.eval.bench import main
+from isr.app.eval_cli import bench
 
 if __name__ == "__main__":
-    main()
+    bench(prog_name="python eval/bench.py")

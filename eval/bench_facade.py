@@ -1,6 +1,6 @@
-"""Shim: `python eval/bench_facade.py ...` runs `isr.eval.bench_facade` (kept so the documented command works)."""
+"""Shim: `python eval/bench_facade.py ...` is `isr eval bench-facade ...` (kept so the documented command works)."""
 
-from isr.eval.bench_facade import main
+from isr.app.eval_cli import bench_facade
 
 if __name__ == "__main__":
-    main()
+    bench_facade(prog_name="python eval/bench_facade.py")

@@ -1,6 +1,6 @@
-"""Shim: `python eval/bench_ingest.py ...` runs `isr.eval.bench_ingest` (kept so the documented command works)."""
+"""Shim: `python eval/bench_ingest.py ...` is `isr eval bench-ingest ...` (kept so the documented command works)."""
 
-from isr.eval.bench_ingest import main
+from isr.app.eval_cli import bench_ingest
 
 if __name__ == "__main__":
-    main()
+    bench_ingest(prog_name="python eval/bench_ingest.py")

@@ -1,6 +1,6 @@
-"""Shim: `python eval/bench_maxsim.py ...` runs `isr.eval.bench_maxsim` (kept so the documented command works)."""
+"""Shim: `python eval/bench_maxsim.py ...` is `isr eval bench-maxsim ...` (kept so the documented command works)."""
 
-from isr.eval.bench_maxsim import main
+from isr.app.eval_cli import bench_maxsim
 
 if __name__ == "__main__":
-    main()
+    bench_maxsim(prog_name="python eval/bench_maxsim.py")

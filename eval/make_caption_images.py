@@ -1,6 +1,6 @@
-"""Shim: `python eval/make_caption_images.py ...` runs `isr.eval.make_caption_images` (kept so the documented command works)."""
+"""Shim: `python eval/make_caption_images.py ...` is `isr eval make-caption-images ...` (kept so the documented command works)."""
 
-from isr.eval.make_caption_images import main
+from isr.app.eval_cli import make_caption_images
 
 if __name__ == "__main__":
-    main()
+    make_caption_images(prog_name="python eval/make_caption_images.py")

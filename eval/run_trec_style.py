@@ -1,6 +1,6 @@
-"""Shim: `python eval/run_trec_style.py ...` runs `isr.eval.run_trec_style` (kept so the documented command works)."""
+"""Shim: `python eval/run_trec_style.py ...` is `isr eval trec ...` (kept so the documented command works)."""
 
-from isr.eval.run_trec_style import main
+from isr.app.eval_cli import trec
 
 if __name__ == "__main__":
-    main()
+    trec(prog_name="python eval/run_trec_style.py")

@@ -1,6 +1,6 @@
-"""Shim: `python eval/table2.py ...` runs `isr.eval.table2` (kept so the documented command works)."""
+"""Shim: `python eval/table2.py ...` is `isr eval table2 ...` (kept so the documented command works)."""
 
-from isr.eval.table2 import main
+from isr.app.eval_cli import table2
 
 if __name__ == "__main__":
-    main()
+    table2(prog_name="python eval/table2.py")

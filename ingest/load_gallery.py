@@ -1,6 +1,6 @@
-"""Shim: `python ingest/load_gallery.py ...` runs `isr.ingest.load_gallery` (kept so the documented command works)."""
+"""Shim: `python ingest/load_gallery.py ...` is `isr load ...` (kept so the documented command works)."""
 
-from isr.ingest.load_gallery import main
+from isr.app.load import main
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="python ingest/load_gallery.py")

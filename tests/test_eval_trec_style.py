@@ -279,7 +279,7 @@ def test_gallery_index_is_built_once_and_checked(tmp_path: Path) -> None:
 def test_command_line(world_and_bundle, tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from isr.eval.run_trec_style import main
+    from isr.app.trec import main
 
     world, bundle = world_and_bundle
     args = ["--data", str(world), "--bundle", str(bundle), "--out", str(tmp_path / "o"),

@@ -20,8 +20,8 @@ from pathlib import Path
 from click.testing import CliRunner
 from conftest import random_items
 
+from isr.app.load import main
 from isr.ingest.encoded_export import write_jsonl
-from isr.ingest.load_gallery import main
 from isr.plugin.embedded.index import EmbeddedIndex
 
 SCRIPT = Path(__file__).resolve().parents[1] / "ingest" / "load_gallery.py"

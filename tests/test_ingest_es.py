@@ -22,21 +22,21 @@ from elasticsearch import Elasticsearch
 from fake_es import FakeEs, fake_es_app, serve
 from ingest_helpers import Crashing, tiny_bundle
 
+from isr.app.load import main
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, InvalidInput, NotFound
 from isr.ingest.encoded_export import write_jsonl
 from isr.ingest.encoded_file import EncodedFileSource
-from isr.ingest.load_gallery import main
 from isr.ingest.loader import IngestOptions, load_gallery
 from isr.ingest.precomp_source import PrecompSource
 from isr.ingest.synthetic_world import generate_world
+from isr.plugin import EsOptions, check_target, create_writer, open_writer
 from isr.plugin.config import IndexConfig
 from isr.plugin.es.backend import BulkIngestError, EsBackend
 from isr.plugin.es.mapping import layout_of_mapping
 from isr.plugin.es.sidecar import Sidecar
 from isr.plugin.es.writer import EsWriter, parse_es_target
 from isr.plugin.pipeline import SearchOptions, search
-from isr.plugin.writer import EsOptions, check_target, create_writer, open_writer
 
 N = 150  # gallery size: batches of 32, commits every 64 -> positions 64, 128, 150
 _names = (f"gallery{i}" for i in itertools.count())

@@ -14,12 +14,13 @@ from elasticsearch import Elasticsearch
 from fake_encoder import FakeEncoder
 from fake_es import serve
 
+from isr.app.serve import create_app  # the engine's, with the app's bundle loader
 from isr.encoders.record import Encoded
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries
 from isr.plugin.config import IndexConfig
 from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.http.queryfile import query_from_json
-from isr.plugin.http.server import ServerConfig, create_app
+from isr.plugin.http.server import ServerConfig
 from isr.plugin.pipeline import KeywordOptions, SearchOptions, search
 
 WORLD = EncodedWorld(

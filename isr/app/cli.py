@@ -7,12 +7,31 @@ Entry point: :func:`main` (console script `isr`).
 from __future__ import annotations
 
 import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
+from elasticsearch import Elasticsearch
 
-from isr.errors import IsrError
+from isr.app.demo import run_demo
+from isr.app.eval_cli import bench, eval_group
+from isr.app.load import main as load_group
+from isr.app.runtime import set_threads
+from isr.app.serve import encode_query_text, serve
+from isr.encoders.backbone import minilm_path
+from isr.encoders.train import TrainConfig, run_recipe, train_stage
+from isr.errors import InvalidInput, IsrError
+from isr.eval.report import markdown_table
+from isr.ingest.encoded_world import load_encoded_world
+from isr.ingest.synthetic_world import generate_world
+from isr.ingest.training_data import load_paired
+from isr.plugin import EmbeddedIndex, IndexConfig, KeywordOptions, SearchOptions, search
+from isr.plugin.es.backend import EsBackend
+from isr.plugin.es.mapping import EsLayout
+from isr.plugin.http.queryfile import load_query
+from isr.plugin.http.server import ServerConfig
 
 __all__ = ["main"]
 
@@ -36,8 +55,6 @@ class IsrGroup(click.Group):
 def main(threads: int | None) -> None:
     """isr: text-to-image search with late interaction and keyword pre-screening."""
     if threads is not None:
-        from isr.app.runtime import set_threads
-
         set_threads(threads)
 
 
@@ -73,9 +90,6 @@ def index() -> None:
 )
 def index_create(path: Path, **kw: Any) -> None:
     """Create an empty index at PATH."""
-    from isr.plugin.config import IndexConfig
-    from isr.plugin.embedded.index import EmbeddedIndex
-
     config = IndexConfig(
         d_fast=kw["d_fast"],
         d_frag=kw["d_frag"],
@@ -95,8 +109,6 @@ def index_create(path: Path, **kw: Any) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 def index_stats(path: Path) -> None:
     """Print the statistics of the index at PATH as JSON."""
-    from isr.plugin.embedded.index import EmbeddedIndex
-
     with EmbeddedIndex.open(path, readonly=True) as idx:
         click.echo(json.dumps(idx.stats(), indent=2))
 
@@ -106,8 +118,6 @@ def index_stats(path: Path) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def index_delete(path: Path, yes: bool) -> None:
     """Delete the index at PATH (the whole directory)."""
-    from isr.plugin.embedded.index import EmbeddedIndex
-
     if not yes:
         click.confirm(f"delete the index at {path}?", abort=True)
     EmbeddedIndex.destroy(path)
@@ -169,13 +179,6 @@ def search_cmd(
     **kw: Any,
 ) -> None:
     """Search the index at PATH with a text query (--text, --bundle) or an encoded one (--query)."""
-    from dataclasses import asdict
-
-    from isr.errors import InvalidInput
-    from isr.eval.report import markdown_table
-    from isr.plugin.embedded.index import EmbeddedIndex
-    from isr.plugin.http.queryfile import encode_query_text, load_query
-    from isr.plugin.pipeline import KeywordOptions, SearchOptions, search
 
     try:
         filt = json.loads(filter_json) if filter_json else None
@@ -193,7 +196,7 @@ def search_cmd(
         raise InvalidInput("give exactly one of --query FILE and --text TEXT")
     with EmbeddedIndex.open(path, readonly=True) as idx:
         if query_text is not None:
-            query = encode_query_text(idx, bundle_dir, query_text)
+            query = encode_query_text(idx.config, bundle_dir, query_text)
         else:
             assert query_file is not None
             query = load_query(query_file)
@@ -233,22 +236,7 @@ def search_cmd(
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(workdir: Path, queries: int, seed: int) -> None:
     """The main job: world -> bundle -> index -> text queries -> evaluation -> HTTP."""
-    from isr.app.demo import run_demo
-
     run_demo(workdir, seed=seed, queries=queries)
-
-
-@main.command(
-    "bench",
-    context_settings={"ignore_unknown_options": True, "help_option_names": []},
-    add_help_option=False,
-)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """The scale benchmark (10K/100K/1M galleries); `isr bench --help` lists its options."""
-    from isr.eval.bench import main as bench_main
-
-    bench_main.main(list(args), prog_name="isr bench")
 
 
 @main.command("world")
@@ -271,8 +259,6 @@ def world(
     overwrite: bool,
 ) -> None:
     """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR."""
-    from isr.ingest.synthetic_world import generate_world
-
     info = generate_world(
         out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, overwrite=overwrite
     )
@@ -343,12 +329,6 @@ def train(
     config_json: str | None,
 ) -> None:
     """Train Inflate-and-Shrink encoders with keyword heads; writes OUT/bundle for a recipe."""
-    import sys
-
-    from isr.encoders.backbone import minilm_path
-    from isr.encoders.train import TrainConfig, run_recipe, train_stage
-    from isr.errors import InvalidInput
-    from isr.ingest.training_data import load_paired
 
     if (recipe is None) == (stage is None):
         raise InvalidInput("give exactly one of --recipe and --stage")
@@ -392,8 +372,6 @@ def train(
 @click.option("--device", default=None, help="Scorer/encoder device (default: cuda if present).")
 def serve_cmd(max_body_mb: float, **kw: Any) -> None:
     """Serve Elasticsearch's _search shapes over the isr pipeline (see docker/README.md)."""
-    from isr.plugin.http.server import ServerConfig, serve
-
     for key in ("api_key", "es_api_key"):  # an empty variable (ISR_API_KEY=) means none
         kw[key] = kw[key] or None
     serve(ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw))
@@ -417,11 +395,6 @@ def check_cmd(
     delete_missing: bool,
 ) -> None:
     """Compare the ids in Elasticsearch with the ids that have fragments; report and repair."""
-    from dataclasses import asdict
-
-    from elasticsearch import Elasticsearch
-
-    from isr.plugin.es.backend import EsBackend
 
     client = Elasticsearch(es_url, api_key=es_api_key)
     with EsBackend.open(client, index, sidecar, readonly=not repair) as backend:
@@ -473,11 +446,6 @@ def es_create(
     index: str, es_url: str, es_api_key: str | None, sidecar: Path | None, **kw: Any
 ) -> None:
     """Create an isr index in Elasticsearch (and its sidecar directory)."""
-    from elasticsearch import Elasticsearch
-
-    from isr.plugin.config import IndexConfig
-    from isr.plugin.es.backend import EsBackend
-    from isr.plugin.es.mapping import EsLayout
 
     config = IndexConfig(
         d_fast=kw["d_fast"],
@@ -511,15 +479,16 @@ def es_load_synthetic(
     index: str, es_url: str, es_api_key: str | None, sidecar: Path | None, n_docs: int, seed: int
 ) -> None:
     """Fill an isr index in Elasticsearch with the seeded synthetic encoded gallery."""
-    from elasticsearch import Elasticsearch
-
-    from isr.plugin.es.backend import EsBackend, load_encoded_world
 
     client = Elasticsearch(es_url, api_key=es_api_key)
     with EsBackend.open(client, index, sidecar, readonly=False) as backend:
         sent = load_encoded_world(backend, n_docs, seed=seed)
     click.echo(f"indexed {sent} documents into {index}")
 
+
+main.add_command(load_group, "load")
+main.add_command(eval_group, "eval")
+main.add_command(bench, "bench")
 
 if __name__ == "__main__":
     main()

@@ -18,9 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import click
+from elasticsearch import Elasticsearch
 
+from isr.app.serve import create_app
+from isr.encoders.bundle import Bundle
+from isr.encoders.train import TrainConfig, run_recipe
 from isr.eval.report import markdown_table
-from isr.plugin.pipeline import SearchOptions, SearchResult, search
+from isr.eval.trec_style import TrecStyleConfig, evaluate
+from isr.ingest.loader import IngestOptions, load_gallery
+from isr.ingest.precomp import PrecompSplit
+from isr.ingest.precomp_source import PrecompSource
+from isr.ingest.synthetic_world import generate_world
+from isr.ingest.training_data import load_paired
+from isr.plugin import EmbeddedIndex, SearchOptions, SearchResult, search
+from isr.plugin.http.server import ServerConfig, serve_in_thread
 
 __all__ = ["run_demo"]
 
@@ -73,15 +84,6 @@ def show(result: SearchResult) -> None:
 
 
 def run_demo(workdir: Path, seed: int = 0, queries: int = 200) -> None:
-    from isr.encoders.bundle import Bundle
-    from isr.encoders.train import TrainConfig, run_recipe
-    from isr.eval.trec_style import TrecStyleConfig, evaluate
-    from isr.ingest.loader import IngestOptions, load_gallery
-    from isr.ingest.precomp import PrecompSplit
-    from isr.ingest.precomp_source import PrecompSource
-    from isr.ingest.synthetic_world import generate_world
-    from isr.ingest.training_data import load_paired
-    from isr.plugin.embedded.index import EmbeddedIndex
 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -168,9 +170,6 @@ def run_demo(workdir: Path, seed: int = 0, queries: int = 200) -> None:
 
 
 def _serve_and_query(index_root: Path, bundle_dir: Path, text: str) -> None:
-    from elasticsearch import Elasticsearch
-
-    from isr.plugin.http.server import ServerConfig, create_app, serve_in_thread
 
     app = create_app(ServerConfig(root=index_root, bundle=bundle_dir))
     with serve_in_thread(app) as url:

@@ -14,8 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from isr.encoders.record import Encoded
-from isr.plugin.embedded.index import EmbeddedIndex
-from isr.plugin.pipeline import ABLATIONS, SearchOptions, search
+from isr.plugin import ABLATIONS, EmbeddedIndex, SearchOptions, search
 
 __all__ = ["AblationRow", "recall_at", "run_ablations"]
 

@@ -32,28 +32,36 @@ import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import faiss
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from isr.app.runtime import set_threads
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
 from isr.eval.ablations import AblationRow, recall_at, run_ablations
+from isr.eval.bench_gpu import gpu_bench
 from isr.eval.bench_maxsim import BenchConfig, bench_kernel
+from isr.eval.bench_report import plot_latency, plot_recall_speedup, render
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries
-from isr.plugin.config import IndexConfig
-from isr.plugin.embedded.index import EmbeddedIndex
-from isr.plugin.pipeline import SearchOptions
+from isr.plugin import EmbeddedIndex, IndexConfig, SearchOptions
 
-__all__ = ["ScaleConfig", "build_gallery", "main", "run"]
+__all__ = ["ScaleConfig", "SetThreads", "build_gallery", "run", "sweep_point"]
+
+# How the benchmark sets the process's torch/FAISS threads between phases (builds on every
+# core, single queries on --threads): the app hands in isr.app.runtime.set_threads; a library
+# caller that leaves the pools alone passes nothing.
+SetThreads = Callable[[int], None]
+
+
+def _keep_threads(n: int) -> None:
+    pass
+
 
 FAST_ABLATIONS = ("fast", "keywords+fast", "full", "fast+rerank")
 SLOW_ABLATIONS = ("exhaustive", "keywords+exhaustive")
@@ -116,7 +124,12 @@ def _label(n: int) -> str:
 
 
 def build_gallery(
-    root: Path, world: EncodedWorld, config: IndexConfig, batch: int, threads: int
+    root: Path,
+    world: EncodedWorld,
+    config: IndexConfig,
+    batch: int,
+    threads: int,
+    set_threads: SetThreads = _keep_threads,
 ) -> tuple[Path, dict[str, Any]]:
     """Build (or reuse) the index of `world` under root; returns its path and build figures.
 
@@ -248,10 +261,12 @@ def exhaustive_truth(index: EmbeddedIndex, queries: Encoded, k: int = 10) -> lis
     return [tuple(ids[int(r)][0] for r in top) for top in rows]
 
 
-def bench_size(cfg: ScaleConfig, root: Path, n: int) -> dict[str, Any]:
+def bench_size(
+    cfg: ScaleConfig, root: Path, n: int, set_threads: SetThreads = _keep_threads
+) -> dict[str, Any]:
     world = EncodedWorld(n_docs=n)
     path, build = build_gallery(
-        root, world, cfg.index_config(world), cfg.batch, _cores(cfg.build_threads)
+        root, world, cfg.index_config(world), cfg.batch, _cores(cfg.build_threads), set_threads
     )
     queries, truth = encoded_queries(world, cfg.queries, seed=11)
     base = SearchOptions(num_candidates=cfg.num_candidates, rerank_window=cfg.rerank_window)
@@ -316,13 +331,16 @@ def _row_json(r: AblationRow) -> dict[str, Any]:
     return out
 
 
-def codec_bytes(cfg: ScaleConfig, root: Path) -> dict[str, float]:
+def codec_bytes(
+    cfg: ScaleConfig, root: Path, set_threads: SetThreads = _keep_threads
+) -> dict[str, float]:
     """Fragment bytes per item for each codec, measured on a gallery of cfg.codec_docs."""
     world = EncodedWorld(n_docs=cfg.codec_docs)
     out = {}
     for codec in CODECS:
+        config = cfg.index_config(world, codec)
         path, _ = build_gallery(
-            root, world, cfg.index_config(world, codec), cfg.batch, _cores(cfg.build_threads)
+            root, world, config, cfg.batch, _cores(cfg.build_threads), set_threads
         )
         with EmbeddedIndex.open(path, readonly=True) as index:
             out[codec] = index.stats()["bytes"]["fragments"] / len(index)
@@ -332,7 +350,7 @@ def codec_bytes(cfg: ScaleConfig, root: Path) -> dict[str, float]:
 # -- the kernel and the GPU ----------------------------------------------------------------
 
 
-def kernel_figures(threads: int) -> list[dict[str, float]]:
+def kernel_figures(threads: int, set_threads: SetThreads = _keep_threads) -> list[dict[str, float]]:
     """Max-sim kernel vs GEMM vs square matmul at rerank-sized and chunk-sized batches."""
     set_threads(threads)
     return bench_kernel(BenchConfig(sizes=(200, 1000, 4096), repeat=30), torch.device("cpu"))
@@ -342,15 +360,15 @@ def gpu_figures(largest: Path | None) -> dict[str, Any] | None:
     """CUDA figures, or None without a CUDA device (said so in the report)."""
     if not torch.cuda.is_available():
         return None
-    from isr.eval.bench_gpu import gpu_bench  # only imported where it can run
-
     return gpu_bench(largest)
 
 
 # -- the run -------------------------------------------------------------------------------
 
 
-def run(cfg: ScaleConfig, workdir: Path, out: Path) -> dict[str, Any]:
+def run(
+    cfg: ScaleConfig, workdir: Path, out: Path, set_threads: SetThreads = _keep_threads
+) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
@@ -364,12 +382,12 @@ def run(cfg: ScaleConfig, workdir: Path, out: Path) -> dict[str, Any]:
             "date": dt.datetime.now().isoformat(timespec="minutes"),
             "load_avg_start": os.getloadavg()[0],
         },
-        "kernel": kernel_figures(cfg.threads),
-        "codec_bytes": codec_bytes(cfg, workdir),
+        "kernel": kernel_figures(cfg.threads, set_threads),
+        "codec_bytes": codec_bytes(cfg, workdir, set_threads),
         "sizes": [],
     }
     for n in cfg.sizes:
-        result["sizes"].append(bench_size(cfg, workdir, n))
+        result["sizes"].append(bench_size(cfg, workdir, n, set_threads))
         (out / "bench.json").write_text(json.dumps(result, indent=2))
     largest = Path(result["sizes"][-1]["path"]) if result["sizes"] else None
     result["gpu"] = gpu_figures(largest)
@@ -384,75 +402,16 @@ def run(cfg: ScaleConfig, workdir: Path, out: Path) -> dict[str, Any]:
 
 
 def report(res: dict[str, Any]) -> str:
-    from isr.eval.bench_report import render
-
     return render(res)
 
 
 def plot(res: dict[str, Any], file: Path) -> None:
-    from isr.eval.bench_report import plot_latency, plot_recall_speedup
-
     plot_latency(res, file)
     plot_recall_speedup(res, file.with_name("recall_vs_speedup.png"))
 
 
-def _sweep_point(text: str) -> tuple[int, int, bool]:
+def sweep_point(text: str) -> tuple[int, int, bool]:
     parts = text.split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] != "exact"):
         raise ValueError(text)
     return int(parts[0]), int(parts[1]), len(parts) == 3
-
-
-@click.command(
-    "bench",
-    help="The scale benchmark: builds or reuses synthetic galleries of each size under "
-    "--workdir, measures build rate, bytes per item, per-stage latency of every ablation, "
-    "exhaustive max-sim, a flat-IP baseline and the max-sim kernel, and writes bench.md, "
-    "bench.json and latency_vs_size.png to --out (details: eval/bench.py).",
-)
-@click.option("--sizes", default="10000,100000,1000000", show_default=True)
-@click.option(
-    "--workdir", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True
-)
-@click.option(
-    "--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True
-)
-@click.option("--codec", default="sq8", show_default=True, help="Fragment codec of the galleries.")
-@click.option("--fast-storage", default="sq8", show_default=True)
-@click.option("--hnsw-m", type=int, default=16, show_default=True)
-@click.option("--ef-construction", type=int, default=100, show_default=True)
-@click.option("--queries", type=int, default=200, show_default=True)
-@click.option("--exhaustive-queries", type=int, default=10, show_default=True)
-@click.option("--num-candidates", type=int, default=1000, show_default=True)
-@click.option("--rerank-window", type=int, default=200, show_default=True)
-@click.option("--threads", type=int, default=1, show_default=True, help="Per-query threads.")
-@click.option(
-    "--exhaustive-workers",
-    type=int,
-    default=0,
-    help="Threads an exhaustive scan uses (0: all cores).",
-)
-@click.option("--build-threads", type=int, default=0, help="0: all cores.")
-@click.option("--codec-docs", type=int, default=10_000, show_default=True)
-@click.option(
-    "--sweep",
-    default="",
-    help="Extra num_candidates:rerank_window settings for the full pipeline at the largest "
-    "size, e.g. 2000:500,4000:1000; NC:RW:exact scans every filter exactly.",
-)
-def main(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
-    try:
-        size_list = tuple(int(s) for s in sizes.split(","))
-        pairs = tuple(_sweep_point(p) for p in sweep.split(",") if p)
-    except ValueError as e:
-        raise click.BadParameter(
-            f"--sizes: comma-separated integers, --sweep: NC:RW[:exact]; got {sizes!r}, {sweep!r}"
-        ) from e
-    cfg = ScaleConfig(sizes=size_list, sweep=pairs, **kw)
-    res = run(cfg, workdir, out)
-    print(report(res))
-    print(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'latency_vs_size.png'}")
-
-
-if __name__ == "__main__":
-    main()

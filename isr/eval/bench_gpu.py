@@ -24,8 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from isr.plugin.embedded.index import EmbeddedIndex
-from isr.plugin.store.maxsim import MaxSimScorer, maxsim
+from isr.plugin import EmbeddedIndex, MaxSimScorer, maxsim
 
 __all__ = ["gpu_bench"]
 

@@ -1,7 +1,7 @@
 """Benchmark of the gallery loader (issue 4): ingest rate with the image tower in the loop, ingest
 rate of pre-encoded features (indexing only), and resident memory as the gallery grows.
 
-Run: `python eval/bench_ingest.py --images 100000 --encoded 100000 --rss 100000,300000,1000000`
+Run: `isr eval bench-ingest --images 100000 --encoded 100000 --rss 100000,300000,1000000`
 (prints Markdown tables; `--json FILE` saves them). Sections:
 
 - encode+index: the synthetic world (precomp layout, m=32 regions of D=256) through the
@@ -17,19 +17,18 @@ Run: `python eval/bench_ingest.py --images 100000 --encoded 100000 --rss 100000,
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from isr.app.runtime import set_threads
 from isr.encoders.bundle import Bundle
 from isr.encoders.config import BundleConfig, EncoderConfig
 from isr.encoders.model import DualEncoder
@@ -222,27 +221,27 @@ def bench_rss(
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--images", type=int, default=100_000, help="encode+index run (0: skip)")
-    ap.add_argument("--encoded", type=int, default=100_000, help="Parquet / memory runs")
-    ap.add_argument("--jsonl", type=int, default=5_000, help="JSONL run (big files: keep small)")
-    ap.add_argument("--rss", default="100000,300000,1000000", help="memory marks ('' to skip)")
-    ap.add_argument("--rss-dims", default="128,128,16", help="d_fast,d_frag,n_frags")
-    ap.add_argument("--rss-codec", default="sq8")
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--formats", default="memory,parquet,jsonl", help="indexing-only sources")
-    ap.add_argument("--codec", default="fp16", help="fragment codec of the indexing-only runs")
-    ap.add_argument("--fast-storage", default="flat", help="HNSW vectors: flat or sq8")
-    ap.add_argument("--commit-every", type=int, default=10_000)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--workdir", type=Path, default=None, help="default: a temp dir")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        set_threads(args.threads)
+@dataclass(frozen=True)
+class IngestBenchConfig:
+    """The runs of `isr eval bench-ingest` (0 or "" skips a run)."""
+
+    images: int = 100_000  # encode+index run
+    encoded: int = 100_000  # Parquet / memory runs
+    jsonl: int = 5_000  # JSONL run (big files: keep small)
+    rss: str = "100000,300000,1000000"  # memory marks
+    rss_dims: str = "128,128,16"  # d_fast,d_frag,n_frags
+    rss_codec: str = "sq8"
+    batch: int = 256
+    formats: str = "memory,parquet,jsonl"  # indexing-only sources
+    codec: str = "fp16"  # fragment codec of the indexing-only runs
+    fast_storage: str = "flat"  # HNSW vectors: flat or sq8
+    commit_every: int = 10_000
+    workdir: Path | None = None  # default: a temp dir
+    json: Path | None = None
+
+
+def run(args: IngestBenchConfig) -> dict[str, Any]:
+    """Every run of `args`; prints the tables as it goes and returns them."""
     root = args.workdir or Path(tempfile.mkdtemp(prefix="isr-bench-ingest-"))
     root.mkdir(parents=True, exist_ok=True)
     print("# isr ingest benchmark")
@@ -284,7 +283,4 @@ def main() -> None:
     out["rates"] = [dict(zip(HEADERS, r)) for r in rate_rows]
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    return out

@@ -12,7 +12,6 @@ Entry point: ``python eval/bench_maxsim.py`` (or :func:`bench` from Python). Pri
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import tempfile
@@ -24,8 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from isr.plugin.store.fragments import FragmentStore
-from isr.plugin.store.maxsim import MaxSimScorer, maxsim
+from isr.plugin import FragmentStore, MaxSimScorer, maxsim
 
 
 @dataclass(frozen=True)
@@ -155,38 +153,13 @@ def bench(cfg: BenchConfig, workdir: Path) -> tuple[list[dict[str, float]], dict
     return bench_kernel(cfg, device), bench_exhaustive(cfg, device, workdir)
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--sizes", default="1000,10000,100000", help="comma-separated C values")
-    p.add_argument("--nq", type=int, default=32)
-    p.add_argument("--n", type=int, default=32)
-    p.add_argument("--d", type=int, default=128)
-    p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--store-rows", type=int, default=100_000)
-    p.add_argument("--codec", default="fp16")
-    p.add_argument("--k", type=int, default=10)
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all)")
-    p.add_argument("--workdir", type=Path, default=None, help="where to build the store (temp)")
-    a = p.parse_args(argv)
-    cfg = BenchConfig(
-        sizes=tuple(int(s) for s in a.sizes.split(",")),
-        nq=a.nq,
-        n=a.n,
-        d=a.d,
-        repeat=a.repeat,
-        store_rows=a.store_rows,
-        codec=a.codec,
-        k=a.k,
-        device=a.device,
-    )
-    if a.threads is not None:
-        torch.set_num_threads(a.threads)
+def report(cfg: BenchConfig, workdir: Path | None = None) -> None:
+    """Run :func:`bench` (the store built in a temporary folder under `workdir`) and print it."""
     dev = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"{os.cpu_count()} CPUs"
     print(f"device {dev} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"nq={cfg.nq} n={cfg.n} d={cfg.d}, median of {cfg.repeat} after 1 warm-up\n")
-    with tempfile.TemporaryDirectory(dir=a.workdir) as tmp:
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         kernel, exh = bench(cfg, Path(tmp))
     print(
         f"{'C':>8} {'ms':>9} {'max-sim GF/s':>13} {'GEMM GF/s':>10} "
@@ -203,7 +176,3 @@ def main(argv: list[str] | None = None) -> None:
         f"({exh['store_mib']:.0f} MiB, built in {exh['build_s']:.1f} s): "
         f"{exh['search_ms']:.1f} ms/query ({exh['gflops']:.1f} GF/s)"
     )
-
-
-if __name__ == "__main__":
-    main()

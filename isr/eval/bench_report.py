@@ -244,10 +244,10 @@ def render(res: dict[str, Any]) -> str:
 
 
 def plot_latency(res: dict[str, Any], file: Path) -> Path:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (slow import, only when plotting)
 
     matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     sizes = [s["docs"] for s in res["sizes"]]
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
@@ -276,10 +276,10 @@ def plot_recall_speedup(res: dict[str, Any], file: Path) -> Path | None:
     big = res["sizes"][-1]
     if not big.get("sweep"):
         return None
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (slow import, only when plotting)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     ex_ms = _ablation(big, "exhaustive")["p50_ms"]
     full = _ablation(big, "full")

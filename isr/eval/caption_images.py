@@ -85,7 +85,7 @@ def token_regions(
 ) -> np.ndarray:
     """Regions of caption-described images: (N, k, H) float32 k-means centres of the token
     vectors (last hidden states, special tokens dropped) of each group's captions."""
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel, AutoTokenizer  # noqa: PLC0415  (slow import)
 
     path = Path(backbone) if backbone is not None else minilm_path()
     tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

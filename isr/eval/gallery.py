@@ -28,8 +28,7 @@ from isr.encoders.bundle import Bundle
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, NotFound
 from isr.ingest.precomp import PrecompSplit
-from isr.plugin.config import MANIFEST, IndexConfig
-from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin import MANIFEST, EmbeddedIndex, IndexConfig
 
 __all__ = ["EncodedSplit", "caption_id", "encode_split", "image_id", "open_gallery_index"]
 

@@ -18,10 +18,10 @@ TITLES = {"t2i": "text -> image", "i2t": "image -> text"}
 
 
 def plot_sweep(report: TrecStyleReport, path: Path, prov: dict[str, Any]) -> Path:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415  (slow import, only when plotting)
 
     matplotlib.use("Agg")  # files only, never a window
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     cfg = report.config
     dirs = [d for d in cfg.sweep_directions if any(r.direction == d and r.sweep

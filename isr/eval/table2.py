@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 
 from isr.encoders.checkpoint import METRICS_FILE, TOKENIZER_DIR
@@ -198,52 +197,3 @@ def _stage_seconds(stage_dir: Path) -> float:
     """Seconds the stage's epochs took (training and per-epoch validation), from its log."""
     hist = read_json(stage_dir / METRICS_FILE)["history"]
     return float(sum(row["seconds"] for row in hist))
-
-
-@click.command()
-@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
-@click.option("--out", "run_dir", type=click.Path(path_type=Path), required=True)
-@click.option(
-    "--chain",
-    "chains",
-    type=click.Choice(CHAINS),
-    multiple=True,
-    help="Chains to train in this process (default: both).",
-)
-@click.option("--config", "config_json", default=None, help="TrainConfig fields as JSON.")
-@click.option("--val-images", type=int, default=200, show_default=True)
-@click.option("--no-eval", is_flag=True, help="Train only.")
-@click.option("--eval-only", is_flag=True, help="Train nothing; evaluate finished rows.")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch threads.")
-def main(
-    data_dir: Path,
-    run_dir: Path,
-    chains: tuple[str, ...],
-    config_json: str | None,
-    val_images: int,
-    no_eval: bool,
-    eval_only: bool,
-    threads: int,
-) -> None:
-    """Train and evaluate the rows of Inflate and Shrink's Table 2."""
-    import torch
-
-    torch.set_num_threads(threads)
-    try:
-        fields = json.loads(config_json) if config_json else {}
-    except json.JSONDecodeError as e:
-        raise click.BadParameter(f"not valid JSON ({e})", param_hint="--config") from e
-    cfg = TrainConfig.from_dict(fields)
-    if eval_only and (no_eval or chains):
-        raise click.UsageError("--eval-only takes neither --no-eval nor --chain")
-    run = () if eval_only else (chains or CHAINS)
-    res = run_table2(
-        data_dir, run_dir, cfg, chains=run, val_images=val_images, evaluate=not no_eval
-    )
-    if res is not None:
-        click.echo(format_tables(res))
-        click.echo(f"\nwrote {res.json_path}")
-
-
-if __name__ == "__main__":
-    main()

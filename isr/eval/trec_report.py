@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from isr.eval.report import markdown_table
+from isr.eval.sweep_plot import plot_sweep
 
 if TYPE_CHECKING:
     from isr.eval.trec_style import ConfigResult, TrecStyleReport
@@ -196,7 +197,6 @@ def markdown(report: TrecStyleReport, prov: dict[str, Any], plot: str | None) ->
 
 
 def write_outputs(report: TrecStyleReport) -> dict[str, str]:
-    from isr.eval.sweep_plot import plot_sweep
 
     cfg = report.config
     out = Path(cfg.out_dir)

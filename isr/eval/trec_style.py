@@ -46,8 +46,8 @@ from isr.errors import InvalidInput
 from isr.eval.gallery import EncodedSplit, encode_split, open_gallery_index
 from isr.eval.trec_io import Qrels, write_qrels, write_run
 from isr.eval.trec_measures import trec_eval
-from isr.plugin.embedded.index import EmbeddedIndex
-from isr.plugin.pipeline import ABLATIONS, KeywordOptions, SearchOptions, search
+from isr.eval.trec_report import write_outputs
+from isr.plugin import ABLATIONS, EmbeddedIndex, KeywordOptions, SearchOptions, search
 
 __all__ = [
     "CONFIGS",
@@ -356,7 +356,6 @@ def _evaluate_config(
 
 def evaluate(cfg: TrecStyleConfig) -> TrecStyleReport:
     """Run every configuration (and the sweep) in every direction; write the outputs."""
-    from isr.eval.trec_report import write_outputs  # matplotlib only when writing
 
     bundle = Bundle.load(Path(cfg.bundle_dir))
     top = bundle.cfg.top_keywords

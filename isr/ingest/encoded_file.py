@@ -40,8 +40,8 @@ _Item = tuple[str, np.ndarray, np.ndarray, Keywords, Mapping[str, Any] | None]
 
 def pyarrow_modules() -> Any:
     try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        import pyarrow as pa  # noqa: PLC0415  (optional: Parquet files only)
+        import pyarrow.parquet as pq  # noqa: PLC0415
     except ImportError as e:  # an optional extra: JSONL works without it
         raise InvalidInput(
             "reading or writing Parquet needs pyarrow (pip install pyarrow); JSONL does not"

@@ -21,19 +21,26 @@ Documents are generated in fixed blocks of 1,024 from `rng([seed, block])`, so a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import NotFound
-from isr.plugin.config import IndexConfig
-from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin import EmbeddedIndex, IndexConfig
 
-__all__ = ["EncodedWorld", "build_encoded_index", "encoded_gallery", "encoded_queries"]
+__all__ = [
+    "EncodedWorld",
+    "build_encoded_index",
+    "demo_source",
+    "encoded_gallery",
+    "encoded_queries",
+    "load_encoded_world",
+]
 
 BLOCK = 1024
 
@@ -193,3 +200,32 @@ def build_encoded_index(
             start += len(ids)
             bar.update(len(ids))
     return index
+
+
+class _Ingesting(Protocol):
+    """A backend that takes documents itself (the Elasticsearch backend's `ingest`)."""
+
+    @property
+    def config(self) -> IndexConfig: ...
+
+    def ingest(
+        self, ids: Sequence[str], items: Encoded, sources: Sequence[Mapping[str, Any] | None]
+    ) -> int: ...
+
+    def refresh(self) -> None: ...
+
+
+def load_encoded_world(
+    backend: _Ingesting, n_docs: int, seed: int = 0, batch: int = 1000, **world: Any
+) -> int:
+    """Fill `backend` with the seeded synthetic encoded gallery (sources: license, year), as
+    `isr demo` fills the embedded index; refreshes at the end. Returns the documents sent."""
+    c = backend.config
+    w = EncodedWorld(
+        n_docs=n_docs, d_fast=c.d_fast, d_frag=c.d_frag, n_frags=c.max_frags, seed=seed, **world
+    )
+    sent = 0
+    for ids, items in encoded_gallery(w, batch):
+        sent += backend.ingest(ids, items, [demo_source(sent + j) for j in range(len(ids))])
+    backend.refresh()
+    return sent

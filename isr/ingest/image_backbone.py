@@ -62,14 +62,14 @@ class ImageBackbone:
         self.k = k
         self.device = device
         self.model_type = str(model.config.model_type)
-        from PIL import Image
+        from PIL import Image  # noqa: PLC0415  (pillow only for an image source)
 
         # One blank image tells the token width, whatever the architecture's config calls it.
         self.dim = int(self.features([Image.new("RGB", (32, 32))]).regions.shape[2])
 
     @classmethod
     def load(cls, path: str | Path, k: int = 32, device: str = "cpu") -> ImageBackbone:
-        from transformers import AutoImageProcessor, AutoModel
+        from transformers import AutoImageProcessor, AutoModel  # noqa: PLC0415  (slow import)
 
         path = Path(path)
         if not (path / "config.json").is_file():

@@ -47,7 +47,7 @@ def read_karpathy(path: Path, split: str) -> list[Any]:
 
 def _decode(path: Path, pos: int, doc_id: str) -> Any:
     """An RGB PIL image, or the Skip that says why it cannot be read."""
-    from PIL import Image
+    from PIL import Image  # noqa: PLC0415  (pillow only for an image source)
 
     try:
         with Image.open(path) as im:

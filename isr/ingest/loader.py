@@ -35,9 +35,7 @@ from isr.ingest.ingest_report import IngestReport, StrictStop, Tally
 from isr.ingest.prepare import prepare_batch
 from isr.ingest.readahead import ReadAhead
 from isr.ingest.source import GallerySource, SourceBatch
-from isr.plugin.config import IndexConfig
-from isr.plugin.store.codecs import CODECS
-from isr.plugin.writer import EsOptions, IndexWriter, create_writer, open_writer
+from isr.plugin import CODECS, EsOptions, IndexConfig, IndexWriter, create_writer, open_writer
 
 if TYPE_CHECKING:
     from isr.encoders.bundle import Bundle

@@ -20,8 +20,7 @@ import numpy as np
 from isr.encoders.record import Encoded, Keywords, squared_norms
 from isr.errors import InvalidInput
 from isr.ingest.source import EncodedRows, Payload, Regions, Skip, SourceBatch, Texts
-from isr.plugin.config import IndexConfig
-from isr.plugin.embedded.index import MAX_ID_LENGTH
+from isr.plugin import MAX_ID_LENGTH, IndexConfig
 
 if TYPE_CHECKING:
     from isr.encoders.bundle import Bundle

@@ -1,1 +1,83 @@
-"""isr.plugin"""
+"""isr.plugin, the engine's public face: what ingest, eval and the app import.
+
+Search::
+
+    from isr.plugin import SearchOptions, open_backend, search
+
+    backend = open_backend("gallery/")  # or "http://localhost:9200/gallery" (+ EsOptions)
+    result = search(backend, query, SearchOptions(size=10))  # query: an Encoded batch of one
+
+Write (the loader's side, see :func:`isr.ingest.loader.load_gallery`): :func:`open_writer` /
+:func:`create_writer` give an :class:`IndexWriter` for a directory or an ``http(s)://`` URL.
+
+The subpackages (``store``, ``embedded``, ``es``, ``http``) are the engine's insides; code
+outside the engine imports this module, never them (import-linter checks it, see
+pyproject.toml). The HTTP facade (``isr.plugin.http``) is for the app layer only.
+"""
+
+from __future__ import annotations
+
+from isr.plugin.backend import (
+    MODES,
+    Candidates,
+    FetchedDoc,
+    SearchBackend,
+    Stage,
+    TextEncoder,
+    check_encoder,
+)
+from isr.plugin.config import FRAGMENT_HOMES, MANIFEST, IndexConfig
+from isr.plugin.embedded.index import MAX_ID_LENGTH, EmbeddedIndex
+from isr.plugin.filters import Filter, parse_filter
+from isr.plugin.pipeline import (
+    ABLATIONS,
+    MAX_K,
+    Hit,
+    KeywordOptions,
+    Profile,
+    SearchOptions,
+    SearchResult,
+    search,
+)
+from isr.plugin.store.codecs import CODECS
+from isr.plugin.store.fragments import FragmentStore
+from isr.plugin.store.maxsim import MaxSimScorer, maxsim
+from isr.plugin.targets import check_target, create_writer, open_backend, open_writer
+from isr.plugin.writer import INGEST_KEY, EsOptions, IndexWriter, is_url
+
+__all__ = [
+    "ABLATIONS",
+    "CODECS",
+    "FRAGMENT_HOMES",
+    "INGEST_KEY",
+    "MANIFEST",
+    "MAX_ID_LENGTH",
+    "MAX_K",
+    "MODES",
+    "Candidates",
+    "EmbeddedIndex",
+    "EsOptions",
+    "FetchedDoc",
+    "Filter",
+    "FragmentStore",
+    "Hit",
+    "IndexConfig",
+    "IndexWriter",
+    "KeywordOptions",
+    "MaxSimScorer",
+    "Profile",
+    "SearchBackend",
+    "SearchOptions",
+    "SearchResult",
+    "Stage",
+    "TextEncoder",
+    "check_encoder",
+    "check_target",
+    "create_writer",
+    "is_url",
+    "maxsim",
+    "open_backend",
+    "open_writer",
+    "parse_filter",
+    "search",
+]

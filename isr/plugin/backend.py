@@ -12,10 +12,13 @@ and asks the backend to fetch the survivors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+from isr.errors import Conflict
 
 if TYPE_CHECKING:
     from isr.encoders.record import Encoded
@@ -23,7 +26,18 @@ if TYPE_CHECKING:
     from isr.plugin.pipeline import SearchOptions
     from isr.plugin.store.maxsim import MaxSimScorer
 
-__all__ = ["Candidates", "FetchedDoc", "SearchBackend", "Stage", "relax_reason"]
+__all__ = [
+    "MODES",
+    "Candidates",
+    "FetchedDoc",
+    "SearchBackend",
+    "Stage",
+    "TextEncoder",
+    "check_encoder",
+    "relax_reason",
+]
+
+MODES = ("any", "all", "minimum_should_match")  # how query keywords combine in the screen
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,29 @@ class SearchBackend(Protocol):
     def fast_scores_of(self, q_fast: np.ndarray, cands: Candidates, keys: np.ndarray) -> np.ndarray:
         """Fast scores (C,) of keys that the kNN stage did not score (exhaustive rerank)."""
         ...
+
+
+class TextEncoder(Protocol):
+    """What the engine needs of a text model (the app hands one in; an
+    :class:`isr.encoders.bundle.Bundle` is one): encode a batch of texts, and say which bundle it
+    is, so a query is never encoded by a model other than the one that filled the index."""
+
+    @property
+    def fingerprint(self) -> str:
+        """The bundle's fingerprint ("" when unknown: then nothing is checked)."""
+        ...
+
+    def encode_texts(self, texts: Sequence[str]) -> Encoded: ...
+
+
+def check_encoder(encoder: TextEncoder, config: IndexConfig, index: str) -> None:
+    """Refuse an encoder whose bundle is not the one the index was filled with."""
+    have, want = encoder.fingerprint, config.bundle_fingerprint
+    if have and want and have != want:
+        raise Conflict(
+            f"index [{index}] was filled with encoder bundle {want[:12]}..., the text encoder "
+            f"is bundle {have[:12]}...; use the index's own bundle"
+        )
 
 
 def relax_reason(admitted: int, size: int) -> str:

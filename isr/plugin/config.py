@@ -18,6 +18,7 @@ from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
 from isr.plugin.store.codecs import CODECS
 
 __all__ = [
+    "FRAGMENT_HOMES",
     "MANIFEST",
     "SCHEMA_VERSION",
     "IndexConfig",
@@ -30,6 +31,7 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MODALITIES = ("image", "text")
 FAST_STORAGE = ("flat", "sq8")
+FRAGMENT_HOMES = ("sidecar", "rank_vectors")  # where an Elasticsearch index keeps fragments
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,7 @@ import numpy as np
 
 from isr.encoders.record import Encoded
 from isr.errors import InvalidInput
-from isr.plugin.backend import SearchBackend, Stage
-from isr.plugin.embedded.postings import MODES
+from isr.plugin.backend import MODES, SearchBackend, Stage
 from isr.plugin.filters import Filter, parse_filter
 
 __all__ = [

@@ -13,11 +13,10 @@ import numpy as np
 from pyroaring import BitMap
 
 from isr.errors import InvalidInput
+from isr.plugin.backend import MODES
 from isr.plugin.store.rowfile import RowFile
 
-__all__ = ["MODES", "KeywordPostings"]
-
-MODES = ("any", "all", "minimum_should_match")
+__all__ = ["KeywordPostings"]
 
 
 class KeywordPostings:

@@ -738,26 +738,3 @@ class EsBackend:
         if lost:
             raise NotFound(f"documents {lost[:5]} are in the sidecar but not in {self.index!r}")
         return list(docs)
-
-
-def load_encoded_world(
-    backend: EsBackend, n_docs: int, seed: int = 0, batch: int = 1000, **world: Any
-) -> int:
-    """Fill `backend` with the seeded synthetic encoded gallery (sources: license, year), as
-    `isr demo` fills the embedded index; refreshes at the end. Returns the documents sent."""
-    from isr.ingest.encoded_world import EncodedWorld, encoded_gallery
-
-    c = backend.config
-    w = EncodedWorld(
-        n_docs=n_docs, d_fast=c.d_fast, d_frag=c.d_frag, n_frags=c.max_frags, seed=seed, **world
-    )
-    licenses = ("cc-by", "cc0", "cc-by-nc")
-    sent = 0
-    for ids, items in encoded_gallery(w, batch):
-        srcs = [
-            {"license": licenses[(sent + j) % 3], "year": 2000 + (sent + j) % 25}
-            for j in range(len(ids))
-        ]
-        sent += backend.ingest(ids, items, srcs)
-    backend.refresh()
-    return sent

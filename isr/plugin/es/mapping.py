@@ -33,7 +33,7 @@ from elasticsearch.dsl import field as F
 from elasticsearch.dsl import query as Q
 
 from isr.errors import Conflict, CorruptIndex, InvalidInput
-from isr.plugin.config import SCHEMA_VERSION, IndexConfig
+from isr.plugin.config import FRAGMENT_HOMES, SCHEMA_VERSION, IndexConfig
 from isr.plugin.filters import And, Filter, MatchAll, Not, Or, Range, Term, Terms
 
 __all__ = [
@@ -73,7 +73,6 @@ FAST_FIELD = "isr.fast"
 FRAGMENTS_FIELD = "isr.fragments"
 FAST_SCRIPT_FIELD = "isr_fast"  # script field carrying the exact fast score of a hit
 VECTOR_INDEXES = ("int8_hnsw", "bbq_hnsw", "hnsw", "int8_flat")
-FRAGMENT_HOMES = ("sidecar", "rank_vectors")
 HNSW_TYPES = ("int8_hnsw", "bbq_hnsw", "hnsw")
 BBQ_MIN_DIMS = 64  # Elasticsearch refuses bbq_* index types below 64 dims
 MAX_M, MAX_EF_CONSTRUCTION = 512, 3200  # Lucene's HNSW bounds

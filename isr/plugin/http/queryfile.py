@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from isr.encoders.record import Encoded, Keywords
-from isr.errors import Conflict, InvalidInput, NotFound
+from isr.errors import InvalidInput, NotFound
 
-__all__ = ["encode_query_text", "load_query", "query_from_json"]
+__all__ = ["load_query", "query_from_json"]
 
 
 def _keywords(labels: Any, probs: Any) -> Keywords:
@@ -83,19 +83,3 @@ def load_query(path: str | Path) -> Encoded:
             raise InvalidInput(f"{path}: needs arrays 'fast' and 'fragments', has {sorted(arrays)}")
         return query_from_json(body)
     raise InvalidInput(f"{path}: query files are .json or .npz, got {path.suffix!r}")
-
-
-def encode_query_text(index: Any, bundle_dir: Path | None, text: str) -> Encoded:
-    """Encode a text query with the bundle the index was filled with (checked by fingerprint)."""
-    from isr.encoders.bundle import Bundle
-
-    if bundle_dir is None:
-        raise InvalidInput("a text query needs --bundle DIR (the encoder bundle of the index)")
-    bundle = Bundle.load(Path(bundle_dir))
-    want = index.config.bundle_fingerprint
-    if want and bundle.fingerprint != want:
-        raise Conflict(
-            f"bundle {bundle_dir} has fingerprint {bundle.fingerprint[:12]}..., "
-            f"but the index was filled with {want[:12]}...; use the index's own bundle"
-        )
-    return bundle.encode_texts([text])

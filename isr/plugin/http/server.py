@@ -30,22 +30,29 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence, Sized
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sized
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+import httpx
 import numpy as np
 import orjson
+import uvicorn
+from elasticsearch import Elasticsearch
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
-from isr.plugin.backend import SearchBackend
+from isr.plugin.backend import SearchBackend, TextEncoder, check_encoder
+from isr.plugin.config import MANIFEST
+from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin.es.backend import EsBackend
+from isr.plugin.filters import parse_filter
 from isr.plugin.http.shapes import (
     error_body,
     parse_embed,
@@ -60,7 +67,7 @@ from isr.plugin.http.shapes import (
 from isr.plugin.pipeline import search
 from isr.plugin.store.maxsim import MaxSimScorer
 
-__all__ = ["ERRORS", "ServerConfig", "TextEncoder", "create_app", "serve"]
+__all__ = ["ERRORS", "ServerConfig", "create_app", "serve"]
 
 log = logging.getLogger("isr.server")
 
@@ -86,12 +93,6 @@ HOP_BY_HOP = {
     b"proxy-authorization",
     b"proxy-connection",
 }
-
-
-class TextEncoder(Protocol):
-    """What the facade needs of a model: `isr.encoders.bundle.Bundle` has it."""
-
-    def encode_texts(self, texts: Sequence[str]) -> Encoded: ...
 
 
 # -- errors: the facade's own kinds, and the one table that maps every kind to a status -----
@@ -231,17 +232,20 @@ class Facade:
     """Open backends, the lazily loaded encoder, and the handlers' synchronous bodies."""
 
     def __init__(
-        self, config: ServerConfig, encoder: TextEncoder | None = None, es_client: Any = None
+        self,
+        config: ServerConfig,
+        encoder: TextEncoder | None = None,
+        es_client: Any = None,
+        load_encoder: Callable[[], TextEncoder] | None = None,
     ) -> None:
         self.config = config
         self._encoder = encoder
+        self._load_encoder = load_encoder
         self._backends: dict[str, SearchBackend] = {}
         self._lock = threading.Lock()
         self._scorer: MaxSimScorer | None = None
         self.es = es_client
         if config.es_mode and self.es is None:
-            from elasticsearch import Elasticsearch
-
             self.es = Elasticsearch(config.es_url, api_key=config.es_api_key)
 
     # -- resources -----------------------------------------------------------------------
@@ -257,15 +261,10 @@ class Facade:
 
     def _open(self, name: str) -> SearchBackend:
         if self.config.root is not None:
-            from isr.plugin.config import MANIFEST
-            from isr.plugin.embedded.index import EmbeddedIndex
-
             path = Path(self.config.root) / name
             if not (path / MANIFEST).is_file():
                 raise IndexNotFound(f"no such index [{name}]", name)
             return EmbeddedIndex.open(path, readonly=True, device=self.config.device)
-        from isr.plugin.es.backend import EsBackend
-
         side = Path(self.config.sidecar_root) / name if self.config.sidecar_root else None
         try:
             return EsBackend.open(self.es, name, side, readonly=True, device=self.config.device)
@@ -273,8 +272,6 @@ class Facade:
             raise IndexNotFound(f"no such index [{name}] ({e})", name) from e
 
     def index_names(self) -> list[str]:
-        from isr.plugin.config import MANIFEST
-
         assert self.config.root is not None
         root = Path(self.config.root)
         return sorted(
@@ -284,30 +281,18 @@ class Facade:
     def encoder(self) -> TextEncoder:
         if self._encoder is not None:
             return self._encoder
-        if self.config.bundle is None:
+        if self._load_encoder is None:
             raise Unavailable(
                 "no text encoder: start `isr serve` with --bundle DIR, or send "
                 "ext.isr.query_encoded instead of query_text"
             )
         with self._lock:
-            if self._encoder is None:
-                import torch
-
-                from isr.encoders.bundle import Bundle
-
-                # the scorer's rule: the configured device, else CUDA when there is one
-                device = self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
-                self._encoder = Bundle.load(self.config.bundle, device=device)
+            if self._encoder is None:  # loaded on first use: the facade starts at once
+                self._encoder = self._load_encoder()
             return self._encoder
 
     def _check_bundle(self, enc: TextEncoder, backend: SearchBackend, index: str) -> None:
-        have = getattr(enc, "fingerprint", "")
-        want = backend.config.bundle_fingerprint
-        if have and want and have != want:
-            raise Conflict(
-                f"index [{index}] was filled with encoder bundle {want[:12]}..., this facade "
-                f"runs bundle {have[:12]}...; start it with the index's bundle"
-            )
+        check_encoder(enc, backend.config, index)
 
     def scorer(self) -> MaxSimScorer:
         if self._scorer is None:
@@ -342,9 +327,6 @@ class Facade:
         return json_response(out, pretty="pretty" in params)
 
     def plain_search(self, index: str, body: Any, params: dict[str, str]) -> Response:
-        from isr.plugin.embedded.index import EmbeddedIndex
-        from isr.plugin.filters import parse_filter
-
         t0 = time.perf_counter()
         req = parse_plain(_apply_params(body, params))
         idx = self.backend(index)
@@ -413,7 +395,7 @@ class Facade:
         state["encoder"] = (
             "loaded"
             if self._encoder is not None
-            else ("lazy" if self.config.bundle is not None else "none")
+            else ("lazy" if self._load_encoder is not None else "none")
         )
         state["ready"] = ok
         return json_response(state, 200 if ok else 503)
@@ -540,14 +522,20 @@ class _Guard:
 
 
 def create_app(
-    config: ServerConfig, encoder: TextEncoder | None = None, es_client: Any = None
+    config: ServerConfig,
+    encoder: TextEncoder | None = None,
+    es_client: Any = None,
+    load_encoder: Callable[[], TextEncoder] | None = None,
 ) -> FastAPI:
-    """The facade as an ASGI app. encoder: used for `query_text` instead of loading
-    `config.bundle` (tests pass a small deterministic one); es_client: an Elasticsearch
-    client to use instead of one built from `config.es_url`."""
-    import httpx
-
-    facade = Facade(config, encoder, es_client)
+    """The facade as an ASGI app. encoder: the text encoder of `query_text` (tests pass a small
+    deterministic one); load_encoder: or a function that loads it on first use (the app's
+    loader of `config.bundle`); es_client: an Elasticsearch client to use instead of one built
+    from `config.es_url`."""
+    if config.bundle is not None and encoder is None and load_encoder is None:
+        raise InvalidInput(
+            f"server: bundle {config.bundle} needs a loader (isr.app.serve.create_app has one)"
+        )
+    facade = Facade(config, encoder, es_client, load_encoder)
     proxy: httpx.AsyncClient | None = None
 
     @asynccontextmanager
@@ -669,20 +657,16 @@ def create_app(
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("isr")
     except PackageNotFoundError:
         return "0+unknown"
 
 
-def serve(config: ServerConfig, encoder: TextEncoder | None = None) -> None:
-    """Run the facade with uvicorn until interrupted."""
-    import uvicorn
-
+def serve(app: FastAPI, config: ServerConfig) -> None:
+    """Run the facade `app` (see :func:`create_app`) with uvicorn until interrupted."""
     uvicorn.run(
-        create_app(config, encoder),
+        app,
         host=config.host,
         port=config.port,
         log_level="info",
@@ -695,8 +679,6 @@ def serve(config: ServerConfig, encoder: TextEncoder | None = None) -> None:
 def serve_in_thread(app: FastAPI, port: int = 0) -> Iterator[str]:
     """Run an ASGI app with uvicorn in a daemon thread on 127.0.0.1 (a free port by default);
     yields its base URL and stops the server on exit. For the demo and the tests."""
-    import uvicorn
-
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -1,7 +1,7 @@
 """TREC runs, recall per pipeline configuration and the screening trade-off for one split.
 
-Run: ``python eval/run_trec_style.py --data runs/world10k --split test --bundle B --out OUT``.
-This file only parses arguments and calls :func:`isr.eval.trec_style.evaluate`; see that module
+Run: ``isr eval trec --data runs/world10k --split test --bundle B --out OUT`` (or
+``python eval/run_trec_style.py ...``, the same command). This file only parses arguments and calls :func:`isr.eval.trec_style.evaluate`; see that module
 for what is measured and the files written under OUT (report.md, report.json, sweep.png, the
 run files and qrels).
 """
@@ -13,7 +13,9 @@ from pathlib import Path
 
 import click
 
+from isr.app.runtime import set_threads
 from isr.errors import IsrError
+from isr.eval.trec_style import TrecStyleConfig, evaluate
 
 CONFIG_NAMES = ("fast", "keywords+fast", "full", "fast+rerank", "exhaustive", "keywords+exhaustive")
 
@@ -25,7 +27,7 @@ def _ints(text: str) -> tuple[int, ...]:
         raise click.BadParameter(f"expected comma-separated integers, got {text!r}") from e
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("trec", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data",
     "data_dir",
@@ -111,8 +113,6 @@ def main(
     no_progress: bool,
 ) -> None:  # fmt: skip
     """Evaluate text -> image and image -> text retrieval of every pipeline configuration."""
-    from isr.app.runtime import set_threads
-    from isr.eval.trec_style import TrecStyleConfig, evaluate
 
     def names(text: str) -> tuple[str, ...]:
         return tuple(x.strip() for x in text.split(",") if x.strip())
@@ -135,7 +135,3 @@ def main(
     click.echo(Path(report.files["report.md"]).read_text(encoding="utf-8"))
     for name, path in report.files.items():
         click.echo(f"{name}: {path}", err=True)
-
-
-if __name__ == "__main__":
-    main()

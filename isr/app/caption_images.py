@@ -1,7 +1,7 @@
 """Build the Flickr30K caption-described-image benchmark and train its bundle.
 
-Run: ``python eval/make_caption_images.py --out runs/flickr30k-captions`` (then
-``python eval/run_trec_style.py --data runs/flickr30k-captions --bundle
+Run: ``isr eval make-caption-images --out runs/flickr30k-captions`` or
+``python eval/make_caption_images.py ...`` (then ``isr eval trec --data runs/flickr30k-captions --bundle
 runs/flickr30k-captions/train/bundle ...``). This file only parses arguments and calls
 :func:`isr.eval.caption_images.prepare`; see that module for what the benchmark is (and is not).
 """
@@ -14,10 +14,13 @@ from pathlib import Path
 
 import click
 
+from isr.app.runtime import set_threads
+from isr.encoders.train import TrainConfig
 from isr.errors import IsrError
+from isr.eval.caption_images import prepare
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command("make-caption-images", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--out",
     "out_dir",
@@ -62,10 +65,6 @@ def main(out_dir: Path, source: Path | None, min_images: int, config_json: str |
          recipe: str, run_dir: Path | None, threads: int) -> None:  # fmt: skip
     """Write caption-described images (MiniLM token vectors of 4 captions -> 32 k-means centres)
     for test and dev, and train a bundle on dev."""
-    from isr.app.runtime import set_threads
-    from isr.encoders.train import TrainConfig
-    from isr.eval.caption_images import prepare
-
     try:
         set_threads(threads)
         try:
@@ -84,7 +83,3 @@ def main(out_dir: Path, source: Path | None, min_images: int, config_json: str |
     except IsrError as e:
         raise click.ClickException(f"{type(e).__name__}: {e}") from e
     click.echo(f"bundle: {bundle}")
-
-
-if __name__ == "__main__":
-    main()

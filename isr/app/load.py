@@ -1,4 +1,5 @@
-"""Load a gallery into an index: ``python ingest/load_gallery.py SOURCE ... --index DIR``.
+"""Load a gallery into an index: ``isr load SOURCE ... --index DIR`` (also
+``python ingest/load_gallery.py SOURCE ...``, the same command).
 
 Entry point: :func:`main` (click). Each source is a subcommand that only builds the source
 and the options and calls :func:`isr.ingest.loader.load_gallery`:
@@ -26,7 +27,17 @@ from typing import Any
 
 import click
 
+from isr.app.runtime import set_threads
+from isr.encoders.bundle import Bundle
 from isr.errors import IsrError
+from isr.ingest.captions import CaptionSource
+from isr.ingest.encoded_file import EncodedFileSource
+from isr.ingest.image_backbone import ImageBackbone
+from isr.ingest.karpathy import KarpathySource
+from isr.ingest.loader import IngestOptions, load_gallery
+from isr.ingest.precomp_source import PrecompSource
+from isr.plugin import EsOptions, check_target, is_url
+from isr.plugin.es.writer import parse_es_target
 
 __all__ = ["main"]
 
@@ -43,11 +54,7 @@ class _Group(click.Group):
 
 
 def _target(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from isr.plugin.writer import is_url
-
     if is_url(value):  # the URL's form, before anything is loaded for nothing
-        from isr.plugin.es.writer import parse_es_target
-
         try:
             parse_es_target(value)
         except IsrError as e:
@@ -128,9 +135,6 @@ def _run(
     source: Any, target: str, bundle: tuple[Path, str] | None, kw: dict[str, Any], **extra: Any
 ) -> None:
     """Check the target, then load the bundle (bundle: its directory and device) and run."""
-    from isr.ingest.loader import IngestOptions, load_gallery
-    from isr.plugin.writer import EsOptions, check_target
-
     es = EsOptions(
         sidecar=kw.pop("sidecar"),
         fragments=kw.pop("es_fragments"),
@@ -139,24 +143,16 @@ def _run(
     check_target(target, es)  # before a bundle is loaded for nothing
     as_json = kw.pop("as_json")
     opt = IngestOptions(progress=not kw.pop("no_progress"), es=es, **kw, **extra)
-    b = _bundle(*bundle) if bundle is not None else None
+    b = Bundle.load(bundle[0], device=bundle[1]) if bundle is not None else None
     report = load_gallery(source, target, b, opt)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
 
 
-def _bundle(bundle_dir: Path, device: str) -> Any:
-    from isr.encoders.bundle import Bundle
-
-    return Bundle.load(bundle_dir, device=device)
-
-
-@click.group(cls=_Group)
+@click.group("load", cls=_Group)
 @click.option("--threads", type=int, default=None, help="CPU threads for torch and FAISS.")
 def main(threads: int | None) -> None:
     """Stream a gallery into an isr index (resumable; idempotent by document id)."""
     if threads is not None:
-        from isr.app.runtime import set_threads
-
         set_threads(threads)
 
 
@@ -176,8 +172,6 @@ def precomp(
     **kw: Any,
 ) -> None:
     """SCAN precomp region features (DATA_DIR/{split}_ims.npy) or the synthetic world."""
-    from isr.ingest.precomp_source import PrecompSource
-
     source = PrecompSource(data_dir, split, id_prefix)
     _run(source, target, (bundle_dir, device), kw)
 
@@ -212,9 +206,6 @@ def karpathy(
     **kw: Any,
 ) -> None:
     """Images listed in a Karpathy split JSON, through a local vision backbone."""
-    from isr.ingest.image_backbone import ImageBackbone
-    from isr.ingest.karpathy import KarpathySource
-
     source = KarpathySource(json_path, images, ImageBackbone.load(backbone, k, device), split)
     _run(source, target, (bundle_dir, device), kw)
 
@@ -239,8 +230,6 @@ def captions(
     **kw: Any,
 ) -> None:
     """A text gallery (image -> text search): one document per caption line."""
-    from isr.ingest.captions import CaptionSource
-
     source = CaptionSource(path, fmt, per_image, id_prefix)
     _run(source, target, (bundle_dir, device), kw)
 
@@ -256,8 +245,6 @@ def captions(
 @_common
 def encoded(path: Path, modality: str, fingerprint: str, target: str, **kw: Any) -> None:
     """Features encoded elsewhere (JSONL or Parquet): indexing only, no bundle."""
-    from isr.ingest.encoded_file import EncodedFileSource
-
     _run(EncodedFileSource(path, modality), target, None, kw, fingerprint=fingerprint)
 
 

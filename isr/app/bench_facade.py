@@ -1,7 +1,7 @@
 """Benchmark of the HTTP facade (issue 5), embedded mode: overhead over the in-process pipeline,
 and a sustained-load run on loopback.
 
-Run: `python eval/bench_facade.py --docs 100000 --workdir /tmp/isr-bench-facade` (prints Markdown
+Run: `isr eval bench-facade --docs 100000 --workdir /tmp/isr-bench-facade` (prints Markdown
 tables; `--json FILE` saves them). The index (the seeded synthetic encoded gallery, sources
 license/year) is built once in WORKDIR and reused. The facade runs in a separate process
 (`isr serve`), so client and server do not share a GIL; the client sends pre-serialised
@@ -16,7 +16,6 @@ and parses each JSON answer.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -29,14 +28,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 
+from isr.app.runtime import set_threads
 from isr.eval.report import markdown_table
 from isr.ingest.encoded_world import EncodedWorld, build_encoded_index, encoded_queries
-from isr.plugin.config import IndexConfig
-from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin import EmbeddedIndex, IndexConfig, SearchOptions, search
 from isr.plugin.http.queryfile import query_from_json
-from isr.plugin.pipeline import SearchOptions, search
 
 
 def _bodies(world: EncodedWorld, n: int, size: int) -> list[bytes]:
@@ -195,37 +194,51 @@ def bench_load(pid: int, port: int, bodies: list[bytes], clients: int, seconds: 
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/isr-bench-facade"))
-    ap.add_argument("--queries", type=int, default=100)
-    ap.add_argument("--reps", type=int, default=3, help="passes over the queries (overhead)")
-    ap.add_argument("--size", type=int, default=10)
-    ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--threads", type=int, default=None, help="torch/FAISS threads, both sides")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args()
-    if args.threads is not None:
-        from isr.app.runtime import set_threads
+@click.command("bench-facade", help=__doc__.split("\n")[0])
+@click.option("--docs", type=int, default=100_000, show_default=True)
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=Path("/tmp/isr-bench-facade"),
+    show_default=True,
+)
+@click.option("--queries", type=int, default=100, show_default=True)
+@click.option(
+    "--reps", type=int, default=3, show_default=True, help="passes over the queries (overhead)"
+)
+@click.option("--size", type=int, default=10, show_default=True)
+@click.option("--clients", type=int, default=4, show_default=True)
+@click.option("--seconds", type=float, default=60.0, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch/FAISS threads, both sides")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+def main(
+    docs: int,
+    workdir: Path,
+    queries: int,
+    reps: int,
+    size: int,
+    clients: int,
+    seconds: float,
+    threads: int | None,
+    json_path: Path | None,
+) -> None:
+    if threads is not None:
+        set_threads(threads)
 
-        set_threads(args.threads)
-
-    world = EncodedWorld(n_docs=args.docs, seed=0)
+    world = EncodedWorld(n_docs=docs, seed=0)
     config = IndexConfig(
         d_fast=world.d_fast, d_frag=world.d_frag, max_frags=world.n_frags, r_i=world.r_i
     )
-    root = args.workdir / "indices"
+    root = workdir / "indices"
     root.mkdir(parents=True, exist_ok=True)
     build_encoded_index(root / "gallery", world, config).close()
-    bodies = _bodies(world, args.queries, args.size)
+    bodies = _bodies(world, queries, size)
     port = _free_port()
-    server = _start_server(root, port, args.threads)
+    server = _start_server(root, port, threads)
     try:
         with EmbeddedIndex.open(root / "gallery", readonly=True) as index:
-            over = bench_overhead(index, port, bodies, args.size, args.reps)
-        load = bench_load(server.pid, port, bodies, args.clients, args.seconds)
+            over = bench_overhead(index, port, bodies, size, reps)
+        load = bench_load(server.pid, port, bodies, clients, seconds)
         alive = Client(port)
         status, _ = alive.search(bodies[0])
         alive.close()
@@ -234,8 +247,8 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=30)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    machine += f", load average {os.getloadavg()[0]:.1f}, threads {args.threads or 'default'}"
-    print(f"\n## Facade overhead, embedded mode, {args.docs} documents ({machine})\n")
+    machine += f", load average {os.getloadavg()[0]:.1f}, threads {threads or 'default'}"
+    print(f"\n## Facade overhead, embedded mode, {docs} documents ({machine})\n")
     print(
         markdown_table(
             [
@@ -258,7 +271,7 @@ def main() -> None:
             ],
         )
     )
-    print(f"\n## Sustained load, {args.clients} clients, {args.seconds:.0f} s on loopback\n")
+    print(f"\n## Sustained load, {clients} clients, {seconds:.0f} s on loopback\n")
     print(
         markdown_table(
             ["requests", "QPS", "p50 ms", "p99 ms", "errors", "RSS start MB", "RSS end MB"],
@@ -275,11 +288,5 @@ def main() -> None:
             ],
         )
     )
-    if args.json is not None:
-        args.json.write_text(
-            json.dumps({"overhead": over, "load": load, "docs": args.docs}, indent=2)
-        )
-
-
-if __name__ == "__main__":
-    main()
+    if json_path is not None:
+        json_path.write_text(json.dumps({"overhead": over, "load": load, "docs": docs}, indent=2))

@@ -1,0 +1,214 @@
+"""The evaluation and benchmark commands: ``isr eval trec|table2|make-caption-images|
+bench-ingest|bench-facade|bench-maxsim`` and ``isr bench`` (each also ``python eval/<name>.py``,
+the same command with the same options).
+
+Each command parses its options, sets the threads and calls one library function of
+:mod:`isr.eval`; errors of isr's own kinds become a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from isr.app.bench_facade import main as bench_facade
+from isr.app.caption_images import main as make_caption_images
+from isr.app.runtime import set_threads
+from isr.app.trec import main as trec
+from isr.encoders.train import TrainConfig
+from isr.errors import IsrError
+from isr.eval import bench_ingest as ingest_bench
+from isr.eval import bench_maxsim as maxsim_bench
+from isr.eval.bench import ScaleConfig, report, run, sweep_point
+from isr.eval.table2 import CHAINS, format_tables, run_table2
+
+__all__ = [
+    "bench",
+    "bench_facade",
+    "bench_ingest",
+    "bench_maxsim",
+    "eval_group",
+    "make_caption_images",
+    "table2",
+    "trec",
+]
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IsrError as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+
+
+@click.command(
+    "bench",
+    help="The scale benchmark: builds or reuses synthetic galleries of each size under "
+    "--workdir, measures build rate, bytes per item, per-stage latency of every ablation, "
+    "exhaustive max-sim, a flat-IP baseline and the max-sim kernel, and writes bench.md, "
+    "bench.json and latency_vs_size.png to --out (details: eval/bench.py).",
+)
+@click.option("--sizes", default="10000,100000,1000000", show_default=True)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=Path("runs/bench"), show_default=True
+)
+@click.option("--codec", default="sq8", show_default=True, help="Fragment codec of the galleries.")
+@click.option("--fast-storage", default="sq8", show_default=True)
+@click.option("--hnsw-m", type=int, default=16, show_default=True)
+@click.option("--ef-construction", type=int, default=100, show_default=True)
+@click.option("--queries", type=int, default=200, show_default=True)
+@click.option("--exhaustive-queries", type=int, default=10, show_default=True)
+@click.option("--num-candidates", type=int, default=1000, show_default=True)
+@click.option("--rerank-window", type=int, default=200, show_default=True)
+@click.option("--threads", type=int, default=1, show_default=True, help="Per-query threads.")
+@click.option(
+    "--exhaustive-workers",
+    type=int,
+    default=0,
+    help="Threads an exhaustive scan uses (0: all cores).",
+)
+@click.option("--build-threads", type=int, default=0, help="0: all cores.")
+@click.option("--codec-docs", type=int, default=10_000, show_default=True)
+@click.option(
+    "--sweep",
+    default="",
+    help="Extra num_candidates:rerank_window settings for the full pipeline at the largest "
+    "size, e.g. 2000:500,4000:1000; NC:RW:exact scans every filter exactly.",
+)
+def bench(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
+    try:
+        size_list = tuple(int(s) for s in sizes.split(","))
+        pairs = tuple(sweep_point(p) for p in sweep.split(",") if p)
+    except ValueError as e:
+        raise click.BadParameter(
+            f"--sizes: comma-separated integers, --sweep: NC:RW[:exact]; got {sizes!r}, {sweep!r}"
+        ) from e
+    cfg = ScaleConfig(sizes=size_list, sweep=pairs, **kw)
+    res = run(cfg, workdir, out, set_threads)
+    click.echo(report(res))
+    click.echo(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'latency_vs_size.png'}")
+
+
+@click.command("table2")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--chain",
+    "chains",
+    type=click.Choice(CHAINS),
+    multiple=True,
+    help="Chains to train in this process (default: both).",
+)
+@click.option("--config", "config_json", default=None, help="TrainConfig fields as JSON.")
+@click.option("--val-images", type=int, default=200, show_default=True)
+@click.option("--no-eval", is_flag=True, help="Train only.")
+@click.option("--eval-only", is_flag=True, help="Train nothing; evaluate finished rows.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads.")
+def table2(
+    data_dir: Path,
+    run_dir: Path,
+    chains: tuple[str, ...],
+    config_json: str | None,
+    val_images: int,
+    no_eval: bool,
+    eval_only: bool,
+    threads: int,
+) -> None:
+    """Train and evaluate the rows of Inflate and Shrink's Table 2."""
+    set_threads(threads)
+    try:
+        fields = json.loads(config_json) if config_json else {}
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON ({e})", param_hint="--config") from e
+    cfg = TrainConfig.from_dict(fields)
+    if eval_only and (no_eval or chains):
+        raise click.UsageError("--eval-only takes neither --no-eval nor --chain")
+    chosen = () if eval_only else (chains or CHAINS)
+    res = run_table2(
+        data_dir, run_dir, cfg, chains=chosen, val_images=val_images, evaluate=not no_eval
+    )
+    if res is not None:
+        click.echo(format_tables(res))
+        click.echo(f"\nwrote {res.json_path}")
+
+
+@click.command("bench-ingest", help=(ingest_bench.__doc__ or "").split("\n\n")[0])
+@click.option(
+    "--images", type=int, default=100_000, show_default=True, help="encode+index run (0: skip)"
+)
+@click.option(
+    "--encoded", type=int, default=100_000, show_default=True, help="Parquet / memory runs"
+)
+@click.option(
+    "--jsonl", type=int, default=5_000, show_default=True, help="JSONL run (big files: keep small)"
+)
+@click.option(
+    "--rss", default="100000,300000,1000000", show_default=True, help="memory marks ('' to skip)"
+)
+@click.option("--rss-dims", default="128,128,16", show_default=True, help="d_fast,d_frag,n_frags")
+@click.option("--rss-codec", default="sq8", show_default=True)
+@click.option("--batch", type=int, default=256, show_default=True)
+@click.option(
+    "--formats", default="memory,parquet,jsonl", show_default=True, help="indexing-only sources"
+)
+@click.option(
+    "--codec", default="fp16", show_default=True, help="fragment codec of the indexing-only runs"
+)
+@click.option("--fast-storage", default="flat", show_default=True, help="HNSW vectors: flat or sq8")
+@click.option("--commit-every", type=int, default=10_000, show_default=True)
+@click.option("--threads", type=int, default=None)
+@click.option(
+    "--workdir", type=click.Path(path_type=Path), default=None, help="default: a temp dir"
+)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+def bench_ingest(threads: int | None, json_path: Path | None, **kw: Any) -> None:
+    if threads:
+        set_threads(threads)
+    ingest_bench.run(ingest_bench.IngestBenchConfig(json=json_path, **kw))
+
+
+@click.command("bench-maxsim", help=maxsim_bench.__doc__)
+@click.option(
+    "--sizes", default="1000,10000,100000", show_default=True, help="comma-separated C values"
+)
+@click.option("--nq", type=int, default=32, show_default=True)
+@click.option("--n", type=int, default=32, show_default=True)
+@click.option("--d", type=int, default=128, show_default=True)
+@click.option("--repeat", type=int, default=3, show_default=True)
+@click.option("--store-rows", type=int, default=100_000, show_default=True)
+@click.option("--codec", default="fp16", show_default=True)
+@click.option("--k", type=int, default=10, show_default=True)
+@click.option("--device", default=None, help="cpu or cuda (default: cuda when available)")
+@click.option("--threads", type=int, default=None, help="torch CPU threads (default: all)")
+@click.option(
+    "--workdir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="where to build the store (temp)",
+)
+def bench_maxsim(sizes: str, threads: int | None, workdir: Path | None, **kw: Any) -> None:
+    try:
+        size_list = tuple(int(s) for s in sizes.split(","))
+    except ValueError as e:
+        raise click.BadParameter(
+            f"comma-separated integers, got {sizes!r}", param_hint="--sizes"
+        ) from e
+    if threads is not None:
+        set_threads(threads)
+    maxsim_bench.report(maxsim_bench.BenchConfig(sizes=size_list, **kw), workdir)
+
+
+@click.group("eval", cls=_Group)
+def eval_group() -> None:
+    """Evaluations (TREC-style runs, Table 2) and the benchmarks."""
+
+
+for _cmd in (trec, table2, make_caption_images, bench_ingest, bench_facade, bench_maxsim, bench):
+    eval_group.add_command(_cmd)
