@@ -17,10 +17,16 @@ or in a `rank_vectors` field (reranked inside Elasticsearch by a `maxSimDotProdu
 Ingest writes the sidecar first and commits it, then streams the documents through
 `helpers.streaming_bulk` (chunked, 429s retried with exponential backoff); failed documents are
 raised together as one :class:`BulkIngestError`. A crash between the two leaves sidecar rows
-without an Elasticsearch document, which :meth:`EsBackend.check` finds and repairs. A writer
-that decides itself when to send (the loader's :class:`isr.plugin.es.writer.EsWriter`) uses
-the parts: `check_batch`, `send`, `raise_failed`, `existing` (which ids Elasticsearch holds)
-and `app_meta` / `put_app_meta` (its progress in the mapping's `_meta`).
+without an Elasticsearch document, which :meth:`EsBackend.check` finds and repairs. Both write
+paths, :meth:`EsBackend.ingest` and the loader's :class:`isr.plugin.es.writer.EsWriter` (which
+decides itself when to send), go through one public write API: `check_batch` (validate),
+`stage` (fragments to their home, the batch as a typed :class:`~isr.plugin.es.homes.PendingDocs`),
+`write` (commit the fragments, bulk, refresh, raise the failures), `existing` (which ids
+Elasticsearch holds) and `app_meta` / `put_app_meta` (progress, committed beside the fragments).
+
+Where the fragments live is a strategy object, `EsBackend.home`
+(:mod:`isr.plugin.es.homes`: a sidecar, or the index's `rank_vectors`), so the search and
+write paths ask it instead of branching on the layout.
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ import shutil
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -42,25 +47,27 @@ from isr.encoders.record import Encoded
 from isr.errors import Conflict, InvalidInput, IsrError, NotFound
 from isr.plugin.backend import Candidates, FetchedDoc, Stage, relax_reason
 from isr.plugin.config import IndexConfig
+from isr.plugin.es.homes import (
+    CheckReport,
+    FragmentHome,
+    HitKeys,
+    IndexFragments,
+    PendingDocs,
+    fragment_home,
+)
 from isr.plugin.es.mapping import (
     FAST_FIELD,
-    FAST_SCRIPT_FIELD,
-    FRAGMENTS_FIELD,
     KEYWORDS_FIELD,
     ROOT,
     EsLayout,
     app_meta_of,
-    doc_source,
     exact_body,
     exhaustive_body,
-    fast_from_exact,
-    fast_from_knn,
     filter_query,
     index_body,
     keyword_query,
     knn_body,
     layout_of_mapping,
-    maxsim_from_rescore,
     rescore_part,
     stats_body,
     with_app_meta,
@@ -69,7 +76,7 @@ from isr.plugin.es.sidecar import Sidecar
 from isr.plugin.pipeline import SearchOptions
 from isr.plugin.store.maxsim import MaxSimScorer
 
-__all__ = ["BulkIngestError", "CheckReport", "EsBackend"]
+__all__ = ["BulkIngestError", "CheckReport", "EsBackend", "PendingDocs"]
 
 MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
 REFRESH = (True, False, "wait_for")
@@ -82,22 +89,6 @@ class BulkIngestError(IsrError):
     def __init__(self, message: str, failed: list[dict[str, Any]]) -> None:
         super().__init__(message)
         self.failed = failed
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """Ids in Elasticsearch against ids with fragments (`isr check`)."""
-
-    es_documents: int
-    fragment_documents: int
-    missing_fragments: tuple[str, ...]  # in Elasticsearch, no fragments: re-ingest them
-    orphan_fragments: tuple[str, ...]  # fragments of documents Elasticsearch does not have
-    deleted_orphans: int = 0
-    deleted_missing: int = 0
-
-    @property
-    def consistent(self) -> bool:
-        return not (self.missing_fragments or self.orphan_fragments)
 
 
 @contextmanager
@@ -141,19 +132,10 @@ def _check_ids(ids: Sequence[str], n: int) -> list[str]:
     return out
 
 
-@dataclass
-class _Plan:
-    """What one search sends, and how its hits are read."""
-
-    filters: list[dict[str, Any]]
-    exact: bool
-    body: dict[str, Any]
-    requests: int = 1
-    notes: list[str] = field(default_factory=list)
-
-
 class EsBackend:
-    """One isr index in Elasticsearch (+ its sidecar when fragments live outside)."""
+    """One isr index in Elasticsearch; its fragments live where `home` says (a
+    :class:`~isr.plugin.es.homes.SidecarFragments` or an
+    :class:`~isr.plugin.es.homes.IndexFragments`, see :mod:`isr.plugin.es.homes`)."""
 
     def __init__(
         self,
@@ -164,17 +146,17 @@ class EsBackend:
         sidecar: Sidecar | None,
         device: str | None = None,
     ) -> None:
-        if (layout.fragments == "sidecar") != (sidecar is not None):
-            raise InvalidInput(
-                f"es backend: fragments in {layout.fragments!r} "
-                + ("need a sidecar" if sidecar is None else "take no sidecar")
-            )
+        self.scorer = MaxSimScorer(device)
+        self.home: FragmentHome = fragment_home(layout, sidecar, self.scorer)
         self.client = client
         self.index = index
         self.config = config
         self.layout = layout
-        self.sidecar = sidecar
-        self.scorer = MaxSimScorer(device)
+
+    @property
+    def sidecar(self) -> Sidecar | None:
+        """The sidecar of the fragments (None: they live in Elasticsearch, rank_vectors)."""
+        return self.home.sidecar
 
     # -- life cycle ----------------------------------------------------------------------
     @classmethod
@@ -252,8 +234,7 @@ class EsBackend:
         return layout_of_mapping(cls.mapping_of(client, index), index)
 
     def close(self) -> None:
-        if self.sidecar is not None:
-            self.sidecar.close()
+        self.home.close()
 
     def __enter__(self) -> EsBackend:
         return self
@@ -303,16 +284,51 @@ class EsBackend:
                 )
         return out, srcs
 
-    def documents(
+    def stage(
         self, ids: list[str], items: Encoded, srcs: list[Mapping[str, Any] | None]
-    ) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(id, `_source`) of each item of a checked batch, built lazily (fragments go into
-        `_source` only in the rank_vectors layout)."""
+    ) -> tuple[PendingDocs, set[str]]:
+        """Take a checked batch (see :meth:`check_batch`): its fragments go to their home
+        (the sidecar writes them, uncommitted; the rank_vectors layout keeps copies for the
+        documents); returns the batch as Elasticsearch will get it, and the ids whose fragments
+        were not in the sidecar before (a failed bulk deletes those, see :meth:`raise_failed`).
+        Nothing reaches Elasticsearch before :meth:`write`."""
+        frags, new = self.home.stage(ids, items)
         r_i = self.config.r_i
-        for i, (d, src) in enumerate(zip(ids, srcs)):
-            frags = items.fragments[i][items.mask[i]] if self.sidecar is None else None
-            labels = items.keywords[i].top(r_i)
-            yield d, doc_source(d, labels, items.fast[i], frags, dict(src) if src else None)
+        pending = PendingDocs(
+            ids=ids,
+            labels=[items.keywords[i].top(r_i) for i in range(len(ids))],
+            fast=items.fast,
+            frags=frags,
+            sources=[dict(s) if s is not None else None for s in srcs],
+        )
+        return pending, new
+
+    def write(
+        self,
+        pending: Sequence[PendingDocs],
+        new: set[str],
+        *,
+        refresh: bool | str = False,
+        refresh_after: bool = False,
+        **bulk: Any,
+    ) -> int:
+        """Send staged batches: (1) commit their fragments, so a document never becomes
+        visible without them; (2) bulk-index the documents (`bulk`: :meth:`send`'s retry
+        options; refresh: Elasticsearch's bulk parameter); (3) with refresh_after, refresh
+        the index, also after a partial failure (what got in is counted). Failed documents
+        raise BulkIngestError, after deleting the fragments of those among `new`. Returns
+        how many documents were sent."""
+        self.home.commit()  # (1)
+        n = sum(len(p.ids) for p in pending)
+        if not n:
+            return 0
+        docs = (doc for p in pending for doc in p.documents())
+        failed = self.send(docs, refresh=refresh, **bulk)  # (2)
+        if refresh_after:
+            self.refresh()  # (3)
+        if failed:
+            self.raise_failed(failed, n, new)
+        return n
 
     def send(
         self,
@@ -367,31 +383,23 @@ class EsBackend:
         n = len(id_list)
         if n == 0:
             return 0
-        new: set[str] = set()
-        if self.sidecar is not None:
-            new = set(id_list) - set(self.sidecar.rows_of(id_list))
-            self.sidecar.upsert(id_list, items.fragments, items.mask)
-            self.sidecar.commit()  # before Elasticsearch: a visible document has fragments
-        failed = self.send(
-            self.documents(id_list, items, srcs),
+        pending, new = self.stage(id_list, items, srcs)
+        return self.write(
+            [pending],
+            new,
             refresh=refresh,
             chunk_size=chunk_size,
             max_retries=max_retries,
             initial_backoff=initial_backoff,
             max_backoff=max_backoff,
         )
-        if failed:
-            self.raise_failed(failed, n, new)
-        return n
 
     def raise_failed(self, failed: list[dict[str, Any]], n: int, new: set[str]) -> NoReturn:
         """Raise BulkIngestError for the failed items of a bulk of n documents, first deleting
         the sidecar fragments of the failed documents in `new` (ids Elasticsearch did not
         have before: their fragments would belong to nobody)."""
         bad = [next(iter(f.values())).get("_id") for f in failed]
-        if self.sidecar is not None:
-            self.sidecar.delete([d for d in bad if d in new])
-            self.sidecar.commit()
+        self.home.drop([d for d in bad if d in new])
         first = next(iter(failed[0].values())).get("error")
         raise BulkIngestError(
             f"{len(failed)} of {n} documents failed to index into {self.index!r} "
@@ -427,21 +435,33 @@ class EsBackend:
                     deleted += 1
                 elif item.get("status") != 404:
                     failed.append(info)
-        if self.sidecar is not None:
-            self.sidecar.delete(ids)
-            self.sidecar.commit()
+        self.home.drop(ids)
         if failed:
             raise BulkIngestError(f"{len(failed)} of {len(ids)} deletes failed", failed)
         return deleted
 
     def app_meta(self) -> dict[str, Any]:
-        """Application entries stored in the mapping's `_meta` (see :meth:`put_app_meta`)."""
-        return app_meta_of(self.mapping_of(self.client, self.index))
+        """Committed application entries (an ingest's progress): beside the fragments, in the
+        sidecar's meta rows or the mapping's `_meta` (see :meth:`put_app_meta`)."""
+        return self.home.app_meta(self)
 
     def put_app_meta(self, entries: Mapping[str, Any]) -> None:
-        """Store application entries (JSON values by name, e.g. an ingest's progress) in the
-        mapping's `_meta`, beside `_meta.isr`. Elasticsearch replaces `_meta` as a whole, so
-        the current one is read and sent back with the entries merged in."""
+        """Commit application entries (JSON values by name) beside the fragments: in the
+        sidecar's meta rows (its own sqlite transaction), or in the mapping's `_meta`."""
+        self.home.put_app_meta(self, entries)
+
+    def nbytes(self) -> dict[str, int]:
+        """Bytes on disk: the index's primary shards, and the sidecar's files when it has one."""
+        return {"elasticsearch": self.store_bytes(), **self.home.nbytes()}
+
+    def mapping_app_meta(self) -> dict[str, Any]:
+        """Application entries stored in the mapping's `_meta`."""
+        return app_meta_of(self.mapping_of(self.client, self.index))
+
+    def put_mapping_app_meta(self, entries: Mapping[str, Any]) -> None:
+        """Store application entries in the mapping's `_meta`, beside `_meta.isr`.
+        Elasticsearch replaces `_meta` as a whole, so the current one is read and sent back
+        with the entries merged in."""
         body = with_app_meta(self.mapping_of(self.client, self.index).get("_meta"), entries)
         with _es_errors(f"updating the _meta of {self.index!r}"):
             self.client.indices.put_mapping(index=self.index, meta=body)
@@ -496,27 +516,7 @@ class EsBackend:
         delete_missing: also delete the Elasticsearch documents that have no fragments
         (otherwise they are only reported, for re-ingest).
         """
-        if self.sidecar is None:  # rank_vectors: a document without the field lacks fragments
-            es_docs = len(self)
-            lacking = {"bool": {"must_not": [{"exists": {"field": FRAGMENTS_FIELD}}]}}
-            missing = tuple(sorted(self.iter_ids(lacking)))
-            gone = self.delete(list(missing)) if (repair and delete_missing and missing) else 0
-            return CheckReport(es_docs, es_docs - len(missing), missing, (), 0, gone)
-        if repair and self.sidecar.readonly:
-            raise Conflict("check --repair needs the sidecar opened for writing")
-        es_ids = set(self.iter_ids())
-        if self.sidecar.readonly:
-            self.sidecar.refresh()
-        side_ids = set(self.sidecar.iter_ids())
-        missing = tuple(sorted(es_ids - side_ids))
-        orphans = tuple(sorted(side_ids - es_ids))
-        n_orphans = n_missing = 0
-        if repair and orphans:
-            n_orphans = self.sidecar.delete(orphans)
-            self.sidecar.commit()
-        if repair and delete_missing and missing:
-            n_missing = self.delete(list(missing))
-        return CheckReport(len(es_ids), len(side_ids), missing, orphans, n_orphans, n_missing)
+        return self.home.check(self, repair, delete_missing)
 
     # -- the SearchBackend face ----------------------------------------------------------
     def _msearch(self, bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -547,7 +547,7 @@ class EsBackend:
             q_frags = query.fragments[0][query.mask[0]]
             return exhaustive_body(q_frags, q_fast, opt.size, filters, src)
         rescore, size = None, None
-        if self.layout.fragments == "rank_vectors" and opt.use_rerank:
+        if self.home.reranks_in_es and opt.use_rerank:
             q_frags = query.fragments[0][query.mask[0]]
             rescore, size = rescore_part(q_frags, q_fast, opt.rerank_window), opt.size
         if exact:
@@ -558,8 +558,8 @@ class EsBackend:
         """The user filter, the keyword screen and the kNN in one msearch (see the module
         docstring); the filter and keyword stages report the exact counts of its size-0
         search and no time of their own: their time is the knn stage's."""
-        if not opt.use_knn and self.sidecar is not None:
-            return self._sidecar_exhaustive(opt, labels)
+        if not opt.use_knn and not self.home.reranks_in_es:
+            return self._local_exhaustive(opt, labels)
         t0 = time.perf_counter()
         pool = [filter_query(opt.filter_tree)] if opt.filter_tree is not None else []
         kw = opt.keywords
@@ -595,82 +595,45 @@ class EsBackend:
             stages.append(Stage("filter", 0.0, pool_n, via))
         if opt.use_keywords:
             stages.append(Stage("keywords", 0.0, admitted, reason or via))
-        cands = self._read_hits(hits, query, opt, exact)
+        cands: HitKeys = self.home.read_hits(hits, query, opt.use_rerank, exact)
         method = "exact" if exact else ("hnsw" if opt.use_knn else "exhaustive max-sim")
         detail = f"{method} in Elasticsearch, {requests} request(s)"
-        if cands["missing"]:
-            detail += f"; {cands['missing']} hits have no fragments in the sidecar (isr check)"
+        if cands.missing:
+            detail += f"; {cands.missing} hits have no fragments in the sidecar (isr check)"
         if opt.use_knn:
             # with the rank_vectors rescore only `size` hits come back, of k candidates
-            found = min(opt.k, admitted) if cands["maxsim"] is not None else len(hits)
+            found = min(opt.k, admitted) if cands.maxsim is not None else len(hits)
             stages.append(Stage("knn", ms, found, detail))
-        if cands["maxsim"] is not None:  # reranked inside Elasticsearch (rank_vectors)
+        if cands.maxsim is not None:  # reranked inside Elasticsearch (rank_vectors)
             if opt.use_knn:
                 scored = min(opt.rerank_window, admitted)
                 stages.append(Stage("rerank", 0.0, scored, "rank_vectors rescore; time in knn"))
             else:
                 stages.append(Stage("rerank", ms, admitted, detail))
         return Candidates(
-            keys=cands["keys"],
-            fast=cands["fast"],
+            keys=cands.keys,
+            fast=cands.fast,
             total=admitted,
             gallery=gallery,
             stages=tuple(stages),
             relaxed=relaxed,
             relax_reason=reason,
-            maxsim=cands["maxsim"],
-            context=cands["context"],
+            maxsim=cands.maxsim,
+            context=cands.context,
         )
 
-    def _read_hits(
-        self, hits: list[dict[str, Any]], query: Encoded, opt: SearchOptions, exact: bool
-    ) -> dict[str, Any]:
-        if self.sidecar is not None:
-            rows = self.sidecar.rows_of([h["_id"] for h in hits])
-            keep = [h for h in hits if h["_id"] in rows]
-            keys = np.array([rows[h["_id"]] for h in keep], dtype=np.int64)
-            return {
-                "keys": keys,
-                "fast": np.array([self._fast_of(h, exact) for h in keep], dtype=np.float32),
-                "maxsim": None,
-                "context": dict(zip(keys.tolist(), keep)),
-                "missing": len(hits) - len(keep),
-            }
-        keys = np.arange(len(hits), dtype=np.int64)
-        maxsim = None
-        if opt.use_rerank:
-            n = int(query.mask[0].sum())
-            maxsim = np.array([maxsim_from_rescore(h["_score"], n) for h in hits], np.float32)
-        return {
-            "keys": keys,
-            "fast": np.array([self._fast_of(h, exact) for h in hits], dtype=np.float32),
-            "maxsim": maxsim,
-            "context": dict(zip(keys.tolist(), hits)),
-            "missing": 0,
-        }
-
-    @staticmethod
-    def _fast_of(hit: dict[str, Any], exact: bool) -> float:
-        scripted = (hit.get("fields") or {}).get(FAST_SCRIPT_FIELD)
-        if scripted:  # rank_vectors layout: _score is the max-sim, the fast score rides along
-            return float(scripted[0])
-        score = float(hit["_score"])
-        return fast_from_exact(score) if exact else fast_from_knn(score)
-
-    def _sidecar_exhaustive(self, opt: SearchOptions, labels: tuple[str, ...]) -> Candidates:
+    def _local_exhaustive(self, opt: SearchOptions, labels: tuple[str, ...]) -> Candidates:
         if opt.filter_tree is not None or (opt.use_keywords and labels):
             raise InvalidInput(
                 "exhaustive max-sim with filters or keywords needs the embedded backend or "
                 "fragments in rank_vectors; with a sidecar only the unfiltered 'exhaustive' "
                 "ablation runs"
             )
-        assert self.sidecar is not None
+        assert not isinstance(self.home, IndexFragments)
         t0 = time.perf_counter()
-        if self.sidecar.readonly:
-            self.sidecar.refresh()
+        rows, n_rows = self.home.live_rows()
         gallery = len(self)
-        rows = self.sidecar.live_rows()
-        keys = None if len(rows) == self.sidecar.n_rows else rows
+        keys = None if len(rows) == n_rows else rows
         stages: list[Stage] = []
         reason = ""
         if opt.use_keywords:
@@ -680,24 +643,20 @@ class EsBackend:
 
     def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
         """Sidecar rows of the ids that have fragments there (for reranking by id)."""
-        if self.sidecar is None:
+        if self.home.reranks_in_es:
             raise InvalidInput(
                 f"index {self.index!r} keeps fragments in Elasticsearch (rank_vectors); "
                 "rerank there with a rescore"
             )
-        return self.sidecar.rows_of(ids)
+        return self.home.rows_of(ids)
 
     def score_keys(self, q: np.ndarray, q_mask: np.ndarray, keys: np.ndarray) -> np.ndarray:
-        if self.sidecar is None:
-            raise InvalidInput("fragments live in Elasticsearch (rank_vectors), not here")
-        return self.scorer.score_rows(q, q_mask, self.sidecar.store, keys)
+        return self.home.score_keys(q, q_mask, keys)
 
     def exhaustive(
         self, q: np.ndarray, q_mask: np.ndarray, k: int, keys: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self.sidecar is None:
-            raise InvalidInput("fragments live in Elasticsearch (rank_vectors), not here")
-        return self.scorer.exhaustive(q, q_mask, self.sidecar.store, k, keys)
+        return self.home.exhaustive(q, q_mask, k, keys)
 
     def fetch(self, cands: Candidates, keys: np.ndarray, with_source: bool) -> list[FetchedDoc]:
         if cands.context is not None:
@@ -708,8 +667,8 @@ class EsBackend:
                 src = h.get("_source") if with_source else None
                 out.append(FetchedDoc(h["_id"], src, labels))
             return out
-        assert self.sidecar is not None  # the sidecar's exhaustive rerank: fetch by id
-        docs = self._mget(self.sidecar.ids_at(keys.tolist()), [f"{ROOT}.fast"])
+        # the sidecar's exhaustive rerank (no hits to read back): fetch by id
+        docs = self._mget(self.home.ids_at(keys.tolist()), [f"{ROOT}.fast"])
         out = []
         for d in docs:
             src = dict(d.get("_source") or {})
@@ -718,8 +677,7 @@ class EsBackend:
         return out
 
     def fast_scores_of(self, q_fast: np.ndarray, cands: Candidates, keys: np.ndarray) -> np.ndarray:
-        assert self.sidecar is not None
-        docs = self._mget(self.sidecar.ids_at(keys.tolist()), [], includes=[FAST_FIELD])
+        docs = self._mget(self.home.ids_at(keys.tolist()), [], includes=[FAST_FIELD])
         x = np.array([d["_source"][ROOT]["fast"] for d in docs], dtype=np.float32)  # (C, d)
         return (x @ q_fast).astype(np.float32)
 

@@ -46,20 +46,18 @@ rank_vectors layout nothing does, so do not run two loaders into one index.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-import numpy as np
 from elasticsearch import Elasticsearch
 
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, InvalidInput, NotFound
 from isr.plugin.config import MANIFEST, IndexConfig, read_manifest
-from isr.plugin.es.backend import EsBackend
-from isr.plugin.es.mapping import EsLayout, doc_source
+from isr.plugin.es.backend import EsBackend, PendingDocs
+from isr.plugin.es.mapping import EsLayout
 from isr.plugin.writer import INGEST_KEY, EsOptions
 
 __all__ = ["EsWriter", "parse_es_target"]
@@ -133,24 +131,13 @@ def _display(url: str) -> str:
     return urlunsplit((u.scheme, netloc, u.path.rstrip("/"), "", ""))
 
 
-@dataclass(frozen=True)
-class _Batch:
-    """What Elasticsearch gets of one batch, kept until the commit."""
-
-    ids: list[str]
-    labels: list[tuple[str, ...]]  # top R_I keywords per document
-    fast: np.ndarray  # (B, d_fast)
-    frags: list[np.ndarray] | None  # B x (n_i, d) real fragments; None: in the sidecar
-    sources: list[dict[str, Any] | None]
-
-
 class EsWriter:
     """Writes into an isr index in Elasticsearch; see the module doc for the commit rules."""
 
     def __init__(self, backend: EsBackend, target: str) -> None:
         self.backend = backend
         self._target = target
-        self._pending: list[_Batch] = []
+        self._pending: list[PendingDocs] = []
         self._pending_ids: set[str] = set()
         self._new: set[str] = set()  # kept ids Elasticsearch did not hold when they came
 
@@ -244,26 +231,14 @@ class EsWriter:
 
     def commit(self, progress: Mapping[str, Any]) -> None:
         entry = _json_copy(progress)  # checked before anything is sent
-        b = self.backend
         pending, new = self._pending, self._new
         self._drop_pending()  # sent or failed, the kept documents are spent
-        n = sum(len(p.ids) for p in pending)
-        if b.sidecar is not None:
-            b.sidecar.commit()  # (1) fragments durable before a document points at them
-        if n:
-            failed = b.send(self._documents(pending))  # (2)
-            b.refresh()  # (3), also after a partial failure: what got in is counted
-            if failed:
-                b.raise_failed(failed, n, new)
-        if b.sidecar is not None:  # (4)
-            b.sidecar.commit(meta={INGEST_KEY: entry})
-        else:
-            b.put_app_meta({INGEST_KEY: entry})
+        # (1) fragments durable, (2) the bulk, (3) a refresh, also after a partial failure
+        self.backend.write(pending, new, refresh_after=True)
+        self.backend.put_app_meta({INGEST_KEY: entry})  # (4) beside the fragments
 
     def progress(self) -> dict[str, Any]:
-        b = self.backend
-        meta = b.sidecar.committed_meta() if b.sidecar is not None else b.app_meta()
-        got = meta.get(INGEST_KEY, {})
+        got = self.backend.app_meta().get(INGEST_KEY, {})
         return got if isinstance(got, dict) else {}
 
     def stats(self) -> dict[str, Any]:
@@ -271,9 +246,7 @@ class EsWriter:
         index's primary shards plus the sidecar."""
         b = self.backend
         live = len(b)
-        files = {"elasticsearch": b.store_bytes()}
-        if b.sidecar is not None:
-            files["sidecar"] = b.sidecar.nbytes()
+        files = b.nbytes()
         total = sum(files.values())
         return {
             "target": self.target,
@@ -301,39 +274,17 @@ class EsWriter:
     ) -> None:
         if not ids:
             return
-        sidecar = self.backend.sidecar
-        frags = None
-        if sidecar is not None:
-            try:
-                sidecar.upsert(ids, items.fragments, items.mask)
-            except BaseException:
-                self._drop_pending()  # the sidecar rolled back every pending write
-                raise
-        else:
-            frags = [items.fragments[i][items.mask[i]] for i in range(len(ids))]  # copies
-        r_i = self.backend.config.r_i
-        self._pending.append(
-            _Batch(
-                ids=ids,
-                labels=[k.top(r_i) for k in items.keywords],
-                fast=items.fast,
-                frags=frags,
-                sources=[dict(s) if s is not None else None for s in srcs],
-            )
-        )
+        try:
+            pending, _ = self.backend.stage(ids, items, srcs)
+        except BaseException:
+            self._drop_pending()  # the sidecar rolled back every pending write
+            raise
+        self._pending.append(pending)
         self._pending_ids.update(ids)
         self._new.update(d for d in ids if d not in have)
 
     def _drop_pending(self) -> None:
         self._pending, self._pending_ids, self._new = [], set(), set()
-
-    @staticmethod
-    def _documents(pending: list[_Batch]) -> Iterator[tuple[str, dict[str, Any]]]:
-        """(id, `_source`) of every kept document, built as the bulk consumes them."""
-        for p in pending:
-            for i, d in enumerate(p.ids):
-                frags = p.frags[i] if p.frags is not None else None
-                yield d, doc_source(d, p.labels[i], p.fast[i], frags, p.sources[i])
 
 
 def _json_copy(progress: Mapping[str, Any]) -> dict[str, Any]:
