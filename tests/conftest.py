@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from isr.encoders.record import Encoded, Keywords
-from isr.ingest.encoded_world import EncodedWorld, encoded_gallery
+from isr.ingest.encoded_source import fill_index
+from isr.ingest.encoded_world import EncodedWorld, world_source
 from isr.plugin.config import IndexConfig
 from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.es.backend import EsBackend
@@ -60,19 +61,9 @@ def fill(
     batch: int,
     source: Callable[[int], dict[str, Any]] = two_licenses,
 ) -> None:
-    """Index every document of `world`, document i with `source(i)`: an embedded index
-    commits batch by batch, an Elasticsearch backend is refreshed at the end."""
-    start = 0
-    for ids, items in encoded_gallery(world, batch):
-        srcs = [source(start + j) for j in range(len(ids))]
-        if isinstance(target, EsBackend):
-            target.ingest(ids, items, srcs)
-        else:
-            target.add(ids, items, srcs)
-            target.commit()
-        start += len(ids)
-    if isinstance(target, EsBackend):
-        target.refresh()
+    """Index every document of `world`, document i with `source(i)`, through the loader (the
+    one fill path): committed batch by batch (an Elasticsearch index refreshed at each)."""
+    fill_index(target, world_source(world, source), batch)
 
 
 @pytest.fixture

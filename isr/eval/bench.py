@@ -40,7 +40,6 @@ from typing import Any
 import faiss
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
@@ -48,7 +47,8 @@ from isr.eval.ablations import AblationRow, recall_at, run_ablations
 from isr.eval.bench_gpu import gpu_bench
 from isr.eval.bench_maxsim import BenchConfig, bench_kernel
 from isr.eval.bench_report import plot_latency, plot_recall_speedup, render
-from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries
+from isr.ingest.encoded_source import fill_index
+from isr.ingest.encoded_world import EncodedWorld, encoded_queries, world_source
 from isr.plugin import EmbeddedIndex, IndexConfig, SearchOptions
 
 __all__ = ["ScaleConfig", "SetThreads", "build_gallery", "run", "sweep_point"]
@@ -135,7 +135,8 @@ def build_gallery(
 
     A complete index with the same config and a ``build.json`` is reused as it is; anything
     else there is destroyed and rebuilt. Timed: add + commit (HNSW insertion included) and
-    the final snapshot; not timed: generating the synthetic documents.
+    the final snapshot; not timed: generating the synthetic documents and the loader's
+    checks of them.
     """
     path = root / (
         f"g{_label(world.n_docs)}-{config.codec}-{config.fast_storage}"
@@ -152,14 +153,8 @@ def build_gallery(
         EmbeddedIndex.destroy(path)
     set_threads(threads)
     index = EmbeddedIndex.create(path, config)
-    spent = 0.0
-    with tqdm(total=world.n_docs, desc=f"build {path.name}", unit="doc", mininterval=2) as bar:
-        for ids, items in encoded_gallery(world, batch):
-            t0 = time.perf_counter()
-            index.add(ids, items)
-            index.commit()
-            spent += time.perf_counter() - t0
-            bar.update(len(ids))
+    got = fill_index(index, world_source(world, None), batch, progress=True)
+    spent = got.timings["index"] + got.timings["commit"]  # generating and checking excluded
     t0 = time.perf_counter()
     index.close()
     close_s = time.perf_counter() - t0

@@ -37,10 +37,11 @@ from isr.encoders.vocabulary import KeywordVocab
 from isr.eval.report import markdown_table
 from isr.ingest.encoded_export import ParquetWriter, write_jsonl
 from isr.ingest.encoded_file import EncodedFileSource
-from isr.ingest.encoded_world import BLOCK, EncodedWorld, encoded_gallery
+from isr.ingest.encoded_source import EncodedSource
+from isr.ingest.encoded_world import BLOCK, EncodedWorld, encoded_gallery, world_source
 from isr.ingest.loader import IngestOptions, IngestReport, load_gallery
 from isr.ingest.precomp_source import PrecompSource
-from isr.ingest.source import SourceBatch, check_start
+from isr.ingest.source import SourceBatch
 from isr.ingest.synthetic_world import generate_world
 
 N_LABELS = 539  # Flickr30K's keyword vocabulary (Cao et al.)
@@ -62,31 +63,6 @@ def default_bundle(image_in_dim: int) -> Bundle:
     )
 
 
-class WorldSource:
-    """Pre-encoded items of an EncodedWorld, generated block by block (nothing on disk)."""
-
-    modality, payload, feature_dim = "image", "encoded", None
-
-    def __init__(self, world: EncodedWorld) -> None:
-        self.world = world
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": "encoded-world", "n": self.world.n_docs, "seed": self.world.seed}
-
-    def size(self) -> int:
-        return self.world.n_docs
-
-    def batches(self, batch_size: int, start: int = 0) -> Iterator[SourceBatch]:
-        check_start(batch_size, start, self.world.n_docs)
-        pos = 0
-        for ids, items in encoded_gallery(self.world, batch_size):
-            lo, pos = max(0, start - pos), pos + len(ids)
-            if lo < len(ids):
-                a = pos - len(ids) + lo
-                yield SourceBatch(a, pos, tuple(ids[lo:]), tuple(range(a, pos)), items[lo:],
-                                  (None,) * (pos - a))  # fmt: skip
-
-
 def rss() -> dict[str, float]:
     """This process's resident memory in MB: anonymous (heap) and file-backed, and the peak."""
     out = {}
@@ -100,7 +76,7 @@ def rss() -> dict[str, float]:
 class Metered:
     """A source wrapper that reads the resident memory when the stream passes each mark."""
 
-    def __init__(self, inner: WorldSource, marks: list[int]) -> None:
+    def __init__(self, inner: EncodedSource, marks: list[int]) -> None:
         self.inner, self.marks = inner, sorted(marks)
         self.modality, self.payload, self.feature_dim = "image", "encoded", None
         self.readings: list[tuple[int, dict[str, float], float]] = []
@@ -177,7 +153,7 @@ def bench_indexing(
                         codec=codec, fast_storage=fast_storage)  # fmt: skip
     tag = f" ({codec}, {fast_storage} HNSW)"
     if fmt == "memory":
-        r = load_gallery(WorldSource(world), str(target), None, opt)
+        r = load_gallery(world_source(world, None), str(target), None, opt)
         return _row("memory -> index" + tag, r)
     f = root / f"encoded-{n}.{fmt}"
     if not f.exists():
@@ -204,7 +180,7 @@ def bench_rss(
     world = _dims_world(max(marks), *dims)
     target = root / "idx-rss"
     shutil.rmtree(target, ignore_errors=True)
-    src = Metered(WorldSource(world), marks[:-1])  # the last mark is the end of the stream
+    src = Metered(world_source(world, None), marks[:-1])  # the last mark is the end of the stream
     opt = IngestOptions(batch_size=batch, commit_every=commit_every, max_frags=dims[2],
                         codec=codec)  # fmt: skip
     before = rss()

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from isr.encoders.bundle import Bundle
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, NotFound
+from isr.ingest.encoded_source import array_source, fill_index
 from isr.ingest.precomp import PrecompSplit
 from isr.plugin import MANIFEST, EmbeddedIndex, IndexConfig
 
@@ -172,11 +173,9 @@ def _build(
         shutil.rmtree(tmp)
     index = EmbeddedIndex.create(tmp, config)
     try:
-        for s in tqdm(
-            range(0, len(ids), ADD_BATCH), desc=f"index {path.name}", disable=not progress
-        ):
-            index.add(ids[s : s + ADD_BATCH], items[s : s + ADD_BATCH])
-            index.commit()
+        describe = {"kind": "eval-gallery", "index": path.name, "n": len(ids)}
+        source = array_source(ids, items, describe, modality)
+        fill_index(index, source, ADD_BATCH, progress=progress)
     finally:
         index.close()
     os.replace(tmp, path)

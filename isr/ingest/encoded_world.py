@@ -21,17 +21,17 @@ Documents are generated in fixed blocks of 1,024 from `rng([seed, block])`, so a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import NotFound
-from isr.plugin import EmbeddedIndex, IndexConfig
+from isr.ingest.encoded_source import EncodedSource, SourceOf, fill_index
+from isr.plugin import EmbeddedIndex, EsBackend, IndexConfig
 
 __all__ = [
     "EncodedWorld",
@@ -40,6 +40,7 @@ __all__ = [
     "encoded_gallery",
     "encoded_queries",
     "load_encoded_world",
+    "world_source",
 ]
 
 BLOCK = 1024
@@ -179,6 +180,16 @@ def demo_source(i: int) -> dict[str, object]:
     return {"license": LICENSES[i % 3], "year": 2000 + i % 25}
 
 
+def world_source(world: EncodedWorld, source_of: SourceOf | None = demo_source) -> EncodedSource:
+    """The world's documents as a gallery source, document i with `_source` source_of(i)."""
+    describe = {"kind": "encoded-world", "n": world.n_docs, "seed": world.seed}
+
+    def batches(size: int) -> Iterator[tuple[list[str], Encoded]]:
+        return encoded_gallery(world, size)
+
+    return EncodedSource(batches, world.n_docs, describe, "image", source_of)
+
+
 def build_encoded_index(
     path: Path, world: EncodedWorld, config: IndexConfig, batch: int = 2048
 ) -> EmbeddedIndex:
@@ -192,40 +203,18 @@ def build_encoded_index(
     except NotFound:
         pass
     index = EmbeddedIndex.create(path, config)
-    with tqdm(total=world.n_docs, desc="indexing", unit="doc", mininterval=1) as bar:
-        start = 0
-        for ids, items in encoded_gallery(world, batch):
-            index.add(ids, items, [demo_source(start + j) for j in range(len(ids))])
-            index.commit()
-            start += len(ids)
-            bar.update(len(ids))
+    fill_index(index, world_source(world), batch, progress=True)
     return index
 
 
-class _Ingesting(Protocol):
-    """A backend that takes documents itself (the Elasticsearch backend's `ingest`)."""
-
-    @property
-    def config(self) -> IndexConfig: ...
-
-    def ingest(
-        self, ids: Sequence[str], items: Encoded, sources: Sequence[Mapping[str, Any] | None]
-    ) -> int: ...
-
-    def refresh(self) -> None: ...
-
-
 def load_encoded_world(
-    backend: _Ingesting, n_docs: int, seed: int = 0, batch: int = 1000, **world: Any
+    backend: EsBackend, n_docs: int, seed: int = 0, batch: int = 1000, **world: Any
 ) -> int:
-    """Fill `backend` with the seeded synthetic encoded gallery (sources: license, year), as
-    `isr demo` fills the embedded index; refreshes at the end. Returns the documents sent."""
+    """Fill an Elasticsearch `backend` with the seeded synthetic encoded gallery (sources:
+    license, year), as `isr demo` fills the embedded index. Returns the documents sent."""
     c = backend.config
     w = EncodedWorld(
         n_docs=n_docs, d_fast=c.d_fast, d_frag=c.d_frag, n_frags=c.max_frags, seed=seed, **world
     )
-    sent = 0
-    for ids, items in encoded_gallery(w, batch):
-        sent += backend.ingest(ids, items, [demo_source(sent + j) for j in range(len(ids))])
-    backend.refresh()
-    return sent
+    report = fill_index(backend, world_source(w), batch, commit_every=10 * batch)
+    return report.added + report.replaced

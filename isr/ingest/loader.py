@@ -263,16 +263,24 @@ class _Load:
 
 def load_gallery(
     source: GallerySource,
-    target: str,
+    target: str | IndexWriter,
     bundle: Bundle | None = None,
     options: IngestOptions | None = None,
 ) -> IngestReport:
-    """Load `source` into the index at `target` (created when absent); see the module doc."""
+    """Load `source` into the index at `target` (created when absent); see the module doc.
+
+    target: an index directory or ``http(s)://host:port/INDEX``; or the writer of an index the
+    caller holds open (:func:`isr.plugin.writer_for`), which the load leaves open.
+    """
     opt = options or IngestOptions()
     t_start = time.perf_counter()
     _check_source(source, bundle)
     fingerprint = bundle.fingerprint if bundle is not None else opt.fingerprint
-    writer = open_writer(target, opt.es)
+    owned = isinstance(target, str)
+    if isinstance(target, str):
+        writer = open_writer(target, opt.es)
+    else:
+        writer, target = target, target.target
     load: _Load | None = None
     try:
         if writer is not None:
@@ -325,7 +333,7 @@ def load_gallery(
         )
     finally:
         w = load.writer if load is not None else writer
-        if w is not None:
+        if w is not None and owned:
             w.close()  # drops an uncommitted tail (only after an exception)
     if stop:
         raise StrictStop(stop, report)

@@ -28,6 +28,7 @@ from isr.plugin.backend import (
 )
 from isr.plugin.config import FRAGMENT_HOMES, MANIFEST, IndexConfig
 from isr.plugin.embedded.index import MAX_ID_LENGTH, EmbeddedIndex
+from isr.plugin.es.backend import EsBackend
 from isr.plugin.filters import Filter, parse_filter
 from isr.plugin.pipeline import (
     ABLATIONS,
@@ -42,7 +43,13 @@ from isr.plugin.pipeline import (
 from isr.plugin.store.codecs import CODECS
 from isr.plugin.store.fragments import FragmentStore
 from isr.plugin.store.maxsim import MaxSimScorer, maxsim
-from isr.plugin.targets import check_target, create_writer, open_backend, open_writer
+from isr.plugin.targets import (
+    check_target,
+    create_writer,
+    open_backend,
+    open_writer,
+    writer_for,
+)
 from isr.plugin.writer import INGEST_KEY, EsOptions, IndexWriter, is_url
 
 __all__ = [
@@ -56,6 +63,7 @@ __all__ = [
     "MODES",
     "Candidates",
     "EmbeddedIndex",
+    "EsBackend",
     "EsOptions",
     "FetchedDoc",
     "Filter",
@@ -80,4 +88,5 @@ __all__ = [
     "open_writer",
     "parse_filter",
     "search",
+    "writer_for",
 ]

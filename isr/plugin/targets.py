@@ -21,7 +21,7 @@ from isr.plugin.es.backend import EsBackend
 from isr.plugin.es.writer import EsWriter, parse_es_target
 from isr.plugin.writer import EsOptions, IndexWriter, is_url
 
-__all__ = ["check_target", "create_writer", "open_backend", "open_writer"]
+__all__ = ["check_target", "create_writer", "open_backend", "open_writer", "writer_for"]
 
 
 def check_target(target: str | Path, es: EsOptions | None = None) -> None:
@@ -84,3 +84,11 @@ def open_backend(target: str | Path, es: EsOptions | None = None) -> SearchBacke
         return EmbeddedIndex.open(Path(target), readonly=True)
     url, index = parse_es_target(str(target))
     return EsBackend.open(Elasticsearch(url, api_key=es.api_key), index, es.sidecar)
+
+
+def writer_for(backend: EmbeddedIndex | EsBackend) -> IndexWriter:
+    """The loader's writer over an index its caller holds open (the caller closes the index;
+    the loader leaves a writer it did not open open)."""
+    if isinstance(backend, EmbeddedIndex):
+        return EmbeddedWriter(backend)
+    return EsWriter(backend, f"elasticsearch index {backend.index}")
