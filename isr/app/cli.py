@@ -28,12 +28,21 @@ from isr.ingest.encoded_world import load_encoded_world
 from isr.ingest.synthetic_world import generate_world
 from isr.ingest.training_data import load_paired
 from isr.plugin import EmbeddedIndex, IndexConfig, KeywordOptions, SearchOptions, search
+from isr.plugin.config import index_name_problem
 from isr.plugin.es.backend import EsBackend
 from isr.plugin.es.mapping import EsLayout
 from isr.plugin.http.queryfile import load_query
 from isr.plugin.http.server import ServerConfig
 
 __all__ = ["main"]
+
+
+def _index_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """An Elasticsearch index name, checked where it enters (the engine's one rule)."""
+    why = index_name_problem(value)
+    if why:
+        raise click.BadParameter(f"{value!r}: {why}", ctx, param)
+    return value
 
 
 class IsrGroup(click.Group):
@@ -378,7 +387,7 @@ def serve_cmd(max_body_mb: float, **kw: Any) -> None:
 
 
 @main.command("check")
-@click.argument("index")
+@click.argument("index", callback=_index_name)
 @click.option("--es-url", required=True)
 @click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
 @click.option("--sidecar", type=click.Path(path_type=Path), default=None)
@@ -414,7 +423,7 @@ def es_group() -> None:
 
 
 @es_group.command("create")
-@click.argument("index")
+@click.argument("index", callback=_index_name)
 @click.option("--es-url", required=True)
 @click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
 @click.option("--d-fast", type=int, required=True)
@@ -469,7 +478,7 @@ def es_create(
 
 
 @es_group.command("load-synthetic")
-@click.argument("index")
+@click.argument("index", callback=_index_name)
 @click.option("--es-url", required=True)
 @click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None)
 @click.option("--sidecar", type=click.Path(path_type=Path), default=None)

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from isr.app.runtime import pick_device
+from isr.device import pick_device
 from isr.encoders.bundle import Bundle
 from isr.encoders.record import Encoded
 from isr.errors import InvalidInput
@@ -28,7 +28,7 @@ def bundle_loader(bundle_dir: Path, device: str | None = None) -> Callable[[], T
     """A function that loads the bundle at `bundle_dir` (on `device`, else CUDA when present)."""
 
     def load() -> TextEncoder:
-        return Bundle.load(bundle_dir, device=pick_device(device))
+        return Bundle.load(bundle_dir, device=pick_device(device, "encoder"))
 
     return load
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from isr.device import pick_device
 from isr.plugin import FragmentStore, MaxSimScorer, maxsim
 
 
@@ -148,14 +149,13 @@ def bench_exhaustive(cfg: BenchConfig, device: torch.device, workdir: Path) -> d
 
 
 def bench(cfg: BenchConfig, workdir: Path) -> tuple[list[dict[str, float]], dict[str, float]]:
-    dev = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(dev)
+    device = pick_device(cfg.device, "bench")
     return bench_kernel(cfg, device), bench_exhaustive(cfg, device, workdir)
 
 
 def report(cfg: BenchConfig, workdir: Path | None = None) -> None:
     """Run :func:`bench` (the store built in a temporary folder under `workdir`) and print it."""
-    dev = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = str(pick_device(cfg.device, "bench"))
     name = torch.cuda.get_device_name() if dev.startswith("cuda") else f"{os.cpu_count()} CPUs"
     print(f"device {dev} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"nq={cfg.nq} n={cfg.n} d={cfg.d}, median of {cfg.repeat} after 1 warm-up\n")

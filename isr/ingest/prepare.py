@@ -20,7 +20,7 @@ import numpy as np
 from isr.encoders.record import Encoded, Keywords, squared_norms
 from isr.errors import InvalidInput
 from isr.ingest.source import EncodedRows, Payload, Regions, Skip, SourceBatch, Texts
-from isr.plugin import MAX_ID_LENGTH, IndexConfig
+from isr.plugin import IndexConfig, id_problem
 
 if TYPE_CHECKING:
     from isr.encoders.bundle import Bundle
@@ -44,8 +44,8 @@ def _check_ids(batch: SourceBatch) -> tuple[np.ndarray, list[Skip]]:
     skips: list[Skip] = []
     seen: dict[str, int] = {}
     for i, (doc_id, pos, src) in enumerate(zip(batch.ids, batch.positions, batch.sources)):
-        if not isinstance(doc_id, str) or not doc_id or len(doc_id) > MAX_ID_LENGTH:
-            why = f"ids are 1..{MAX_ID_LENGTH} characters, got {len(str(doc_id))}"
+        why = id_problem(doc_id)
+        if why:
             skips.append(Skip(pos, str(doc_id)[:80], "bad id", why))
             continue
         if doc_id in seen:

@@ -18,6 +18,7 @@ pyproject.toml). The HTTP facade (``isr.plugin.http``) is for the app layer only
 from __future__ import annotations
 
 from isr.plugin.backend import (
+    MAX_ID_BYTES,
     MODES,
     Candidates,
     FetchedDoc,
@@ -25,9 +26,11 @@ from isr.plugin.backend import (
     Stage,
     TextEncoder,
     check_encoder,
+    check_ids,
+    id_problem,
 )
 from isr.plugin.config import FRAGMENT_HOMES, MANIFEST, IndexConfig
-from isr.plugin.embedded.index import MAX_ID_LENGTH, EmbeddedIndex
+from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.es.backend import EsBackend
 from isr.plugin.filters import Filter, parse_filter
 from isr.plugin.pipeline import (
@@ -58,7 +61,7 @@ __all__ = [
     "FRAGMENT_HOMES",
     "INGEST_KEY",
     "MANIFEST",
-    "MAX_ID_LENGTH",
+    "MAX_ID_BYTES",
     "MAX_K",
     "MODES",
     "Candidates",
@@ -80,8 +83,10 @@ __all__ = [
     "Stage",
     "TextEncoder",
     "check_encoder",
+    "check_ids",
     "check_target",
     "create_writer",
+    "id_problem",
     "is_url",
     "maxsim",
     "open_backend",

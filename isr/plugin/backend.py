@@ -12,13 +12,14 @@ and asks the backend to fetch the survivors.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from isr.errors import Conflict
+from isr.errors import Conflict, InvalidInput
 
 if TYPE_CHECKING:
     from isr.encoders.record import Encoded
@@ -27,17 +28,53 @@ if TYPE_CHECKING:
     from isr.plugin.store.maxsim import MaxSimScorer
 
 __all__ = [
+    "MAX_ID_BYTES",
     "MODES",
     "Candidates",
     "FetchedDoc",
     "SearchBackend",
     "Stage",
+    "StageTimer",
     "TextEncoder",
     "check_encoder",
+    "check_ids",
+    "id_problem",
     "relax_reason",
 ]
 
 MODES = ("any", "all", "minimum_should_match")  # how query keywords combine in the screen
+
+# One rule for document ids in every backend and in the loader: a non-empty string of at most
+# 512 bytes in UTF-8, Elasticsearch's limit on `_id` (bytes, not characters: an id that fits
+# the embedded index must fit Elasticsearch too, so a gallery can move between them).
+MAX_ID_BYTES = 512
+
+
+def id_problem(doc_id: object) -> str:
+    """Why `doc_id` cannot be a document id ("" when it can)."""
+    if not isinstance(doc_id, str) or not doc_id:
+        return f"document ids are non-empty strings, got {doc_id!r}"[:200]
+    if len(doc_id.encode()) > MAX_ID_BYTES:
+        return f"id longer than {MAX_ID_BYTES} bytes (UTF-8), got {len(doc_id.encode())}"
+    return ""
+
+
+def check_ids(ids: Sequence[str], n: int) -> list[str]:
+    """The ids of a batch of n items as a list; refuses a bad id or a duplicate, naming it."""
+    if isinstance(ids, str):
+        raise InvalidInput("ids: expected a sequence of strings, got one string")
+    out = list(ids)
+    if len(out) != n:
+        raise InvalidInput(f"ids: {len(out)} ids for {n} items")
+    seen: set[str] = set()
+    for i, doc_id in enumerate(out):
+        why = id_problem(doc_id)
+        if why:
+            raise InvalidInput(f"ids[{i}]: {why}")
+        if doc_id in seen:
+            raise InvalidInput(f"ids[{i}]: duplicate id {doc_id!r} within the batch")
+        seen.add(doc_id)
+    return out
 
 
 @dataclass(frozen=True)
@@ -111,6 +148,22 @@ class SearchBackend(Protocol):
         ...
 
 
+class StageTimer:
+    """Times the consecutive stages of one search: :meth:`done` closes the stage that began at
+    the previous mark (the timer's start, or the last `done`) and records it."""
+
+    def __init__(self, stages: Sequence[Stage] = ()) -> None:
+        self.stages: list[Stage] = list(stages)
+        self.mark = time.perf_counter()
+
+    def done(self, name: str, count: int, detail: str = "") -> float:
+        """Record stage `name` (count: what it admitted or scored); returns the new mark."""
+        now = time.perf_counter()
+        self.stages.append(Stage(name, (now - self.mark) * 1e3, count, detail))
+        self.mark = now
+        return now
+
+
 class TextEncoder(Protocol):
     """What the engine needs of a text model (the app hands one in; an
     :class:`isr.encoders.bundle.Bundle` is one): encode a batch of texts, and say which bundle it
@@ -134,12 +187,16 @@ def check_encoder(encoder: TextEncoder, config: IndexConfig, index: str) -> None
         )
 
 
-def relax_reason(admitted: int, size: int) -> str:
-    """Why the keyword screen is dropped for this query ("" when it is kept).
+def relax_reason(labels: Sequence[str], admitted: int | None, size: int) -> str:
+    """Why the keyword screen is dropped for this query ("" when it is kept): the one rule of
+    every backend.
 
-    A screen that admits fewer documents than asked for would return a short page; the
-    pipeline then searches the documents the user's filter admits instead, and says so.
+    A query without keywords has no screen. A screen that admits fewer documents than asked
+    for (admitted; None: not counted) would return a short page; the pipeline then searches
+    the documents the user's filter admits instead, and says so.
     """
-    if admitted < size:
+    if not labels:
+        return "the query has no keywords"
+    if admitted is not None and admitted < size:
         return f"keyword filter admitted {admitted} < size {size} documents"
     return ""

@@ -23,6 +23,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "IndexConfig",
     "atomic_write_bytes",
+    "index_name_problem",
     "read_manifest",
     "write_manifest",
 ]
@@ -32,6 +33,28 @@ MANIFEST = "manifest.json"
 MODALITIES = ("image", "text")
 FAST_STORAGE = ("flat", "sq8")
 FRAGMENT_HOMES = ("sidecar", "rank_vectors")  # where an Elasticsearch index keeps fragments
+INDEX_NAME_FORBIDDEN = frozenset('\\/*?"<>| ,#:')  # refused in Elasticsearch index names
+MAX_INDEX_NAME_BYTES = 255
+
+
+def index_name_problem(name: str) -> str:
+    """Why `name` cannot name an index ("" when it can): Elasticsearch's rules, applied to
+    every index name isr takes (the loader's URL, the CLI, the facade's paths, where they also
+    keep a name inside the facade's index root)."""
+    bad = sorted(set(name) & INDEX_NAME_FORBIDDEN)
+    if not name:
+        return "index names are not empty"
+    if name != name.lower():
+        return "index names are lowercase"
+    if bad:
+        return f"index names cannot contain {' '.join(repr(c) for c in bad)}"
+    if name[0] in "-_+":
+        return "index names cannot start with '-', '_' or '+'"
+    if name in (".", ".."):
+        return "index names cannot be '.' or '..'"
+    if len(name.encode()) > MAX_INDEX_NAME_BYTES:
+        return f"index names are at most {MAX_INDEX_NAME_BYTES} bytes"
+    return ""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from isr.encoders.record import Encoded
 from isr.errors import InvalidInput
-from isr.plugin.backend import MODES, SearchBackend, Stage
+from isr.plugin.backend import MODES, SearchBackend, Stage, StageTimer
 from isr.plugin.filters import Filter, parse_filter
 
 __all__ = [
@@ -180,14 +180,7 @@ def search(
     t_start = time.perf_counter()
     labels = query.keywords[0].top(opt.keywords.r_t) if opt.use_keywords else ()
     cands = backend.candidates(query, labels, opt)
-    stages = list(cands.stages)
-
-    def done(name: str, t0: float, count: int, detail: str = "") -> float:
-        now = time.perf_counter()
-        stages.append(Stage(name, (now - t0) * 1e3, count, detail))
-        return now
-
-    t = time.perf_counter()
+    timer = StageTimer(cands.stages)
     keys = cands.keys
     fast_of: dict[int, float] = {}
     if cands.fast is not None:
@@ -203,10 +196,10 @@ def search(
             ms = backend.score_keys(q_frags, q_mask, keys)
             top = np.argsort(-ms, kind="stable")[: opt.size]
             keys, scores = keys[top], ms[top]
-            t = done("rerank", t, int(ms.shape[0]))
+            timer.done("rerank", int(ms.shape[0]))
         else:
             scores, keys = backend.exhaustive(q_frags, q_mask, opt.size, keys)
-            t = done("rerank", t, cands.total, "exhaustive")
+            timer.done("rerank", cands.total, "exhaustive")
         maxsim_of = dict(zip(keys.tolist(), scores.tolist()))
     assert keys is not None
     keys = keys[: opt.size]
@@ -230,9 +223,9 @@ def search(
                 source=doc.source,
             )
         )
-    t = done("fetch", t, len(hits))
+    t = timer.done("fetch", len(hits))
     profile = Profile(
-        stages=tuple(stages),
+        stages=tuple(timer.stages),
         took_ms=(t - t_start) * 1e3,
         gallery=cands.gallery,
         query_keywords=tuple(labels),

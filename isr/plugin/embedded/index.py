@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +31,7 @@ from pyroaring import BitMap
 
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
-from isr.plugin.backend import Candidates, FetchedDoc, Stage, relax_reason
+from isr.plugin.backend import Candidates, FetchedDoc, StageTimer, check_ids, relax_reason
 from isr.plugin.config import MANIFEST, IndexConfig, read_manifest, write_manifest
 from isr.plugin.embedded.fast_index import FastIndex, KnnResult
 from isr.plugin.embedded.fields import FieldIndex
@@ -48,26 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbeddedIndex"]
 
-MAX_ID_LENGTH = 512
 SNAPSHOT_EVERY = 50_000  # rows added since the last HNSW snapshot that trigger a new one
-
-
-def _check_ids(ids: Sequence[str], n: int) -> list[str]:
-    if isinstance(ids, str):
-        raise InvalidInput("ids: expected a sequence of strings, got one string")
-    ids = list(ids)
-    if len(ids) != n:
-        raise InvalidInput(f"ids: {len(ids)} ids for {n} items")
-    seen: set[str] = set()
-    for i, doc_id in enumerate(ids):
-        if not isinstance(doc_id, str) or not doc_id:
-            raise InvalidInput(f"ids[{i}]: document ids are non-empty strings, got {doc_id!r}")
-        if len(doc_id) > MAX_ID_LENGTH:
-            raise InvalidInput(f"ids[{i}]: id longer than {MAX_ID_LENGTH} characters")
-        if doc_id in seen:
-            raise InvalidInput(f"ids[{i}]: duplicate id {doc_id!r} within the batch")
-        seen.add(doc_id)
-    return ids
 
 
 def _check_sources(
@@ -248,7 +228,7 @@ class EmbeddedIndex:
         if not isinstance(items, Encoded):
             raise InvalidInput(f"items: expected an Encoded batch, got {type(items).__name__}")
         n = len(items)
-        ids = _check_ids(ids, n)
+        ids = check_ids(ids, n)
         srcs, texts = _check_sources(sources, n)
         c = self.config
         if items.d_fast != c.d_fast:
@@ -406,35 +386,27 @@ class EmbeddedIndex:
     # -- the SearchBackend face (isr.plugin.backend) -----------------------------------------
     def candidates(self, query: Encoded, labels: tuple[str, ...], opt: SearchOptions) -> Candidates:
         """User filter -> keyword screen (relaxed when it admits < size) -> filtered kNN."""
-        stages: list[Stage] = []
-        t = time.perf_counter()
-
-        def done(name: str, t0: float, count: int, detail: str = "") -> float:
-            now = time.perf_counter()
-            stages.append(Stage(name, (now - t0) * 1e3, count, detail))
-            return now
+        timer = StageTimer()
 
         pool = self.alive
         if opt.filter_tree is not None:
             pool = pool & self.filter_rows(opt.filter_tree)
-            t = done("filter", t, len(pool))
+            timer.done("filter", len(pool))
         relaxed, reason = False, ""
         admitted = pool
         if opt.use_keywords:
-            if not labels:
-                relaxed, reason = True, "the query has no keywords"
-            else:
+            if labels:
                 kw = opt.keywords
                 admitted = self.keyword_rows(labels, kw.mode, kw.minimum_should_match) & pool
-                reason = relax_reason(len(admitted), opt.size)
-                if reason:
-                    relaxed, admitted = True, pool
-            t = done("keywords", t, len(admitted), reason)
+            reason = relax_reason(labels, len(admitted), opt.size)
+            if reason:
+                relaxed, admitted = True, pool
+            timer.done("keywords", len(admitted), reason)
         everything = len(admitted) == self.n_rows  # no filter and no tombstones
         total, gallery = len(admitted), len(self.alive)
         if not opt.use_knn:
             keys = None if everything else np.asarray(admitted.to_array(), dtype=np.int64)
-            return Candidates(keys, None, total, gallery, tuple(stages), relaxed, reason)
+            return Candidates(keys, None, total, gallery, tuple(timer.stages), relaxed, reason)
         res = self.knn(
             query.fast[0],
             opt.k,
@@ -442,8 +414,10 @@ class EmbeddedIndex:
             None if everything else admitted,
             opt.exact_threshold,
         )
-        done("knn", t, int(res.rows.shape[0]), res.method)
-        return Candidates(res.rows, res.scores, total, gallery, tuple(stages), relaxed, reason)
+        timer.done("knn", int(res.rows.shape[0]), res.method)
+        return Candidates(
+            res.rows, res.scores, total, gallery, tuple(timer.stages), relaxed, reason
+        )
 
     def score_keys(self, q: np.ndarray, q_mask: np.ndarray, keys: np.ndarray) -> np.ndarray:
         return self.scorer.score_rows(q, q_mask, self.fragments, keys)

@@ -45,7 +45,7 @@ from elasticsearch.helpers import streaming_bulk
 
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, InvalidInput, IsrError, NotFound
-from isr.plugin.backend import Candidates, FetchedDoc, Stage, relax_reason
+from isr.plugin.backend import Candidates, FetchedDoc, Stage, check_ids, relax_reason
 from isr.plugin.config import IndexConfig
 from isr.plugin.es.homes import (
     CheckReport,
@@ -78,7 +78,6 @@ from isr.plugin.store.maxsim import MaxSimScorer
 
 __all__ = ["BulkIngestError", "CheckReport", "EsBackend", "PendingDocs"]
 
-MAX_ID_BYTES = 512  # Elasticsearch's limit on _id
 REFRESH = (True, False, "wait_for")
 PAGE = 5_000  # ids per page when listing an index
 
@@ -114,22 +113,6 @@ def _reason(e: elasticsearch.ApiError) -> str:
         err = body["error"]
         return f"{err.get('type')}: {err.get('reason')}"
     return str(e.message)
-
-
-def _check_ids(ids: Sequence[str], n: int) -> list[str]:
-    if isinstance(ids, str):
-        raise InvalidInput("ids: expected a sequence of strings, got one string")
-    out = list(ids)
-    if len(out) != n:
-        raise InvalidInput(f"ids: {len(out)} ids for {n} items")
-    if len(set(out)) != n:
-        raise InvalidInput("ids: duplicate ids within the batch")
-    for i, d in enumerate(out):
-        if not isinstance(d, str) or not d:
-            raise InvalidInput(f"ids[{i}]: document ids are non-empty strings, got {d!r}")
-        if len(d.encode()) > MAX_ID_BYTES:
-            raise InvalidInput(f"ids[{i}]: longer than Elasticsearch's {MAX_ID_BYTES} bytes")
-    return out
 
 
 class EsBackend:
@@ -258,7 +241,7 @@ class EsBackend:
         if not isinstance(items, Encoded):
             raise InvalidInput(f"items: expected an Encoded batch, got {type(items).__name__}")
         n = len(items)
-        out = _check_ids(ids, n)
+        out = check_ids(ids, n)
         c = self.config
         if items.d_fast != c.d_fast or items.d_frag != c.d_frag:
             raise InvalidInput(
@@ -421,7 +404,7 @@ class EsBackend:
     def delete(self, ids: Sequence[str], refresh: bool | str = False) -> int:
         """Delete documents by id from Elasticsearch and the sidecar; unknown ids are skipped.
         Returns how many Elasticsearch had."""
-        ids = _check_ids(ids, len(ids))
+        ids = check_ids(ids, len(ids))
         if refresh not in REFRESH:
             raise InvalidInput(f"refresh must be one of {REFRESH}, got {refresh!r}")
         actions = ({"_op_type": "delete", "_index": self.index, "_id": d} for d in ids)
@@ -575,13 +558,10 @@ class EsBackend:
         gallery = int(stats["aggregations"]["gallery"]["doc_count"])
         pool_n = int(stats["hits"]["total"]["value"])
         admitted = pool_n if screen is None else int(stats["aggregations"]["screen"]["doc_count"])
-        relaxed, reason = False, ""
-        if opt.use_keywords and not labels:
-            relaxed, reason = True, "the query has no keywords"
-        elif screen is not None:
-            reason = relax_reason(admitted, opt.size)
-            if reason:
-                relaxed, admitted, filters = True, pool_n, pool
+        reason = relax_reason(labels, admitted, opt.size) if opt.use_keywords else ""
+        relaxed = bool(reason)
+        if relaxed and screen is not None:
+            admitted, filters = pool_n, pool
         requests = 1
         exact = opt.use_knn and bool(filters) and admitted <= max(opt.k, opt.exact_threshold)
         if (relaxed and screen is not None) or exact:
@@ -636,8 +616,8 @@ class EsBackend:
         keys = None if len(rows) == n_rows else rows
         stages: list[Stage] = []
         reason = ""
-        if opt.use_keywords:
-            reason = "the query has no keywords"
+        if opt.use_keywords:  # without keywords (refused above otherwise): no screen
+            reason = relax_reason(labels, None, opt.size)
             stages.append(Stage("keywords", (time.perf_counter() - t0) * 1e3, len(rows), reason))
         return Candidates(keys, None, len(rows), gallery, tuple(stages), bool(reason), reason)
 

@@ -55,15 +55,12 @@ from elasticsearch import Elasticsearch
 
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, InvalidInput, NotFound
-from isr.plugin.config import MANIFEST, IndexConfig, read_manifest
+from isr.plugin.config import MANIFEST, IndexConfig, index_name_problem, read_manifest
 from isr.plugin.es.backend import EsBackend, PendingDocs
 from isr.plugin.es.mapping import EsLayout
 from isr.plugin.writer import INGEST_KEY, EsOptions
 
 __all__ = ["EsWriter", "parse_es_target"]
-
-_BAD_NAME_CHARS = set('\\/*?"<>| ,#:')  # refused in Elasticsearch index names
-MAX_NAME_BYTES = 255
 
 
 def parse_es_target(url: str) -> tuple[str, str]:
@@ -93,18 +90,7 @@ def parse_es_target(url: str) -> tuple[str, str]:
 
 
 def _check_index_name(name: str, url: str) -> None:
-    bad = sorted(set(name) & _BAD_NAME_CHARS)
-    why = ""
-    if name != name.lower():
-        why = "index names are lowercase"
-    elif bad:
-        why = f"index names cannot contain {' '.join(repr(c) for c in bad)}"
-    elif name[0] in "-_+":
-        why = "index names cannot start with '-', '_' or '+'"
-    elif name in (".", ".."):
-        why = "index names cannot be '.' or '..'"
-    elif len(name.encode()) > MAX_NAME_BYTES:
-        why = f"index names are at most {MAX_NAME_BYTES} bytes"
+    why = index_name_problem(name)
     if why:
         raise InvalidInput(f"--index {url}: {name!r} is not a valid Elasticsearch index: {why}")
 

@@ -49,7 +49,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
 from isr.plugin.backend import SearchBackend, TextEncoder, check_encoder
-from isr.plugin.config import MANIFEST
+from isr.plugin.config import MANIFEST, index_name_problem
 from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.es.backend import EsBackend
 from isr.plugin.filters import parse_filter
@@ -80,7 +80,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS = ("/_isr/health",)  # answered without an API key (liveness probes)
 URL_PARAMS = ("search_pipeline", "size", "from", "_source", "rest_total_hits_as_int", "pretty")
 IGNORED_PARAMS = ("error_trace", "human", "timeout", "track_total_hits", "typed_keys")
-INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
 HOP_BY_HOP = {
     b"host",
     b"content-length",
@@ -209,19 +208,11 @@ class ServerConfig:
 
 
 def check_index_name(name: str) -> str:
-    """Elasticsearch's index-name rules; they also keep names inside the index root."""
-    if (
-        not name
-        or name in (".", "..")
-        or name[0] in "_-+"
-        or name != name.lower()
-        or set(name) & INDEX_FORBIDDEN
-        or len(name.encode()) > 255
-    ):
-        raise InvalidInput(
-            f"invalid index name [{name}]: lowercase, not starting with _ - +, none of "
-            f"{''.join(sorted(INDEX_FORBIDDEN))!r}, at most 255 bytes; one index per isr search"
-        )
+    """Elasticsearch's index-name rules (:func:`isr.plugin.config.index_name_problem`); they
+    also keep names inside the index root."""
+    why = index_name_problem(name)
+    if why:
+        raise InvalidInput(f"invalid index name [{name}]: {why}; one index per isr search")
     return name
 
 

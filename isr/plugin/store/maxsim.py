@@ -22,6 +22,7 @@ from itertools import pairwise
 import numpy as np
 import torch
 
+from isr.device import pick_device
 from isr.errors import InvalidInput
 from isr.plugin.store.codecs import FragmentCodec
 from isr.plugin.store.fragments import FragmentStore
@@ -142,14 +143,7 @@ class MaxSimScorer:
         dtype: torch.dtype = torch.float32,
         workers: int = 1,
     ) -> None:
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            self.device = torch.device(device)
-        except RuntimeError as e:
-            raise InvalidInput(f"scorer: unknown device {device!r}: {e}") from e
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise InvalidInput(f"scorer: device {device!r} asked for, but CUDA is not available")
+        self.device = pick_device(device, "scorer")
         if chunk_rows is None:
             chunk_rows = CPU_CHUNK if self.device.type == "cpu" else GPU_CHUNK
         if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
