@@ -11,6 +11,7 @@ from conftest import random_items
 
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
+from isr.plugin.backend import check_ids
 from isr.plugin.config import IndexConfig
 from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.filters import parse_filter
@@ -95,6 +96,10 @@ def test_bad_inputs_name_the_problem(tmp_path: Path, small_config: IndexConfig) 
         idx.add([""], random_items(1))
     with pytest.raises(InvalidInput, match="2 ids for 1 items"):
         idx.add(["x", "y"], random_items(1))
+    # ids are bounded in UTF-8 bytes, as Elasticsearch's _id: 300 characters of 2 bytes each
+    with pytest.raises(InvalidInput, match="longer than 512 bytes"):
+        idx.add(["é" * 300], random_items(1))
+    assert check_ids(["é" * 256], 1) == ["é" * 256]  # 512 bytes: fits both backends
     with pytest.raises(InvalidInput, match="JSON object"):
         idx.add(["x"], random_items(1), ["not a dict"])  # type: ignore[list-item]
     with pytest.raises(InvalidInput, match="NaN"):
