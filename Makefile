@@ -38,7 +38,7 @@ pytest: $(STAMP)
 test: lint imports typecheck pytest
 
 bench: $(STAMP)
-	$(VENV)/bin/python eval/bench.py
+	$(VENV)/bin/isr bench
 
 clean:
 	rm -rf build demo .pytest_cache .mypy_cache .ruff_cache

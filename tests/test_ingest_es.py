@@ -1,4 +1,4 @@
-"""Loading a gallery into Elasticsearch (ingest/es_writer.py) against the in-memory fake
+"""Loading a gallery into Elasticsearch (isr/plugin/es/writer.py) against the in-memory fake
 Elasticsearch over HTTP (tests/fake_es.py): documents, sidecar fragments and progress arrive
 where they belong, a crash and --resume give exactly the gallery, a re-run replaces, a
 different bundle is refused, and nothing uncommitted reaches Elasticsearch.

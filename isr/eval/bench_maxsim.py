@@ -1,6 +1,6 @@
 """Benchmark of the max-sim kernel and of exhaustive top-k over a fragment store.
 
-Entry point: ``python eval/bench_maxsim.py`` (or :func:`bench` from Python). Prints two tables:
+Entry point: ``isr eval bench-maxsim`` (``python eval/bench_maxsim.py``; or :func:`bench` from Python). Prints two tables:
 
 1. the kernel (:func:`isr.plugin.store.maxsim.maxsim`) on C documents of n fragments against a query of
    nq fragments, in GFLOP/s (2 * nq * n * d * C flops), beside the plain GEMM of the same shape

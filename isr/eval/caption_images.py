@@ -2,7 +2,7 @@
 
 Entry points: :func:`flickr_dir` (``../shared/data/flickr30k`` beside the project, or NotFound),
 :func:`write_caption_images` (one split in the precomp layout) and :func:`prepare` (both
-splits plus a bundle trained on dev). ``python eval/make_caption_images.py`` is the command line.
+splits plus a bundle trained on dev). ``isr eval make-caption-images`` is the command line.
 
 Each Flickr30K image has five captions. Its stand-in "image" is made of four of them: the
 regions are the token vectors of captions 0-3 from the text backbone (MiniLM, the last hidden

@@ -1,7 +1,7 @@
 """Table 2 of Inflate and Shrink on a precomp dataset (the synthetic world by default).
 
 Entry point: :func:`run_table2` (train the six rows, resumable, then evaluate each on the test
-split); ``python eval/table2.py`` only parses arguments and calls it. It prints the Markdown
+split); ``isr eval table2`` (``python eval/table2.py``) only parses arguments and calls it. It prints the Markdown
 tables and writes ``table2.json`` into the run directory.
 
 Rows and where they live under ``run_dir``:

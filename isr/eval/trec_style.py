@@ -1,7 +1,7 @@
 """Text -> image and image -> text retrieval of every pipeline configuration, TREC style.
 
-Entry point: :func:`evaluate(TrecStyleConfig) -> TrecStyleReport`; ``python
-eval/run_trec_style.py`` is its command line.
+Entry point: :func:`evaluate(TrecStyleConfig) -> TrecStyleReport`; ``isr eval trec`` (also
+``python eval/run_trec_style.py``) is its command line.
 
 For one split in the precomp layout (SCAN features, the synthetic world, or the
 caption-described images of :mod:`isr.eval.caption_images`) and one bundle, both sides are

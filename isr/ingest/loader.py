@@ -1,7 +1,7 @@
 """Stream a gallery into an index: source -> the bundle's image or text tower -> writer.
 
 Entry point: :func:`load_gallery(source, target, bundle, options) -> IngestReport`
-(``python ingest/load_gallery.py`` is its command line).
+(``isr load``, also ``python ingest/load_gallery.py``, is its command line).
 
 - Streaming: one source batch at a time is read, checked, encoded and written; nothing grows
   with the gallery but the index's own structures.
