@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import click
 import numpy as np
 from click.testing import CliRunner
 from conftest import random_items
@@ -125,3 +129,54 @@ def test_errors_are_one_line_and_exit_nonzero(tmp_path: Path) -> None:
         main, ["index", "create", str(tmp_path / "x"), "--d-fast", "0", "--d-frag", "8"]
     )
     assert res.exit_code != 0 and "d_fast must be a positive integer" in res.output
+
+
+def _params(cmd: click.Command) -> list[tuple[str | None, tuple[str, ...]]]:
+    return [(p.name, tuple(p.opts)) for p in cmd.params]
+
+
+def test_documented_scripts_run_the_apps_commands_with_the_same_options() -> None:
+    """`python ingest/load_gallery.py` is `isr load`, `python eval/<name>.py` is `isr eval <name>`
+    (`isr bench` for eval/bench.py): the same click command, so the same options."""
+    root = Path(__file__).resolve().parents[1]
+    load = main.commands["load"]
+    assert isinstance(load, click.Group)
+    assert set(load.commands) == {"precomp", "karpathy", "captions", "encoded"}
+    ev = main.commands["eval"]
+    assert isinstance(ev, click.Group)
+    names = {
+        "run_trec_style": "trec", "table2": "table2", "make_caption_images": "make-caption-images",
+        "bench_ingest": "bench-ingest", "bench_facade": "bench-facade",
+        "bench_maxsim": "bench-maxsim", "bench": "bench",
+    }  # fmt: skip
+    for script, name in names.items():
+        ns: dict[str, object] = {}
+        exec((root / "eval" / f"{script}.py").read_text(), ns)  # the shim, minus __main__
+        shim = next(v for v in ns.values() if isinstance(v, click.Command))
+        assert shim is ev.commands[name], script
+        assert _params(shim) == _params(ev.commands[name])
+    assert main.commands["bench"] is ev.commands["bench"]
+    ns = {}
+    exec((root / "ingest" / "load_gallery.py").read_text(), ns)
+    assert ns["main"] is load
+    out = subprocess.run(
+        [sys.executable, str(root / "eval" / "run_trec_style.py"), "--help"],
+        capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0 and "--r-t-sweep" in out.stdout, out.stderr
+
+
+def test_isr_bench_parses_its_own_options() -> None:
+    """`isr bench` is a click command, not a forwarder of raw argv: a wrong option is refused
+    by name, before anything runs."""
+    res = CliRunner().invoke(main, ["bench", "--no-such-option"])
+    assert (
+        res.exit_code == 2 and "No such option" in res.output and "--no-such-option" in res.output
+    )
+    res = CliRunner().invoke(main, ["bench", "--sizes", "ten"])
+    assert res.exit_code != 0 and "--sizes" in res.output
+
+
+def test_index_names_are_checked_where_they_enter() -> None:
+    res = CliRunner().invoke(main, ["check", "Bad", "--es-url", "http://localhost:1"])
+    assert res.exit_code == 2 and "index names are lowercase" in res.output

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from isr.app.bench_facade import main as bench_facade
-from isr.app.caption_images import main as make_caption_images
+from isr.app.make_caption_images import main as make_caption_images
 from isr.app.runtime import set_threads
 from isr.app.trec import main as trec
 from isr.encoders.train import TrainConfig
