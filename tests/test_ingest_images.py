@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 from ingest_helpers import tiny_bundle
+from photo_helpers import photo_folder, save_vit
 
 from isr.encoders.bundle import Bundle
 from isr.encoders.eyes import EYES_FILE, Eyes, check_eyes, eyes_of_dir, read_eyes
@@ -25,56 +24,13 @@ from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.pipeline import SearchOptions, search
 
 
-def opts(**kw) -> IngestOptions:
-    return IngestOptions(**{"batch_size": 4, "commit_every": 8, "progress": False, **kw})
-
-
-def save_vit(d: Path, seed: int = 0) -> Path:
-    from transformers import ViTConfig, ViTImageProcessor, ViTModel
-
-    cfg = ViTConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        image_size=32, patch_size=8,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    ViTModel(cfg).save_pretrained(d)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
-    return d
-
-
 @pytest.fixture(scope="module")
 def vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_vit(tmp_path_factory.mktemp("vit"))
 
 
-def photo_folder(root: Path) -> Path:
-    """Nine files: six good images (one rotated by EXIF, one animated GIF, nested folders),
-    one too small, one empty, one not an image; plus files the walk must not pick up."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-
-    def px(h: int, w: int) -> Image.Image:
-        return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
-
-    (root / "trips" / "2019").mkdir(parents=True)
-    (root / ".thumbs").mkdir()
-    px(30, 40).save(root / "a.jpg")
-    rotated = px(20, 40)  # stored landscape, EXIF says "rotate 90": upright it is 40 x 20
-    exif = Image.Exif()
-    exif[0x0112] = 6
-    rotated.save(root / "trips" / "rotated.jpg", exif=exif)
-    px(24, 24).save(root / "trips" / "b.png")
-    px(32, 32).save(root / "trips" / "2019" / "c.webp")
-    px(30, 30).save(root / "trips" / "2019" / "d.bmp")
-    frames = [px(28, 36), px(28, 36)]
-    frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:])
-    px(4, 4).save(root / "tiny.png")
-    (root / "empty.jpg").write_bytes(b"")
-    (root / "fake.jpg").write_text("not an image")
-    (root / "notes.txt").write_text("not a photo")
-    px(30, 30).save(root / ".thumbs" / "hidden.jpg")
-    return root
+def opts(**kw) -> IngestOptions:
+    return IngestOptions(**{"batch_size": 4, "commit_every": 8, "progress": False, **kw})
 
 
 def test_walk_decode_and_skip_reasons(vit: Path, tmp_path: Path) -> None:

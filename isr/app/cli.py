@@ -125,11 +125,18 @@ def index_delete(path: Path, yes: bool) -> None:
 )
 @click.option("--text", "query_text", default=None, help="A text query, encoded with --bundle.")
 @click.option(
+    "--image",
+    "query_image",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="An image query (image -> text or image -> image), through --bundle's backbone.",
+)
+@click.option(
     "--bundle",
     "bundle_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Encoder bundle directory (with --text).",
+    help="Encoder bundle directory (with --text or --image).",
 )
 @click.option("--size", type=int, default=10, show_default=True)
 @click.option("--num-candidates", type=int, default=1000, show_default=True)
@@ -163,6 +170,7 @@ def search_cmd(
     path: Path,
     query_file: Path | None,
     query_text: str | None,
+    query_image: Path | None,
     bundle_dir: Path | None,
     filter_json: str | None,
     as_json: bool,
@@ -189,10 +197,14 @@ def search_cmd(
         keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
         filter=filt,
     )
-    if (query_file is None) == (query_text is None):
-        raise InvalidInput("give exactly one of --query FILE and --text TEXT")
+    if sum(x is not None for x in (query_file, query_text, query_image)) != 1:
+        raise InvalidInput("give exactly one of --query FILE, --text TEXT and --image FILE")
     with EmbeddedIndex.open(path, readonly=True) as idx:
-        if query_text is not None:
+        if query_image is not None:
+            from isr.app.image_query import image_query
+
+            query = image_query(idx, bundle_dir, query_image)
+        elif query_text is not None:
             query = encode_query_text(idx, bundle_dir, query_text)
         else:
             assert query_file is not None
@@ -396,7 +408,13 @@ def serve_cmd(max_body_mb: float, **kw: Any) -> None:
 
     for key in ("api_key", "es_api_key"):  # an empty variable (ISR_API_KEY=) means none
         kw[key] = kw[key] or None
-    serve(ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw))
+    config = ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw)
+    images = None
+    if config.bundle is not None:
+        from isr.app.image_query import LazyImageQueries
+
+        images = LazyImageQueries(config.bundle, config.device)
+    serve(config, image_encoder=images)
 
 
 @main.command("check")

@@ -70,28 +70,32 @@ def list_images(root: Path) -> list[str]:
     return sorted(out)
 
 
-def decode_image(path: Path, min_side: int = 1) -> Any:
-    """An upright RGB PIL image of the file's first frame, or a (reason, detail) pair."""
+def decode_image(path: Path | bytes, min_side: int = 1) -> Any:
+    """An upright RGB PIL image of the file's (or the bytes') first frame, or a
+    (reason, detail) pair."""
+    import io
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    name = path.name if isinstance(path, Path) else "the image"
     try:
-        if path.stat().st_size == 0:
-            return ("empty file", path.name)
-        with Image.open(path) as im:
+        if (path.stat().st_size if isinstance(path, Path) else len(path)) == 0:
+            return ("empty file", name)
+        with Image.open(path if isinstance(path, Path) else io.BytesIO(path)) as im:
             if im.width * im.height > MAX_PIXELS:
-                return ("image too large", f"{path.name}: {im.width}x{im.height} pixels")
+                return ("image too large", f"{name}: {im.width}x{im.height} pixels")
             im.seek(0)  # an animation's first frame
             im.load()  # decode now: a truncated file fails here, not inside the processor
             up = ImageOps.exif_transpose(im)
             rgb = (up if up is not None else im).convert("RGB")
     except FileNotFoundError:
-        return ("missing image", path.name)
+        return ("missing image", name)
+    except Image.DecompressionBombError as e:  # before OSError: not one, but say it apart
+        return ("image too large", f"{name}: {e}")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
-        return ("unreadable image", f"{path.name}: {e}")
-    except Image.DecompressionBombError as e:
-        return ("image too large", f"{path.name}: {e}")
+        return ("unreadable image", f"{name}: {e}")
     if min(rgb.size) < min_side:
-        return ("image too small", f"{path.name}: {rgb.width}x{rgb.height} < {min_side} px")
+        return ("image too small", f"{name}: {rgb.width}x{rgb.height} < {min_side} px")
     return rgb
 
 

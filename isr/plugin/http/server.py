@@ -60,7 +60,7 @@ from isr.plugin.http.shapes import (
 from isr.plugin.pipeline import search
 from isr.plugin.store.maxsim import MaxSimScorer
 
-__all__ = ["ERRORS", "ServerConfig", "TextEncoder", "create_app", "serve"]
+__all__ = ["ERRORS", "ImageEncoder", "ServerConfig", "TextEncoder", "create_app", "serve"]
 
 log = logging.getLogger("isr.server")
 
@@ -92,6 +92,13 @@ class TextEncoder(Protocol):
     """What the facade needs of a model: `isr.encoders.bundle.Bundle` has it."""
 
     def encode_texts(self, texts: Sequence[str]) -> Encoded: ...
+
+
+class ImageEncoder(Protocol):
+    """What `ext.isr.query_image` needs: an image file's bytes -> the encoded query
+    (`isr.app.image_query.ImageQueries`: the bundle's own backbone, then its image tower)."""
+
+    def encode_image_bytes(self, data: bytes) -> Encoded: ...
 
 
 # -- errors: the facade's own kinds, and the one table that maps every kind to a status -----
@@ -231,10 +238,15 @@ class Facade:
     """Open backends, the lazily loaded encoder, and the handlers' synchronous bodies."""
 
     def __init__(
-        self, config: ServerConfig, encoder: TextEncoder | None = None, es_client: Any = None
+        self,
+        config: ServerConfig,
+        encoder: TextEncoder | None = None,
+        es_client: Any = None,
+        image_encoder: ImageEncoder | None = None,
     ) -> None:
         self.config = config
         self._encoder = encoder
+        self.image_encoder = image_encoder
         self._backends: dict[str, SearchBackend] = {}
         self._lock = threading.Lock()
         self._scorer: MaxSimScorer | None = None
@@ -328,7 +340,17 @@ class Facade:
         backend = self.backend(index)
         req = parse_search(_apply_params(body, params))
         query, encode_ms = req.query, 0.0
-        if query is None:
+        if req.query_image is not None:
+            if self.image_encoder is None:
+                raise Unavailable(
+                    "no image encoder: start `isr serve` with --bundle DIR (a bundle that "
+                    "records its image backbone) for ext.isr.query_image"
+                )
+            self._check_bundle(self.image_encoder, backend, index)  # type: ignore[arg-type]
+            t = time.perf_counter()
+            query = self.image_encoder.encode_image_bytes(req.query_image)
+            encode_ms = (time.perf_counter() - t) * 1e3
+        elif query is None:
             assert req.query_text is not None
             enc = self.encoder()
             self._check_bundle(enc, backend, index)
@@ -540,14 +562,18 @@ class _Guard:
 
 
 def create_app(
-    config: ServerConfig, encoder: TextEncoder | None = None, es_client: Any = None
+    config: ServerConfig,
+    encoder: TextEncoder | None = None,
+    es_client: Any = None,
+    image_encoder: ImageEncoder | None = None,
 ) -> FastAPI:
     """The facade as an ASGI app. encoder: used for `query_text` instead of loading
     `config.bundle` (tests pass a small deterministic one); es_client: an Elasticsearch
-    client to use instead of one built from `config.es_url`."""
+    client to use instead of one built from `config.es_url`; image_encoder: for
+    `ext.isr.query_image` (the app layer builds it from the bundle)."""
     import httpx
 
-    facade = Facade(config, encoder, es_client)
+    facade = Facade(config, encoder, es_client, image_encoder)
     proxy: httpx.AsyncClient | None = None
 
     @asynccontextmanager
@@ -677,12 +703,16 @@ def _version() -> str:
         return "0+unknown"
 
 
-def serve(config: ServerConfig, encoder: TextEncoder | None = None) -> None:
+def serve(
+    config: ServerConfig,
+    encoder: TextEncoder | None = None,
+    image_encoder: ImageEncoder | None = None,
+) -> None:
     """Run the facade with uvicorn until interrupted."""
     import uvicorn
 
     uvicorn.run(
-        create_app(config, encoder),
+        create_app(config, encoder, image_encoder=image_encoder),
         host=config.host,
         port=config.port,
         log_level="info",
