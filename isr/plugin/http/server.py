@@ -16,7 +16,9 @@ A `_search` is an isr search when `search_pipeline=isr` is in its URL or, since 
 Python client (9.x) has no `search_pipeline` argument, when its body carries `ext.isr`
 (Elasticsearch itself would refuse that body as an unknown search extension).
 
-Also: `POST /_isr/rerank[/{index}]` and `POST /_isr/embed` in the JSON shapes the `custom`
+Also: the search page (`GET /_isr/ui`, :mod:`isr.plugin.http.ui`), Elasticsearch's read APIs
+in embedded mode (`_count`, `_doc`, `_mget`, `_mapping`, `GET /{index}`, `_cat/indices`:
+:mod:`isr.plugin.http.read_api`), `POST /_isr/rerank[/{index}]` and `POST /_isr/embed` in the JSON shapes the `custom`
 inference service is configured with (docs/elasticsearch.md), `GET /_isr/health` (liveness,
 never authenticated), `GET /_isr/ready` (readiness). Errors use Elasticsearch's error shape,
 mapped from isr's exception classes in one table, :data:`ERRORS`. Binds 127.0.0.1 unless told
@@ -46,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
 from isr.plugin.backend import SearchBackend
+from isr.plugin.http.read_api import register_read_api
 from isr.plugin.http.shapes import (
     error_body,
     parse_embed,
@@ -57,6 +60,7 @@ from isr.plugin.http.shapes import (
     render_rerank,
     render_search,
 )
+from isr.plugin.http.ui import html, register_ui, wants_html
 from isr.plugin.pipeline import search
 from isr.plugin.store.maxsim import MaxSimScorer
 
@@ -70,7 +74,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = ("/_isr/health",)  # answered without an API key (liveness probes)
+OPEN_PATHS = ("/_isr/health", "/_isr/ui")  # no API key: liveness probes; the page (no data)
 URL_PARAMS = ("search_pipeline", "size", "from", "_source", "rest_total_hits_as_int", "pretty")
 IGNORED_PARAMS = ("error_trace", "human", "timeout", "track_total_hits", "typed_keys")
 INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
@@ -666,6 +670,8 @@ def create_app(
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def root(request: Request) -> Response:
+        if request.method == "GET" and wants_html(request.headers.get("accept", "")):
+            return html()  # a browser: the search page
         if config.es_mode:
             return await forward(request, await request.body())
         return json_response(
@@ -682,6 +688,10 @@ def create_app(
         if config.es_mode:
             raise NoHandler("index listing is Elasticsearch's own in ES mode (GET /_cat/indices)")
         return json_response({"indices": await run_in_threadpool(facade.index_names)})
+
+    register_ui(app, facade)
+    if not config.es_mode:  # in Elasticsearch mode the cluster answers these (proxied below)
+        register_read_api(app, facade)
 
     methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
 
