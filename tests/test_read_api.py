@@ -117,7 +117,6 @@ def test_photo_endpoint_and_its_path_checks(http: httpx.Client, gallery, tmp_pat
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert r.content == (photos / "trips" / "b.png").read_bytes()
     r = http.get("/_isr/file/photos/trips/rotated.jpg?w=64")
-    import io
 
     from PIL import Image
 
