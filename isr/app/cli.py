@@ -7,6 +7,7 @@ Entry point: :func:`main` (console script `isr`).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -296,8 +297,35 @@ def world(
     "--data",
     "data_dir",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Dataset in SCAN precomp layout.",
+    default=None,
+    help="Dataset in SCAN precomp layout (or --images with --captions).",
+)
+@click.option(
+    "--images",
+    "image_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A folder of photos: features extracted once into OUT/features with --image-backbone.",
+)
+@click.option(
+    "--captions",
+    "captions_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="With --images: CSV/JSONL of captions keyed by path or file_name ('caption' column).",
+)
+@click.option(
+    "--image-backbone",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="With --images: local Hugging Face vision model directory (recorded in the bundle).",
+)
+@click.option("--k", "k", type=int, default=16, show_default=True, help="With --images: regions.")
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "small", "paper"]),
+    default=None,
+    help="Settings: tiny (minutes on 2 cores), small, paper (the papers'); --config overrides.",
 )
 @click.option(
     "--out",
@@ -342,7 +370,12 @@ def world(
     help="TrainConfig fields as JSON, e.g. '{\"epochs\": 5}'.",
 )
 def train(
-    data_dir: Path,
+    data_dir: Path | None,
+    image_dir: Path | None,
+    captions_file: Path | None,
+    image_backbone: Path | None,
+    k: int,
+    preset: str | None,
     out_dir: Path,
     recipe: str | None,
     stage: str | None,
@@ -357,25 +390,49 @@ def train(
     """Train Inflate-and-Shrink encoders with keyword heads; writes OUT/bundle for a recipe."""
     import sys
 
+    from isr.app.presets import estimate_seconds, stage_table, train_fields
     from isr.encoders.backbone import minilm_path
     from isr.encoders.train import TrainConfig, run_recipe, train_stage
     from isr.errors import InvalidInput
+    from isr.eval.report import markdown_table
     from isr.ingest.training_data import load_paired
 
     if (recipe is None) == (stage is None):
         raise InvalidInput("give exactly one of --recipe and --stage")
+    if (data_dir is None) == (image_dir is None):
+        raise InvalidInput("give exactly one of --data DIR and --images DIR")
     try:
         fields = json.loads(config_json) if config_json else {}
     except json.JSONDecodeError as e:
         raise InvalidInput(f"--config: not valid JSON ({e})") from e
+    if not isinstance(fields, dict):
+        raise InvalidInput("--config: expected a JSON object, e.g. '{\"epochs\": 5}'")
+    fields = train_fields(preset, fields)
     if backbone is not None:
         fields["backbone"] = str(minilm_path()) if backbone == "minilm" else backbone
     cfg = TrainConfig.from_dict(fields)
+    if image_dir is not None:
+        data_dir = _extract(image_dir, captions_file, image_backbone, k, out_dir)
+    assert data_dir is not None
     data, vocab = load_paired(data_dir, train_split, min_images=min_images, limit=limit)
     val, _ = load_paired(data_dir, val_split, vocab=vocab)
     command = " ".join(sys.argv)
+    n, m, d_in = data.images.shape
+    est = estimate_seconds(cfg, n, m, d_in, recipe or "plain", len(vocab.labels))
+    click.echo(
+        f"training {n} images ({m} regions x {d_in}), {cfg.epochs} epochs per stage, "
+        f"recipe {recipe or stage}: estimated {est / 60:.1f} min of training steps here"
+    )
     if recipe is not None:
+        t0 = time.perf_counter()
         out = run_recipe(recipe, cfg, data, out_dir, vocab=vocab, val=val, command=command)  # type: ignore[arg-type]
+        _record_eyes(data_dir, out, d_in)
+        rows = stage_table(out_dir)
+        if rows:
+            head = ["stage", "epochs", "train s", "T->I R@1", "R@5", "R@10", "I->T R@1", "R@5",
+                    "R@10"]  # fmt: skip
+            click.echo(markdown_table(head, rows, 3))
+        click.echo(f"took {(time.perf_counter() - t0) / 60:.1f} min (estimated {est / 60:.1f})")
         click.echo(f"bundle: {out}")
     else:
         out = train_stage(
@@ -389,6 +446,36 @@ def train(
             command=command,
         )
         click.echo(f"stage checkpoint: {out}")
+
+
+def _extract(
+    image_dir: Path, captions_file: Path | None, image_backbone: Path | None, k: int, out: Path
+) -> Path:
+    """`isr train --images`: the photos' region features, extracted once into OUT/features."""
+    from isr.errors import InvalidInput
+    from isr.ingest.extract import extract_precomp
+    from isr.ingest.image_backbone import ImageBackbone
+
+    if captions_file is None or image_backbone is None:
+        raise InvalidInput("--images needs --captions FILE and --image-backbone DIR")
+    got = extract_precomp(
+        image_dir, captions_file, ImageBackbone.load(image_backbone, k), Path(out) / "features"
+    )
+    click.echo(
+        f"features: {got.sizes} images in {got.out_dir}"
+        + (" (reused)" if got.reused else "")
+        + (f"; {got.uncaptioned} without a caption left out" if got.uncaptioned else "")
+        + (f"; {got.unreadable} unreadable left out" if got.unreadable else "")
+    )
+    return got.out_dir
+
+
+def _record_eyes(data_dir: Path, bundle_dir: Path, d_in: int) -> None:
+    """The bundle records the eyes its features came from: the data's record (features
+    extracted by isr), else precomputed regions of unknown origin ("none")."""
+    from isr.encoders.eyes import Eyes, read_eyes, write_eyes
+
+    write_eyes(bundle_dir, read_eyes(data_dir) or Eyes(kind="none", feature_dim=d_in))
 
 
 @main.command("serve")
