@@ -87,10 +87,14 @@ def test_cli_search_by_image(gallery) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["hits"][0]["id"] == "a.jpg" and out["hits"][0]["source"]["license"] == "cc-by"
+    res = CliRunner().invoke(main, [*args[:-1], "0"])  # --size 0: only the total, as over HTTP
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["hits"] == [] and out["total"] == 6
     res = CliRunner().invoke(main, ["search", str(root / "photos"), "--image", "x.jpg"])
     assert res.exit_code != 0 and "needs --bundle DIR" in res.output
     res = CliRunner().invoke(main, ["search", str(root / "photos"), "--text", "a", "--image", "b"])
-    assert "exactly one of --query FILE, --text TEXT and --image FILE" in res.output
+    assert "exactly one of --query FILE and --text TEXT, or --image FILE" in res.output
 
 
 @pytest.fixture(scope="module")

@@ -190,16 +190,19 @@ def search_cmd(
         filt = json.loads(filter_json) if filter_json else None
     except json.JSONDecodeError as e:
         raise InvalidInput(f"--filter: not valid JSON ({e})") from e
+    from isr.plugin.http.shapes import check_size
+
+    size = check_size(kw["size"], "--size")
     options = SearchOptions.for_ablation(
         kw["ablation"],
-        size=kw["size"],
+        size=max(size, 1),  # --size 0: only the total, as over HTTP
         num_candidates=kw["num_candidates"],
         rerank_window=kw["rerank_window"],
         keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
         filter=filt,
     )
     if sum(x is not None for x in (query_file, query_text, query_image)) != 1:
-        raise InvalidInput("give exactly one of --query FILE, --text TEXT and --image FILE")
+        raise InvalidInput("give exactly one of --query FILE and --text TEXT, or --image FILE")
     with EmbeddedIndex.open(path, readonly=True) as idx:
         if query_image is not None:
             from isr.app.image_query import image_query
@@ -211,6 +214,10 @@ def search_cmd(
             assert query_file is not None
             query = load_query(query_file)
         result = search(idx, query, options)
+    if size == 0:
+        from dataclasses import replace
+
+        result = replace(result, hits=())
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))
         return

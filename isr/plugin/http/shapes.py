@@ -28,6 +28,7 @@ __all__ = [
     "SEARCH_KEYS",
     "IsrSearch",
     "PlainSearch",
+    "check_size",
     "error_body",
     "parse_embed",
     "parse_plain",
@@ -119,8 +120,14 @@ def _source_flag(body: dict[str, Any]) -> bool:
     return src
 
 
+def check_size(value: Any, where: str = "size") -> int:
+    """Hits to return, as Elasticsearch allows: 0 (only the total) to 10000. The CLI's
+    ``--size`` and the HTTP ``size`` share this one rule."""
+    return _int(value, where, 0, MAX_K)
+
+
 def _window(body: dict[str, Any]) -> tuple[int, int]:
-    size = _int(body.get("size", 10), "size", 0, MAX_K)
+    size = check_size(body.get("size", 10))
     start = _int(body.get("from", 0), "from", 0, MAX_K)
     if start + size > MAX_K:
         raise InvalidInput(f"from + size must be <= {MAX_K}, got {start + size}")
