@@ -26,9 +26,9 @@ from isr.errors import InvalidInput
 __all__ = ["PRESETS", "estimate_seconds", "stage_table", "train_fields"]
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "epochs": 3, "batch_size": 64, "lr": 1e-3, "captions_per_epoch": 2, "hidden": 64,
-        "layers": 2, "heads": 2, "intermediate": 256, "dim": 64, "codes": 8, "val_size": 200,
+    "tiny": {  # the demo's settings
+        "epochs": 4, "batch_size": 64, "lr": 1e-3, "captions_per_epoch": 2, "hidden": 64,
+        "heads": 2, "intermediate": 256, "dim": 64, "codes": 8, "val_size": 200,
         "tokenizer_vocab": 2000,
     },
     "small": {

@@ -45,7 +45,7 @@ from isr.encoders.model import DualEncoder, TowerOutput
 from isr.encoders.record import Encoded, Keywords
 from isr.encoders.tokenizer import load_tokenizer, tokenize
 from isr.encoders.vocabulary import KEYWORDS_FILE, KeywordVocab
-from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError
+from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
 
 __all__ = ["BASE_FILE", "FAST_FILE", "HEADS_FILE", "Bundle", "write_bundle"]
 
@@ -95,11 +95,11 @@ class Bundle:
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu") -> Bundle:
-        """Load a bundle directory; a missing, damaged or inconsistent file raises
-        CorruptIndex naming it."""
+        """Load a bundle directory; a missing directory raises NotFound, a missing, damaged or
+        inconsistent file in it CorruptIndex naming the file."""
         path = Path(path)
         if not path.is_dir():
-            raise CorruptIndex(f"bundle directory {path} does not exist")
+            raise NotFound(f"bundle directory {path} does not exist")
         cfg = BundleConfig.from_dict(read_json(path / CONFIG_FILE), str(path / CONFIG_FILE))
         base = DualEncoder(cfg.base)
         state = read_tensors(path / BASE_FILE)
