@@ -79,7 +79,7 @@ def test_train_from_photos_then_load_and_search(toy, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     out = res.stdout
     assert "features: {'train': 36, 'dev': 4} images" in out
-    assert "estimated" in out and "min of training steps" in out
+    assert "estimated" in out and " of training steps here" in out
     for stage in ("inflate", "shrink-base", "shrink-fast"):
         assert f"| {stage} " in out, out  # the final table of the stages
     eyes = read_eyes(run / "bundle")

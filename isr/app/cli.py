@@ -428,7 +428,7 @@ def train(
     est = estimate_seconds(cfg, n, m, d_in, recipe or "plain", len(vocab.labels))
     click.echo(
         f"training {n} images ({m} regions x {d_in}), {cfg.epochs} epochs per stage, "
-        f"recipe {recipe or stage}: estimated {est / 60:.1f} min of training steps here"
+        f"recipe {recipe or stage}: estimated {_dur(est)} of training steps here"
     )
     if recipe is not None:
         t0 = time.perf_counter()
@@ -436,10 +436,10 @@ def train(
         _record_eyes(data_dir, out, d_in)
         rows = stage_table(out_dir)
         if rows:
-            head = ["stage", "epochs", "train s", "T->I R@1", "R@5", "R@10", "I->T R@1", "R@5",
+            head = ["stage", "epochs", "train s", "T->I R@1 %", "R@5", "R@10", "I->T R@1 %", "R@5",
                     "R@10"]  # fmt: skip
-            click.echo(markdown_table(head, rows, 3))
-        click.echo(f"took {(time.perf_counter() - t0) / 60:.1f} min (estimated {est / 60:.1f})")
+            click.echo(markdown_table(head, rows, 1))
+        click.echo(f"took {_dur(time.perf_counter() - t0)} (estimated {_dur(est)})")
         click.echo(f"bundle: {out}")
     else:
         out = train_stage(
@@ -453,6 +453,10 @@ def train(
             command=command,
         )
         click.echo(f"stage checkpoint: {out}")
+
+
+def _dur(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
 def _extract(

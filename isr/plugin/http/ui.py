@@ -6,7 +6,8 @@ Entry points: :func:`register_ui(app, facade)` (called by
 
 - ``GET /_isr/ui`` (and ``GET /`` from a browser, i.e. with ``Accept: text/html``) answers
   ``static/ui.html``: a query box (text, or an uploaded image sent as ``ext.isr.query_image``),
-  the index picker (``/_isr/indices``), filters on the index's `_source` fields (from
+  the index picker (``/_cat/indices``: the embedded
+  facade's own, or Elasticsearch's in ES mode), filters on the index's `_source` fields (from
   ``/{index}/_mapping``), result cards (thumbnail or caption, id, score, fast and max-sim
   scores, keywords matched) and the per-stage timings and admitted counts of the ``isr``
   profile. The page holds no data, so it is open even when the facade wants an API key; the
