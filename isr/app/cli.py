@@ -6,39 +6,25 @@ Entry point: :func:`main` (console script `isr`).
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import click
-from elasticsearch import Elasticsearch
 
-from isr.app.demo import run_demo
-from isr.app.eval_cli import bench, eval_group
-from isr.app.load import main as load_group
-from isr.app.runtime import set_threads
-from isr.app.serve import encode_query_text, serve
-from isr.encoders.backbone import minilm_path
-from isr.encoders.train import TrainConfig, run_recipe, train_stage
 from isr.errors import InvalidInput, IsrError
-from isr.eval.report import markdown_table
-from isr.ingest.encoded_world import load_encoded_world
-from isr.ingest.synthetic_world import generate_world
-from isr.ingest.training_data import load_paired
-from isr.plugin import EmbeddedIndex, IndexConfig, KeywordOptions, SearchOptions, search
-from isr.plugin.config import index_name_problem
-from isr.plugin.es.backend import EsBackend
-from isr.plugin.es.mapping import EsLayout
-from isr.plugin.http.queryfile import load_query
-from isr.plugin.http.server import ServerConfig
 
 __all__ = ["main"]
 
 
 def _index_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """An Elasticsearch index name, checked where it enters (the engine's one rule)."""
+    from isr.plugin.config import index_name_problem
+
     why = index_name_problem(value)
     if why:
         raise click.BadParameter(f"{value!r}: {why}", ctx, param)
@@ -46,6 +32,35 @@ def _index_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 class IsrGroup(click.Group):
+    """A command group whose isr errors become one-line messages; commands listed in `lazy`
+    are imported on first use."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.lazy: dict[str, tuple[str, str]] = {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attr = self.lazy[cmd_name][0].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.lazy and name not in self.commands:
+                rows.append((name, self.lazy[name][1]))
+            else:
+                cmd = self.get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(formatter.width - 6 - len(name))))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -64,6 +79,8 @@ class IsrGroup(click.Group):
 def main(threads: int | None) -> None:
     """isr: text-to-image search with late interaction and keyword pre-screening."""
     if threads is not None:
+        from isr.app.runtime import set_threads  # torch and FAISS: only when asked
+
         set_threads(threads)
 
 
@@ -99,6 +116,8 @@ def index() -> None:
 )
 def index_create(path: Path, **kw: Any) -> None:
     """Create an empty index at PATH."""
+    from isr.plugin import EmbeddedIndex, IndexConfig
+
     config = IndexConfig(
         d_fast=kw["d_fast"],
         d_frag=kw["d_frag"],
@@ -118,6 +137,8 @@ def index_create(path: Path, **kw: Any) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 def index_stats(path: Path) -> None:
     """Print the statistics of the index at PATH as JSON."""
+    from isr.plugin import EmbeddedIndex
+
     with EmbeddedIndex.open(path, readonly=True) as idx:
         click.echo(json.dumps(idx.stats(), indent=2))
 
@@ -127,6 +148,8 @@ def index_stats(path: Path) -> None:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def index_delete(path: Path, yes: bool) -> None:
     """Delete the index at PATH (the whole directory)."""
+    from isr.plugin import EmbeddedIndex
+
     if not yes:
         click.confirm(f"delete the index at {path}?", abort=True)
     EmbeddedIndex.destroy(path)
@@ -144,11 +167,18 @@ def index_delete(path: Path, yes: bool) -> None:
 )
 @click.option("--text", "query_text", default=None, help="A text query, encoded with --bundle.")
 @click.option(
+    "--image",
+    "query_image",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="An image query (image -> text or image -> image), through --bundle's backbone.",
+)
+@click.option(
     "--bundle",
     "bundle_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Encoder bundle directory (with --text).",
+    help="Encoder bundle directory (with --text or --image).",
 )
 @click.option("--size", type=int, default=10, show_default=True)
 @click.option("--num-candidates", type=int, default=1000, show_default=True)
@@ -182,34 +212,50 @@ def search_cmd(
     path: Path,
     query_file: Path | None,
     query_text: str | None,
+    query_image: Path | None,
     bundle_dir: Path | None,
     filter_json: str | None,
     as_json: bool,
     **kw: Any,
 ) -> None:
     """Search the index at PATH with a text query (--text, --bundle) or an encoded one (--query)."""
+    from isr.app.serve import encode_query_text
+    from isr.eval.report import markdown_table
+    from isr.plugin import EmbeddedIndex, KeywordOptions, SearchOptions, search
+    from isr.plugin.http.queryfile import load_query
 
     try:
         filt = json.loads(filter_json) if filter_json else None
     except json.JSONDecodeError as e:
         raise InvalidInput(f"--filter: not valid JSON ({e})") from e
+    from isr.plugin.http.shapes import check_size
+
+    size = check_size(kw["size"], "--size")
     options = SearchOptions.for_ablation(
         kw["ablation"],
-        size=kw["size"],
+        size=max(size, 1),  # --size 0: only the total, as over HTTP
         num_candidates=kw["num_candidates"],
         rerank_window=kw["rerank_window"],
         keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
         filter=filt,
     )
-    if (query_file is None) == (query_text is None):
-        raise InvalidInput("give exactly one of --query FILE and --text TEXT")
+    if sum(x is not None for x in (query_file, query_text, query_image)) != 1:
+        raise InvalidInput("give exactly one of --query FILE and --text TEXT, or --image FILE")
     with EmbeddedIndex.open(path, readonly=True) as idx:
-        if query_text is not None:
+        if query_image is not None:
+            from isr.app.image_query import image_query
+
+            query = image_query(idx, bundle_dir, query_image)
+        elif query_text is not None:
             query = encode_query_text(idx.config, bundle_dir, query_text)
         else:
             assert query_file is not None
             query = load_query(query_file)
         result = search(idx, query, options)
+    if size == 0:
+        from dataclasses import replace
+
+        result = replace(result, hits=())
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))
         return
@@ -245,6 +291,8 @@ def search_cmd(
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(workdir: Path, queries: int, seed: int) -> None:
     """The main job: world -> bundle -> index -> text queries -> evaluation -> HTTP."""
+    from isr.app.demo import run_demo
+
     run_demo(workdir, seed=seed, queries=queries)
 
 
@@ -268,6 +316,8 @@ def world(
     overwrite: bool,
 ) -> None:
     """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR."""
+    from isr.ingest.synthetic_world import generate_world
+
     info = generate_world(
         out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, overwrite=overwrite
     )
@@ -279,8 +329,35 @@ def world(
     "--data",
     "data_dir",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Dataset in SCAN precomp layout.",
+    default=None,
+    help="Dataset in SCAN precomp layout (or --images with --captions).",
+)
+@click.option(
+    "--images",
+    "image_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A folder of photos: features extracted once into OUT/features with --image-backbone.",
+)
+@click.option(
+    "--captions",
+    "captions_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="With --images: CSV/JSONL of captions keyed by path or file_name ('caption' column).",
+)
+@click.option(
+    "--image-backbone",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="With --images: local Hugging Face vision model directory (recorded in the bundle).",
+)
+@click.option("--k", "k", type=int, default=16, show_default=True, help="With --images: regions.")
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "small", "paper"]),
+    default=None,
+    help="Settings: tiny (minutes on 2 cores), small, paper (the papers'); --config overrides.",
 )
 @click.option(
     "--out",
@@ -325,7 +402,12 @@ def world(
     help="TrainConfig fields as JSON, e.g. '{\"epochs\": 5}'.",
 )
 def train(
-    data_dir: Path,
+    data_dir: Path | None,
+    image_dir: Path | None,
+    captions_file: Path | None,
+    image_backbone: Path | None,
+    k: int,
+    preset: str | None,
     out_dir: Path,
     recipe: str | None,
     stage: str | None,
@@ -338,21 +420,48 @@ def train(
     config_json: str | None,
 ) -> None:
     """Train Inflate-and-Shrink encoders with keyword heads; writes OUT/bundle for a recipe."""
+    from isr.app.presets import estimate_seconds, stage_table, train_fields
+    from isr.encoders.backbone import minilm_path
+    from isr.encoders.train import TrainConfig, run_recipe, train_stage
+    from isr.eval.report import markdown_table
+    from isr.ingest.training_data import load_paired
 
     if (recipe is None) == (stage is None):
         raise InvalidInput("give exactly one of --recipe and --stage")
+    if (data_dir is None) == (image_dir is None):
+        raise InvalidInput("give exactly one of --data DIR and --images DIR")
     try:
         fields = json.loads(config_json) if config_json else {}
     except json.JSONDecodeError as e:
         raise InvalidInput(f"--config: not valid JSON ({e})") from e
+    if not isinstance(fields, dict):
+        raise InvalidInput("--config: expected a JSON object, e.g. '{\"epochs\": 5}'")
+    fields = train_fields(preset, fields)
     if backbone is not None:
         fields["backbone"] = str(minilm_path()) if backbone == "minilm" else backbone
     cfg = TrainConfig.from_dict(fields)
+    if image_dir is not None:
+        data_dir = _extract(image_dir, captions_file, image_backbone, k, out_dir)
+    assert data_dir is not None
     data, vocab = load_paired(data_dir, train_split, min_images=min_images, limit=limit)
     val, _ = load_paired(data_dir, val_split, vocab=vocab)
     command = " ".join(sys.argv)
+    n, m, d_in = data.images.shape
+    est = estimate_seconds(cfg, n, m, d_in, recipe or "plain", len(vocab.labels))
+    click.echo(
+        f"training {n} images ({m} regions x {d_in}), {cfg.epochs} epochs per stage, "
+        f"recipe {recipe or stage}: estimated {_dur(est)} of training steps here"
+    )
     if recipe is not None:
+        t0 = time.perf_counter()
         out = run_recipe(recipe, cfg, data, out_dir, vocab=vocab, val=val, command=command)  # type: ignore[arg-type]
+        _record_eyes(data_dir, out, d_in)
+        rows = stage_table(out_dir)
+        if rows:
+            head = ["stage", "epochs", "train s", "T->I R@1 %", "R@5", "R@10", "I->T R@1 %", "R@5",
+                    "R@10"]  # fmt: skip
+            click.echo(markdown_table(head, rows, 1))
+        click.echo(f"took {_dur(time.perf_counter() - t0)} (estimated {_dur(est)})")
         click.echo(f"bundle: {out}")
     else:
         out = train_stage(
@@ -368,6 +477,40 @@ def train(
         click.echo(f"stage checkpoint: {out}")
 
 
+def _dur(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _extract(
+    image_dir: Path, captions_file: Path | None, image_backbone: Path | None, k: int, out: Path
+) -> Path:
+    """`isr train --images`: the photos' region features, extracted once into OUT/features."""
+    from isr.errors import InvalidInput
+    from isr.ingest.extract import extract_precomp
+    from isr.ingest.image_backbone import ImageBackbone
+
+    if captions_file is None or image_backbone is None:
+        raise InvalidInput("--images needs --captions FILE and --image-backbone DIR")
+    got = extract_precomp(
+        image_dir, captions_file, ImageBackbone.load(image_backbone, k), Path(out) / "features"
+    )
+    click.echo(
+        f"features: {got.sizes} images in {got.out_dir}"
+        + (" (reused)" if got.reused else "")
+        + (f"; {got.uncaptioned} without a caption left out" if got.uncaptioned else "")
+        + (f"; {got.unreadable} unreadable left out" if got.unreadable else "")
+    )
+    return got.out_dir
+
+
+def _record_eyes(data_dir: Path, bundle_dir: Path, d_in: int) -> None:
+    """The bundle records the eyes its features came from: the data's record (features
+    extracted by isr), else precomputed regions of unknown origin ("none")."""
+    from isr.encoders.eyes import Eyes, read_eyes, write_eyes
+
+    write_eyes(bundle_dir, read_eyes(data_dir) or Eyes(kind="none", feature_dim=d_in))
+
+
 @main.command("serve")
 @click.option("--root", type=click.Path(path_type=Path), help="Embedded mode: index directories.")
 @click.option("--es-url", default=None, help="Elasticsearch mode: the cluster to front.")
@@ -381,9 +524,18 @@ def train(
 @click.option("--device", default=None, help="Scorer/encoder device (default: cuda if present).")
 def serve_cmd(max_body_mb: float, **kw: Any) -> None:
     """Serve Elasticsearch's _search shapes over the isr pipeline (see docker/README.md)."""
+    from isr.app.serve import serve
+    from isr.plugin.http.server import ServerConfig
+
     for key in ("api_key", "es_api_key"):  # an empty variable (ISR_API_KEY=) means none
         kw[key] = kw[key] or None
-    serve(ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw))
+    config = ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw)
+    images = None
+    if config.bundle is not None:
+        from isr.app.image_query import LazyImageQueries
+
+        images = LazyImageQueries(config.bundle, config.device)
+    serve(config, image_encoder=images)
 
 
 @main.command("check")
@@ -404,6 +556,9 @@ def check_cmd(
     delete_missing: bool,
 ) -> None:
     """Compare the ids in Elasticsearch with the ids that have fragments; report and repair."""
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin.es.backend import EsBackend
 
     client = Elasticsearch(es_url, api_key=es_api_key)
     with EsBackend.open(client, index, sidecar, readonly=not repair) as backend:
@@ -455,6 +610,11 @@ def es_create(
     index: str, es_url: str, es_api_key: str | None, sidecar: Path | None, **kw: Any
 ) -> None:
     """Create an isr index in Elasticsearch (and its sidecar directory)."""
+    from elasticsearch import Elasticsearch
+
+    from isr.plugin import IndexConfig
+    from isr.plugin.es.backend import EsBackend
+    from isr.plugin.es.mapping import EsLayout
 
     config = IndexConfig(
         d_fast=kw["d_fast"],
@@ -488,6 +648,10 @@ def es_load_synthetic(
     index: str, es_url: str, es_api_key: str | None, sidecar: Path | None, n_docs: int, seed: int
 ) -> None:
     """Fill an isr index in Elasticsearch with the seeded synthetic encoded gallery."""
+    from elasticsearch import Elasticsearch
+
+    from isr.ingest.encoded_world import load_encoded_world
+    from isr.plugin.es.backend import EsBackend
 
     client = Elasticsearch(es_url, api_key=es_api_key)
     with EsBackend.open(client, index, sidecar, readonly=False) as backend:
@@ -495,9 +659,13 @@ def es_load_synthetic(
     click.echo(f"indexed {sent} documents into {index}")
 
 
-main.add_command(load_group, "load")
-main.add_command(eval_group, "eval")
-main.add_command(bench, "bench")
+# commands defined in their own modules, imported when used (`isr --help` stays fast): name ->
+# (module:attribute, the short help `isr --help` shows without importing them)
+main.lazy = {
+    "load": ("isr.app.load:main", "Stream a gallery into an isr index (resumable)."),
+    "eval": ("isr.app.eval_cli:eval_group", "Evaluations (TREC-style, Table 2), benchmarks."),
+    "bench": ("isr.app.eval_cli:bench", "The scale benchmark (10K/100K/1M galleries)."),
+}
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@ from typing import Any
 import click
 from elasticsearch import Elasticsearch
 
+from isr.app.presets import PRESETS
 from isr.app.serve import create_app
 from isr.encoders.bundle import Bundle
 from isr.encoders.train import TrainConfig, run_recipe
@@ -37,20 +38,10 @@ __all__ = ["run_demo"]
 
 WORLD: dict[str, Any] = {"n_train": 2000, "n_dev": 200, "n_test": 500, "m": 16, "D": 64}
 TRAIN: dict[str, Any] = {
-    "epochs": 4,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "captions_per_epoch": 2,
-    "hidden": 64,
-    "heads": 2,
-    "intermediate": 256,
-    "dim": 64,
-    "codes": 8,
-    "val_size": 200,
-    "tokenizer_vocab": 2000,
+    **PRESETS["tiny"],
     "progress": True,
     "device": "cpu",
-}
+}  # isr train --preset tiny
 
 
 def _step(n: int, text: str) -> float:

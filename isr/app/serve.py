@@ -34,19 +34,22 @@ def bundle_loader(bundle_dir: Path, device: str | None = None) -> Callable[[], T
 
 
 def create_app(
-    config: server.ServerConfig, encoder: TextEncoder | None = None, es_client: Any = None
+    config: server.ServerConfig,
+    encoder: TextEncoder | None = None,
+    es_client: Any = None,
+    image_encoder: server.ImageEncoder | None = None,
 ) -> FastAPI:
     """The facade; `config.bundle`, when set and no `encoder` is given, is loaded on the first
     text query (the facade starts at once)."""
     load = None
     if encoder is None and config.bundle is not None:
         load = bundle_loader(Path(config.bundle), config.device)
-    return server.create_app(config, encoder, es_client, load_encoder=load)
+    return server.create_app(config, encoder, es_client, image_encoder, load_encoder=load)
 
 
-def serve(config: server.ServerConfig) -> None:
+def serve(config: server.ServerConfig, image_encoder: server.ImageEncoder | None = None) -> None:
     """Run the facade with uvicorn until interrupted (`isr serve`)."""
-    server.serve(create_app(config), config)
+    server.serve(create_app(config, image_encoder=image_encoder), config)
 
 
 def encode_query_text(config: IndexConfig, bundle_dir: Path | None, text: str) -> Encoded:

@@ -17,6 +17,9 @@ pyproject.toml). The HTTP facade (``isr.plugin.http``) is for the app layer only
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from isr.plugin.backend import (
     MAX_ID_BYTES,
     MODES,
@@ -31,7 +34,6 @@ from isr.plugin.backend import (
 )
 from isr.plugin.config import FRAGMENT_HOMES, MANIFEST, IndexConfig
 from isr.plugin.embedded.index import EmbeddedIndex
-from isr.plugin.es.backend import EsBackend
 from isr.plugin.filters import Filter, parse_filter
 from isr.plugin.pipeline import (
     ABLATIONS,
@@ -45,15 +47,41 @@ from isr.plugin.pipeline import (
 )
 from isr.plugin.store.codecs import CODECS
 from isr.plugin.store.fragments import FragmentStore
-from isr.plugin.store.maxsim import MaxSimScorer, maxsim
-from isr.plugin.targets import (
-    check_target,
-    create_writer,
-    open_backend,
-    open_writer,
-    writer_for,
-)
 from isr.plugin.writer import INGEST_KEY, EsOptions, IndexWriter, is_url
+
+if TYPE_CHECKING:  # loaded on first use, below: they import torch and the Elasticsearch client
+    from isr.plugin.es.backend import EsBackend
+    from isr.plugin.store.maxsim import MaxSimScorer, maxsim
+    from isr.plugin.targets import (
+        check_target,
+        create_writer,
+        open_backend,
+        open_writer,
+        writer_for,
+    )
+
+# name -> the module that defines it, imported on first use (PEP 562): `import isr.plugin`
+# stays light (no torch, no Elasticsearch client, ~0.2 s), so `isr --help` and `isr index stats`
+# start fast; what needs the heavy modules pays for them when it first touches these names
+_LAZY = {
+    "EsBackend": "isr.plugin.es.backend",
+    "MaxSimScorer": "isr.plugin.store.maxsim",
+    "maxsim": "isr.plugin.store.maxsim",
+    "check_target": "isr.plugin.targets",
+    "create_writer": "isr.plugin.targets",
+    "open_backend": "isr.plugin.targets",
+    "open_writer": "isr.plugin.targets",
+    "writer_for": "isr.plugin.targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'isr.plugin' has no attribute {name!r}")
+
 
 __all__ = [
     "ABLATIONS",

@@ -16,7 +16,9 @@ A `_search` is an isr search when `search_pipeline=isr` is in its URL or, since 
 Python client (9.x) has no `search_pipeline` argument, when its body carries `ext.isr`
 (Elasticsearch itself would refuse that body as an unknown search extension).
 
-Also: `POST /_isr/rerank[/{index}]` and `POST /_isr/embed` in the JSON shapes the `custom`
+Also: the search page (`GET /_isr/ui`, :mod:`isr.plugin.http.ui`), Elasticsearch's read APIs
+in embedded mode (`_count`, `_doc`, `_mget`, `_mapping`, `GET /{index}`, `_cat/indices`:
+:mod:`isr.plugin.http.read_api`), `POST /_isr/rerank[/{index}]` and `POST /_isr/embed` in the JSON shapes the `custom`
 inference service is configured with (docs/elasticsearch.md), `GET /_isr/health` (liveness,
 never authenticated), `GET /_isr/ready` (readiness). Errors use Elasticsearch's error shape,
 mapped from isr's exception classes in one table, :data:`ERRORS`. Binds 127.0.0.1 unless told
@@ -35,11 +37,10 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
-import orjson
 import uvicorn
 from elasticsearch import Elasticsearch
 from fastapi import FastAPI, Request
@@ -47,14 +48,26 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
+from isr.encoders.record import Encoded
+from isr.errors import InvalidInput, IsrError, NotFound
 from isr.plugin.backend import SearchBackend, TextEncoder, check_encoder
 from isr.plugin.config import MANIFEST, index_name_problem
 from isr.plugin.embedded.index import EmbeddedIndex
 from isr.plugin.es.backend import EsBackend
 from isr.plugin.filters import parse_filter
+from isr.plugin.http.errors import (
+    ERRORS,
+    IndexNotFound,
+    NoHandler,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    error_response,
+    json_response,
+    parse_json,
+)
+from isr.plugin.http.read_api import register_read_api
 from isr.plugin.http.shapes import (
-    error_body,
     parse_embed,
     parse_plain,
     parse_rerank,
@@ -64,10 +77,11 @@ from isr.plugin.http.shapes import (
     render_rerank,
     render_search,
 )
+from isr.plugin.http.ui import html, register_ui, wants_html
 from isr.plugin.pipeline import search
 from isr.plugin.store.maxsim import MaxSimScorer
 
-__all__ = ["ERRORS", "ServerConfig", "create_app", "serve"]
+__all__ = ["ERRORS", "ImageEncoder", "ServerConfig", "create_app", "serve"]
 
 log = logging.getLogger("isr.server")
 
@@ -77,7 +91,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = ("/_isr/health",)  # answered without an API key (liveness probes)
+OPEN_PATHS = ("/_isr/health", "/_isr/ui")  # no API key: liveness probes; the page (no data)
 URL_PARAMS = ("search_pipeline", "size", "from", "_source", "rest_total_hits_as_int", "pretty")
 IGNORED_PARAMS = ("error_trace", "human", "timeout", "track_total_hits", "typed_keys")
 HOP_BY_HOP = {
@@ -94,75 +108,11 @@ HOP_BY_HOP = {
 }
 
 
-# -- errors: the facade's own kinds, and the one table that maps every kind to a status -----
+class ImageEncoder(Protocol):
+    """What `ext.isr.query_image` needs: an image file's bytes -> the encoded query
+    (`isr.app.image_query.ImageQueries`: the bundle's own backbone, then its image tower)."""
 
-
-class IndexNotFound(NotFound):
-    """The index named in the URL does not exist."""
-
-
-class BadJson(InvalidInput):
-    """The request body is not UTF-8 JSON."""
-
-
-class PayloadTooLarge(InvalidInput):
-    """The request body exceeds the configured limit."""
-
-
-class Unauthorized(IsrError):
-    """Missing or wrong API key."""
-
-
-class Unavailable(IsrError):
-    """A dependency is missing or down: no text encoder configured, Elasticsearch unreachable."""
-
-
-class NoHandler(InvalidInput):
-    """No endpoint for this method and path."""
-
-
-# most specific first: the first class an exception is an instance of decides
-ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
-    (IndexNotFound, 404, "index_not_found_exception"),
-    (BadJson, 400, "x_content_parse_exception"),
-    (PayloadTooLarge, 413, "content_too_long_exception"),
-    (NoHandler, 400, "illegal_argument_exception"),
-    (InvalidInput, 400, "illegal_argument_exception"),
-    (NotFound, 404, "resource_not_found_exception"),
-    (Conflict, 409, "status_exception"),
-    (Unauthorized, 401, "security_exception"),
-    (Unavailable, 503, "status_exception"),
-    (CorruptIndex, 500, "corrupt_index_exception"),
-    (IsrError, 500, "exception"),
-)
-
-
-def _dumps(obj: Any, pretty: bool = False) -> bytes:
-    # orjson: a query's vectors and a page of hits are parsed and written ~10x faster than
-    # with the json module, a visible share of the facade's per-request cost.
-    out: bytes = orjson.dumps(obj, option=orjson.OPT_INDENT_2 if pretty else 0)
-    return out
-
-
-def json_response(obj: Any, status: int = 200, pretty: bool = False) -> Response:
-    return Response(_dumps(obj, pretty), status_code=status, media_type="application/json")
-
-
-def error_response(exc: BaseException) -> Response:
-    """The one place an exception becomes a status code and Elasticsearch's error shape."""
-    for cls, status, es_type in ERRORS:
-        if isinstance(exc, cls):
-            named = isinstance(exc, IndexNotFound) and len(exc.args) > 1
-            extra = {"index": exc.args[1]} if named else {}
-            reason = str(exc.args[0]) if exc.args else type(exc).__name__
-            resp = json_response(error_body(status, es_type, reason, **extra), status)
-            if isinstance(exc, Unauthorized):
-                resp.headers["www-authenticate"] = 'ApiKey, Basic realm="isr"'
-            return resp
-    log.exception("unexpected error", exc_info=exc)
-    return json_response(
-        error_body(500, "exception", f"internal error ({type(exc).__name__}); see the log"), 500
-    )
+    def encode_image_bytes(self, data: bytes) -> Encoded: ...
 
 
 # -- configuration ---------------------------------------------------------------------------
@@ -227,10 +177,12 @@ class Facade:
         config: ServerConfig,
         encoder: TextEncoder | None = None,
         es_client: Any = None,
+        image_encoder: ImageEncoder | None = None,
         load_encoder: Callable[[], TextEncoder] | None = None,
     ) -> None:
         self.config = config
         self._encoder = encoder
+        self.image_encoder = image_encoder
         self._load_encoder = load_encoder
         self._backends: dict[str, SearchBackend] = {}
         self._lock = threading.Lock()
@@ -304,7 +256,17 @@ class Facade:
         backend = self.backend(index)
         req = parse_search(_apply_params(body, params))
         query, encode_ms = req.query, 0.0
-        if query is None:
+        if req.query_image is not None:
+            if self.image_encoder is None:
+                raise Unavailable(
+                    "no image encoder: start `isr serve` with --bundle DIR (a bundle that "
+                    "records its image backbone) for ext.isr.query_image"
+                )
+            self._check_bundle(self.image_encoder, backend, index)  # type: ignore[arg-type]
+            t = time.perf_counter()
+            query = self.image_encoder.encode_image_bytes(req.query_image)
+            encode_ms = (time.perf_counter() - t) * 1e3
+        elif query is None:
             assert req.query_text is not None
             enc = self.encoder()
             self._check_bundle(enc, backend, index)
@@ -424,20 +386,6 @@ def _apply_params(body: Any, params: dict[str, str]) -> Any:
     return out
 
 
-def parse_json(raw: bytes) -> Any:
-    """A request body as JSON: strict UTF-8, no NaN/Infinity (Elasticsearch refuses them)."""
-    if not raw.strip():
-        return {}
-    try:
-        raw.decode("utf-8")  # for a message that names the offending byte
-    except UnicodeDecodeError as e:
-        raise BadJson(f"request body is not valid UTF-8 (byte {e.start})") from None
-    try:
-        return orjson.loads(raw)  # strict: no NaN/Infinity, depth limit 1024
-    except orjson.JSONDecodeError as e:
-        raise BadJson(f"request body is not valid JSON: {e}") from None
-
-
 def _wants_isr(params: dict[str, str], raw: bytes) -> tuple[bool, Any]:
     """Is this `_search` for the isr pipeline? Returns (yes, parsed body or None)."""
     pipeline = params.get("search_pipeline")
@@ -516,17 +464,19 @@ def create_app(
     config: ServerConfig,
     encoder: TextEncoder | None = None,
     es_client: Any = None,
+    image_encoder: ImageEncoder | None = None,
     load_encoder: Callable[[], TextEncoder] | None = None,
 ) -> FastAPI:
     """The facade as an ASGI app. encoder: the text encoder of `query_text` (tests pass a small
     deterministic one); load_encoder: or a function that loads it on first use (the app's
     loader of `config.bundle`); es_client: an Elasticsearch client to use instead of one built
-    from `config.es_url`."""
+    from `config.es_url`; image_encoder: for `ext.isr.query_image` (the app layer builds it
+    from the bundle)."""
     if config.bundle is not None and encoder is None and load_encoder is None:
         raise InvalidInput(
             f"server: bundle {config.bundle} needs a loader (isr.app.serve.create_app has one)"
         )
-    facade = Facade(config, encoder, es_client, load_encoder)
+    facade = Facade(config, encoder, es_client, image_encoder, load_encoder)
     proxy: httpx.AsyncClient | None = None
 
     @asynccontextmanager
@@ -619,6 +569,8 @@ def create_app(
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def root(request: Request) -> Response:
+        if request.method == "GET" and wants_html(request.headers.get("accept", "")):
+            return html()  # a browser: the search page
         if config.es_mode:
             return await forward(request, await request.body())
         return json_response(
@@ -635,6 +587,10 @@ def create_app(
         if config.es_mode:
             raise NoHandler("index listing is Elasticsearch's own in ES mode (GET /_cat/indices)")
         return json_response({"indices": await run_in_threadpool(facade.index_names)})
+
+    register_ui(app, facade)
+    if not config.es_mode:  # in Elasticsearch mode the cluster answers these (proxied below)
+        register_read_api(app, facade)
 
     methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
 
