@@ -1,5 +1,5 @@
 # Two entry points (see README): `make demo` runs the main job, `make test` runs every check.
-# Each creates or reuses .venv, installs torch==2.13.0 first (the CPU build), then the project.
+# Each creates or reuses .venv, installs torch==2.13.0 first (PyPI serves its CUDA build, which runs on the CPU), then the project.
 
 PYTHON ?= python3
 VENV   ?= .venv
