@@ -7,7 +7,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.isr-installed
 CODE   := isr ingest eval tests
 
-.PHONY: setup demo test lint imports typecheck pytest bench clean
+.PHONY: setup demo test lint imports typecheck pytest bench clean es es-stop
+
+# a throwaway single-node Elasticsearch (version pinned in tools/es/VERSION; tools/es/README.md)
+ES_NODE := tools/es/node.sh
+ES_PORT ?= 9250
+ES_TEST_PORT ?= 9251
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,8 +41,18 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(VENV)/bin/lint-imports
 
+# the suite runs inside a live node (tests/es gets ISR_ES_URL); where this machine cannot run
+# Elasticsearch, node.sh prints `SKIP elasticsearch: <reason>` before and after the tests
 pytest: $(STAMP)
-	$(VENV)/bin/pytest -q
+	ISR_ES_OPTIONAL=1 $(ES_NODE) run build/es/pytest $(ES_TEST_PORT) -- $(VENV)/bin/pytest -q -ra
+
+# the same node for manual use: ISR_ES_URL=http://127.0.0.1:$(ES_PORT)
+es:
+	$(ES_NODE) start build/es/node $(ES_PORT)
+	@echo "export ISR_ES_URL=http://127.0.0.1:$(ES_PORT)   (stop it: make es-stop)"
+
+es-stop:
+	$(ES_NODE) stop build/es/node
 
 test: lint imports typecheck pytest
 

@@ -183,17 +183,20 @@ def test_search_bodies() -> None:
     }
     assert "filter" not in knn_body(q, 10, 100, [], with_source=False)["knn"]
     assert knn_body(q, 10, 100, [], with_source=False)["_source"] is False
-    exact = exact_body(q, 50, pool, with_source=True)
-    assert exact["size"] == 50
-    assert exact["query"] == {
-        "script_score": {
-            "query": {"bool": {"filter": pool}},
-            "script": {
-                "source": "dotProduct(params.q, 'isr.fast') + 1.0",
-                "params": {"q": [0.6, 0.8]},
-            },
-        }
+    # exact without scripts: num_candidates covers every admitted document
+    exact = exact_body(q, 50, 700, pool, with_source=True, quantized=True)
+    assert exact["size"] == 50 and "query" not in exact
+    assert exact["knn"] == {
+        "field": "isr.fast",
+        "query_vector": [0.6, 0.8],
+        "k": 50,
+        "num_candidates": 700,
+        "filter": pool,
+        "rescore_vector": {"oversample": 2.0},
     }
+    assert exact_body(q, 50, 20, pool, True, quantized=False)["knn"]["num_candidates"] == 50
+    assert "rescore_vector" not in exact_body(q, 5, 20, pool, True, False)["knn"]
+    assert exact_body(q, 5, 50_000, pool, True, False)["knn"]["num_candidates"] == 10_000
 
 
 def test_rank_vectors_rescore_and_exhaustive() -> None:
@@ -228,7 +231,7 @@ def test_rank_vectors_rescore_and_exhaustive() -> None:
 
 def test_score_conversions_and_documents() -> None:
     assert fast_from_knn(0.75) == pytest.approx(0.5)
-    assert fast_from_exact(1.5) == pytest.approx(0.5)
+    assert fast_from_exact(0.75) == pytest.approx(0.5)
     assert maxsim_from_rescore(14.5, 12) == pytest.approx(2.5)
     frags = np.array([[0.6, 0.8]], np.float32)
     doc = doc_source("d1", ("dog",), np.array([1.0, 0.0]), frags, {"license": "cc0"})

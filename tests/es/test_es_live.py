@@ -50,8 +50,10 @@ CONFIG = IndexConfig(d_fast=64, d_frag=16, max_frags=8, r_i=6, codec="fp32")
 @pytest.fixture(scope="module")
 def client() -> Iterator[Elasticsearch]:
     es = Elasticsearch(ES_URL, api_key=os.environ.get("ISR_ES_API_KEY"), request_timeout=120)
-    es.info()
+    es.cluster.health(wait_for_status="yellow", timeout="60s")  # GET / may be absent (405)
     yield es
+    # whatever a failed test left behind (each test also deletes its own)
+    es.indices.delete(index="isr-test-*", ignore_unavailable=True, allow_no_indices=True)
     es.close()
 
 

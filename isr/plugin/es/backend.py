@@ -9,8 +9,9 @@ counts the gallery, the documents the user's filters admit and those the keyword
 among them, and (2) the top-level kNN with the screen and the filters in `knn.filter` (a
 pre-filter). A second request follows only when the counts say so: the screen admits fewer than
 `size` documents (it is relaxed, as in the embedded pipeline), or the filters admit at most
-max(k, exact_threshold) documents (an exact `script_score` search replaces HNSW, which is slow
-and inexact when most of its graph is filtered out). Fragments live either in a
+max(k, exact_threshold) documents (a kNN with num_candidates >= that count, which Lucene answers
+exactly by scoring every admitted document, replaces the graph walk, which is slow and inexact
+when most of the graph is filtered out; no script, so no lang-painless needed). Fragments live either in a
 :class:`~isr.plugin.es.sidecar.Sidecar` keyed by `_id` (reranked here, on the GPU when there is one)
 or in a `rank_vectors` field (reranked inside Elasticsearch by a `maxSimDotProduct` rescore).
 
@@ -522,7 +523,12 @@ class EsBackend:
         return out
 
     def _body(
-        self, query: Encoded, opt: SearchOptions, filters: list[dict[str, Any]], exact: bool
+        self,
+        query: Encoded,
+        opt: SearchOptions,
+        filters: list[dict[str, Any]],
+        exact: bool,
+        admitted: int = 0,
     ) -> dict[str, Any]:
         q_fast = query.fast[0]
         src = opt.with_source
@@ -534,7 +540,8 @@ class EsBackend:
             q_frags = query.fragments[0][query.mask[0]]
             rescore, size = rescore_part(q_frags, q_fast, opt.rerank_window), opt.size
         if exact:
-            return exact_body(q_fast, opt.k, filters, src, rescore, size)
+            quantized = self.layout.vector_index not in ("hnsw", "flat")
+            return exact_body(q_fast, opt.k, admitted, filters, src, quantized, rescore, size)
         return knn_body(q_fast, opt.k, opt.num_candidates, filters, src, rescore, size)
 
     def candidates(self, query: Encoded, labels: tuple[str, ...], opt: SearchOptions) -> Candidates:
@@ -565,7 +572,7 @@ class EsBackend:
         requests = 1
         exact = opt.use_knn and bool(filters) and admitted <= max(opt.k, opt.exact_threshold)
         if (relaxed and screen is not None) or exact:
-            res = self._msearch([self._body(query, opt, filters, exact)])[0]
+            res = self._msearch([self._body(query, opt, filters, exact, admitted)])[0]
             requests = 2
         hits = res["hits"]["hits"]
         ms = (time.perf_counter() - t0) * 1e3

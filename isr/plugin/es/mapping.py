@@ -78,7 +78,6 @@ BBQ_MIN_DIMS = 64  # Elasticsearch refuses bbq_* index types below 64 dims
 MAX_M, MAX_EF_CONSTRUCTION = 512, 3200  # Lucene's HNSW bounds
 
 # Painless sources; the query vectors travel as params so the scripts compile once.
-_EXACT_FAST = f"dotProduct(params.q, '{FAST_FIELD}') + 1.0"
 _FAST = f"dotProduct(params.q, '{FAST_FIELD}')"
 _MAXSIM = f"maxSimDotProduct(params.q, '{FRAGMENTS_FIELD}') + params.n"
 
@@ -387,32 +386,34 @@ def knn_body(
     return body
 
 
+# Elasticsearch refuses a kNN num_candidates above this
+MAX_NUM_CANDIDATES = 10_000
+
+
 def exact_body(
     q_fast: np.ndarray,
     k: int,
+    admitted: int,
     filters: list[dict[str, Any]],
     with_source: bool,
+    quantized: bool,
     rescore: dict[str, Any] | None = None,
     size: int | None = None,
 ) -> dict[str, Any]:
-    """Exact fast-vector search over the filtered set: `script_score` with dotProduct.
+    """Exact fast-vector search over the filtered set, without scripts (no lang-painless).
 
     For selective filters, where HNSW would walk a graph mostly made of excluded documents.
+    A kNN whose num_candidates is at least the number of documents the filter admits makes
+    Lucene score every admitted document instead of walking the graph (exact top-k; checked
+    against brute force in tools/es/README.md); Elasticsearch caps num_candidates at
+    MAX_NUM_CANDIDATES, above which Lucene decides per segment. A quantized vector index
+    (int8/bbq) scores with the quantized vectors unless `rescore_vector` asks for the float
+    ones, so it does here. The score is the kNN one, (1 + dot) / 2.
     """
-    body: dict[str, Any] = {
-        "query": {
-            "script_score": {
-                "query": {"bool": {"filter": filters}} if filters else {"match_all": {}},
-                "script": {"source": _EXACT_FAST, "params": {"q": _vec(q_fast)}},
-            }
-        },
-        "size": k if size is None else size,
-        "track_total_hits": False,
-        "_source": _source_spec(with_source),
-        "fields": [KEYWORDS_FIELD],
-    }
-    if rescore is not None:
-        body.update(rescore)
+    n = min(max(k, admitted), MAX_NUM_CANDIDATES)
+    body = knn_body(q_fast, min(k, n), n, filters, with_source, rescore, size)
+    if quantized:
+        body["knn"]["rescore_vector"] = {"oversample": 2.0}
     return body
 
 
@@ -472,7 +473,8 @@ def fast_from_knn(score: float) -> float:
 
 
 def fast_from_exact(score: float) -> float:
-    return score - 1.0
+    """The exact path is a kNN too (see exact_body): the same score as fast_from_knn."""
+    return fast_from_knn(score)
 
 
 def maxsim_from_rescore(score: float, n_query_fragments: int) -> float:

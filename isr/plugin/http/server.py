@@ -338,7 +338,8 @@ class Facade:
         state: dict[str, Any] = {"mode": "elasticsearch" if self.config.es_mode else "embedded"}
         try:
             if self.config.es_mode:
-                ok = bool(self.es.ping())
+                # not ping(): `GET /` is a module (rest-root) some distributions lack (405)
+                ok = _es_healthy(self.es)
                 state["elasticsearch"] = "reachable" if ok else "unreachable"
             else:
                 state["indices"] = {n: _count(self.backend(n)) for n in self.index_names()}
@@ -352,6 +353,15 @@ class Facade:
         )
         state["ready"] = ok
         return json_response(state, 200 if ok else 503)
+
+
+def _es_healthy(es: Any) -> bool:
+    """The cluster answers `_cluster/health` with yellow or green (any error: unhealthy)."""
+    try:
+        status = es.cluster.health(timeout="2s").get("status")
+    except Exception:  # transport or API error: not ready, said in the answer
+        return False
+    return status in ("green", "yellow")
 
 
 def _count(backend: SearchBackend) -> int:
