@@ -94,6 +94,11 @@ class FakeEs:
                 "version": {"number": "9.1.0"},
                 "tagline": "You Know, for Search",
             }
+        if parts == ["_cluster", "health"]:
+            return 200, {"cluster_name": "fake", "status": "green"}
+        if parts == ["_nodes"]:  # a full distribution's modules (the real test node lacks some)
+            mods = [{"name": m} for m in ("lang-painless", "rank-vectors", "x-pack-core")]
+            return 200, {"nodes": {"n1": {"modules": mods, "plugins": []}}}
         if parts == ["_bulk"] or parts[-1:] == ["_bulk"]:
             return self.bulk(raw, params)
         if parts == ["_pit"] and method == "DELETE":

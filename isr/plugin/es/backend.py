@@ -158,6 +158,8 @@ class EsBackend:
         body = index_body(config, layout)  # validates before anything is created
         if layout.fragments == "sidecar" and sidecar_path is None:
             raise InvalidInput("es backend: fragments in a sidecar need a sidecar directory")
+        if layout.fragments == "rank_vectors":
+            require_modules(client, RANK_VECTORS_MODULES, "--es-fragments rank_vectors")
         if cls.index_exists(client, index):
             raise Conflict(f"Elasticsearch index {index!r} already exists")
         sidecar = None
@@ -683,3 +685,29 @@ class EsBackend:
         if lost:
             raise NotFound(f"documents {lost[:5]} are in the sidecar but not in {self.index!r}")
         return list(docs)
+
+
+# what the rank_vectors layout needs from the cluster: the field type, and painless for the
+# maxSimDotProduct rescore and the fast-score script field
+RANK_VECTORS_MODULES = ("rank-vectors", "lang-painless")
+
+
+def cluster_modules(client: Elasticsearch) -> set[str]:
+    """The modules and plugins every node of the cluster has (`GET _nodes`)."""
+    with _es_errors("listing the cluster's modules"):
+        r = client.nodes.info(filter_path="nodes.*.modules.name,nodes.*.plugins.name")
+    nodes = list((r.body if hasattr(r, "body") else r).get("nodes", {}).values())
+    sets = [{m["name"] for m in n.get("modules", []) + n.get("plugins", [])} for n in nodes]
+    return set.intersection(*sets) if sets else set()
+
+
+def require_modules(client: Elasticsearch, needed: tuple[str, ...], what: str) -> None:
+    """InvalidInput naming the modules `what` needs that the cluster lacks."""
+    have = cluster_modules(client)
+    missing = [m for m in needed if m not in have]
+    if missing:
+        raise InvalidInput(
+            f"{what} needs the Elasticsearch module(s) {', '.join(missing)}, which this "
+            f"cluster lacks (it has: {', '.join(sorted(have)) or 'none'}); use the sidecar "
+            "layout (--sidecar DIR) or a distribution that ships them"
+        )
