@@ -140,6 +140,21 @@ def test_facade_and_check(backend: EsBackend, tmp_path: Path) -> None:
         assert len(r.json()["hits"]["hits"]) == 3
         count = httpx.get(f"{url}/{backend.index}/_count", timeout=60).json()
         assert count["count"] == WORLD.n_docs
+        # the official client through the facade: the pipeline via ext.isr, the rest proxied
+        es = Elasticsearch(url, request_timeout=120)
+        got = es.search(index=backend.index, size=3, ext={"isr": {"query_encoded": enc}})
+        assert len(got["hits"]["hits"]) == 3 and "isr" in got
+        plain = {"size": 4, "query": {"term": {"license": "cc0"}}, "sort": ["_doc"]}
+        via = es.search(index=backend.index, **plain)
+        direct = backend.client.search(index=backend.index, **plain)
+        assert [h["_id"] for h in via["hits"]["hits"]] == [h["_id"] for h in direct["hits"]["hits"]]
+        assert "isr" not in via and via["hits"]["total"] == direct["hits"]["total"]
+        assert es.count(index=backend.index)["count"] == WORLD.n_docs
+        with pytest.raises(elasticsearch.NotFoundError):  # errors come back as Elasticsearch's
+            es.indices.get_mapping(index=f"{backend.index}-missing")
+        es.close()
+        ready = httpx.get(f"{url}/_isr/ready", timeout=60)
+        assert ready.status_code == 200 and ready.json()["elasticsearch"] == "reachable"
     assert backend.check().consistent
     backend.client.delete(index=backend.index, id="doc-0000001", refresh=True)
     report = backend.check()
