@@ -215,3 +215,64 @@ def test_load_gallery_into_elasticsearch_resumes_to_exactly_the_gallery(
             assert res.hits[0].id == "doc7"
     finally:
         client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def test_sigkill_then_resume_into_elasticsearch_gives_exactly_the_gallery(
+    client: Elasticsearch, tmp_path: Path
+) -> None:
+    """`ingest/load_gallery.py` into Elasticsearch + a sidecar, killed with SIGKILL mid-load,
+    then --resume: the cluster and the sidecar hold exactly the source's ids, and check agrees."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from click.testing import CliRunner
+    from conftest import random_items
+    from elasticsearch.helpers import scan
+
+    from isr.app.load import main
+    from isr.ingest.encoded_export import write_jsonl
+    from isr.plugin.es.sidecar import Sidecar
+
+    n = 3000
+    gallery, side = tmp_path / "gallery.jsonl", tmp_path / "side"
+    for b in range(0, n, 500):
+        ids = [f"doc{i}" for i in range(b, b + 500)]
+        write_jsonl(gallery, ids, random_items(500, seed=b), [{"i": i} for i in range(b, b + 500)],
+                    append=True)  # fmt: skip
+    name = f"isr-test-{uuid.uuid4().hex[:10]}"
+    script = Path(__file__).resolve().parents[2] / "ingest" / "load_gallery.py"
+    cmd = [sys.executable, str(script), "--threads", "1", "encoded", str(gallery),
+           "--index", f"{ES_URL.rstrip('/')}/{name}", "--sidecar", str(side),
+           "--batch-size", "50", "--commit-every", "200", "--max-frags", "4", "--no-progress",
+           "--codec", "fp32"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            if client.indices.exists(index=name):
+                client.indices.refresh(index=name)
+                if client.count(index=name)["count"] >= 500:
+                    break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate()
+        assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+        client.indices.refresh(index=name)
+        assert 0 < client.count(index=name)["count"] < n  # killed mid-load
+
+        out = CliRunner().invoke(main, [*cmd[4:], "--resume"])  # from "encoded" on
+        assert out.exit_code == 0, out.output[-2000:]
+        assert "(complete) [resumed]" in out.output
+        client.indices.refresh(index=name)
+        got = sorted(h["_id"] for h in scan(client, index=name, query={"_source": False}))
+        assert got == sorted(f"doc{i}" for i in range(n))  # none missing, none extra
+        with Sidecar.open(side, readonly=True) as sc:
+            assert len(sc) == n
+        with EsBackend.open(client, name, side) as b:
+            assert b.check().consistent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        client.indices.delete(index=name, ignore_unavailable=True)
