@@ -1,0 +1,116 @@
+"""Embedded vs Elasticsearch on one synthetic gallery: load rate, query latency (in process and
+through the facade in ES mode), recall@10 of the full pipeline vs exhaustive max-sim, bytes/item.
+
+    tools/es/node.sh run build/es/bench 9253 -- \\
+        env PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python tools/es/bench_es.py --docs 10000
+
+Needs ISR_ES_URL (node.sh run sets it). Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import torch
+from elasticsearch import Elasticsearch
+
+from isr.eval.bench import exhaustive_truth
+from isr.ingest.encoded_source import fill_index
+from isr.ingest.encoded_world import EncodedWorld, encoded_queries, world_source
+from isr.plugin.config import IndexConfig
+from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin.es.backend import EsBackend
+from isr.plugin.es.mapping import EsLayout
+from isr.plugin.http.server import ServerConfig, create_app, serve_in_thread
+from isr.plugin.pipeline import SearchOptions, search
+
+
+def _pct(xs: list[float]) -> dict[str, float]:
+    a = np.array(xs) * 1e3
+    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2)}
+
+
+def _du(p: Path) -> int:
+    return int(subprocess.run(["du", "-sb", str(p)], capture_output=True, text=True).stdout.split()[0])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=10_000)
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=2000)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    url = os.environ["ISR_ES_URL"]
+    world = EncodedWorld(n_docs=a.docs)
+    cfg = IndexConfig(d_fast=world.d_fast, d_frag=world.d_frag, max_frags=world.n_frags, r_i=world.r_i)
+    work = Path(tempfile.mkdtemp(prefix="isr-bench-es-"))
+    es = Elasticsearch(url, request_timeout=600)
+    name = f"isr-bench-{uuid.uuid4().hex[:8]}"
+    out: dict[str, Any] = {"docs": a.docs, "queries": a.queries, "es_version": None}
+    out["es_version"] = es.nodes.info(filter_path="nodes.*.version")["nodes"].popitem()[1]["version"]
+    out["load_before"] = os.getloadavg()
+    try:
+        t = time.perf_counter()
+        emb = EmbeddedIndex.create(work / "emb", cfg)
+        fill_index(emb, world_source(world), a.batch, commit_every=10 * a.batch)
+        out["embedded_load_docs_s"] = round(a.docs / (time.perf_counter() - t), 1)
+        t = time.perf_counter()
+        esb = EsBackend.create(es, name, cfg, EsLayout(replicas=0), work / "side" / name)
+        fill_index(esb, world_source(world), a.batch, commit_every=10 * a.batch)
+        out["es_load_docs_s"] = round(a.docs / (time.perf_counter() - t), 1)
+        es.indices.refresh(index=name)
+        queries, _ = encoded_queries(world, a.queries, seed=11)
+        truth = exhaustive_truth(emb, queries, 10)
+        opt = SearchOptions()
+        for label, b in [("embedded", emb), ("es", esb)]:
+            search(b, queries[0], opt)  # warm
+            lat, rec = [], []
+            for i in range(a.queries):
+                t = time.perf_counter()
+                r = search(b, queries[i], opt)
+                lat.append(time.perf_counter() - t)
+                rec.append(len({h.id for h in r.hits} & set(truth[i])) / 10)
+            out[label] = {**_pct(lat), "recall_at_10": round(float(np.mean(rec)), 4)}
+        # the facade in ES mode: same queries over HTTP, vs the in-process ES figures above
+        with serve_in_thread(create_app(ServerConfig(es_url=url, sidecar_root=work / "side"))) as f:
+            with httpx.Client(timeout=120) as h:
+                lat = []
+                for i in range(-1, a.queries):
+                    q = queries[max(i, 0)]
+                    enc = {"fast": q.fast[0].tolist(), "fragments": q.fragments[0][q.mask[0]].tolist(),
+                           "keywords": list(q.keywords[0].labels)}  # fmt: skip
+                    body = {"size": 10, "ext": {"isr": {"query_encoded": enc}}}
+                    t = time.perf_counter()
+                    r = h.post(f"{f}/{name}/_search?search_pipeline=isr", json=body)
+                    if i >= 0:
+                        lat.append(time.perf_counter() - t)
+                    assert r.status_code == 200, r.text
+        out["facade_es"] = _pct(lat)
+        out["facade_overhead_p50_ms"] = round(out["facade_es"]["p50_ms"] - out["es"]["p50_ms"], 2)
+        st = es.indices.stats(index=name, metric="store,docs")["_all"]["primaries"]
+        out["es_store_bytes_per_item"] = round(st["store"]["size_in_bytes"] / a.docs, 1)
+        out["sidecar_bytes_per_item"] = round(_du(work / "side" / name) / a.docs, 1)
+        out["embedded_bytes_per_item"] = round(_du(work / "emb") / a.docs, 1)
+        out["load_after"] = os.getloadavg()
+        esb.close()
+        emb.close()
+    finally:
+        es.indices.delete(index=name, ignore_unavailable=True)
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
