@@ -31,10 +31,10 @@ from conftest import fill  # noqa: E402
 from elasticsearch import Elasticsearch  # noqa: E402
 from fake_es import serve  # noqa: E402
 
+from isr.errors import InvalidInput  # noqa: E402
 from isr.ingest.encoded_world import EncodedWorld, encoded_queries  # noqa: E402
 from isr.plugin.config import IndexConfig  # noqa: E402
 from isr.plugin.embedded.index import EmbeddedIndex  # noqa: E402
-from isr.errors import InvalidInput  # noqa: E402
 from isr.plugin.es.backend import (  # noqa: E402
     RANK_VECTORS_MODULES,
     EsBackend,

@@ -38,11 +38,16 @@ from isr.plugin.pipeline import SearchOptions, search
 
 def _pct(xs: list[float]) -> dict[str, float]:
     a = np.array(xs) * 1e3
-    return {"p50_ms": round(float(np.percentile(a, 50)), 2), "p95_ms": round(float(np.percentile(a, 95)), 2)}
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+    }
 
 
 def _du(p: Path) -> int:
-    return int(subprocess.run(["du", "-sb", str(p)], capture_output=True, text=True).stdout.split()[0])
+    return int(
+        subprocess.run(["du", "-sb", str(p)], capture_output=True, text=True).stdout.split()[0]
+    )
 
 
 def main() -> None:
@@ -54,12 +59,16 @@ def main() -> None:
     torch.set_num_threads(1)
     url = os.environ["ISR_ES_URL"]
     world = EncodedWorld(n_docs=a.docs)
-    cfg = IndexConfig(d_fast=world.d_fast, d_frag=world.d_frag, max_frags=world.n_frags, r_i=world.r_i)
+    cfg = IndexConfig(
+        d_fast=world.d_fast, d_frag=world.d_frag, max_frags=world.n_frags, r_i=world.r_i
+    )
     work = Path(tempfile.mkdtemp(prefix="isr-bench-es-"))
     es = Elasticsearch(url, request_timeout=600)
     name = f"isr-bench-{uuid.uuid4().hex[:8]}"
     out: dict[str, Any] = {"docs": a.docs, "queries": a.queries, "es_version": None}
-    out["es_version"] = es.nodes.info(filter_path="nodes.*.version")["nodes"].popitem()[1]["version"]
+    out["es_version"] = es.nodes.info(filter_path="nodes.*.version")["nodes"].popitem()[1][
+        "version"
+    ]
     out["load_before"] = os.getloadavg()
     try:
         t = time.perf_counter()
@@ -84,19 +93,19 @@ def main() -> None:
                 rec.append(len({h.id for h in r.hits} & set(truth[i])) / 10)
             out[label] = {**_pct(lat), "recall_at_10": round(float(np.mean(rec)), 4)}
         # the facade in ES mode: same queries over HTTP, vs the in-process ES figures above
-        with serve_in_thread(create_app(ServerConfig(es_url=url, sidecar_root=work / "side"))) as f:
-            with httpx.Client(timeout=120) as h:
-                lat = []
-                for i in range(-1, a.queries):
-                    q = queries[max(i, 0)]
-                    enc = {"fast": q.fast[0].tolist(), "fragments": q.fragments[0][q.mask[0]].tolist(),
-                           "keywords": list(q.keywords[0].labels)}  # fmt: skip
-                    body = {"size": 10, "ext": {"isr": {"query_encoded": enc}}}
-                    t = time.perf_counter()
-                    r = h.post(f"{f}/{name}/_search?search_pipeline=isr", json=body)
-                    if i >= 0:
-                        lat.append(time.perf_counter() - t)
-                    assert r.status_code == 200, r.text
+        app = create_app(ServerConfig(es_url=url, sidecar_root=work / "side"))
+        with serve_in_thread(app) as f, httpx.Client(timeout=120) as h:
+            lat = []
+            for i in range(-1, a.queries):
+                q = queries[max(i, 0)]
+                enc = {"fast": q.fast[0].tolist(), "fragments": q.fragments[0][q.mask[0]].tolist(),
+                       "keywords": list(q.keywords[0].labels)}  # fmt: skip
+                body = {"size": 10, "ext": {"isr": {"query_encoded": enc}}}
+                t = time.perf_counter()
+                r = h.post(f"{f}/{name}/_search?search_pipeline=isr", json=body)
+                if i >= 0:
+                    lat.append(time.perf_counter() - t)
+                assert r.status_code == 200, r.text
         out["facade_es"] = _pct(lat)
         out["facade_overhead_p50_ms"] = round(out["facade_es"]["p50_ms"] - out["es"]["p50_ms"], 2)
         st = es.indices.stats(index=name, metric="store,docs")["_all"]["primaries"]

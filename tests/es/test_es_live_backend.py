@@ -1,0 +1,132 @@
+"""EsBackend paths against the live node at $ISR_ES_URL (moved from tests/test_es_backend.py,
+where a fake stood in): exact hits of the filtered kNN (every filter goes through Lucene's
+exact path: num_candidates covers the admitted documents), the exact fallback of a selective
+filter, the relaxed keyword screen, and `check` finding and repairing drift."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ES_URL = os.environ.get("ISR_ES_URL")
+if not ES_URL:
+    pytest.skip("ISR_ES_URL not set: the live Elasticsearch suite needs a server "
+                "(make test starts one)", allow_module_level=True)  # fmt: skip
+
+from conftest import fill  # noqa: E402
+from elasticsearch import Elasticsearch  # noqa: E402
+from test_es_backend import CASES, CONFIG, WORLD, _same, _source  # noqa: E402
+
+from isr.ingest.encoded_world import encoded_gallery, encoded_queries  # noqa: E402
+from isr.plugin.embedded.index import EmbeddedIndex  # noqa: E402
+from isr.plugin.es.backend import EsBackend  # noqa: E402
+from isr.plugin.es.mapping import EsLayout  # noqa: E402
+from isr.plugin.pipeline import SearchOptions, search  # noqa: E402
+
+pytestmark = pytest.mark.es
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Elasticsearch]:
+    es = Elasticsearch(ES_URL, api_key=os.environ.get("ISR_ES_API_KEY"), request_timeout=120)
+    es.cluster.health(wait_for_status="yellow", timeout="60s")
+    yield es
+    es.indices.delete(index="isr-test-*", ignore_unavailable=True, allow_no_indices=True)
+    es.close()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedIndex]:
+    idx = EmbeddedIndex.create(tmp_path_factory.mktemp("emb") / "world", CONFIG)
+    fill(idx, WORLD, 300, _source)
+    yield idx
+    idx.close()
+
+
+def _name() -> str:
+    return f"isr-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def side_backend(
+    client: Elasticsearch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EsBackend]:
+    name = _name()
+    b = EsBackend.create(client, name, CONFIG, EsLayout(replicas=0),
+                         sidecar_path=tmp_path_factory.mktemp("side") / name)  # fmt: skip
+    try:
+        fill(b, WORLD, 300, _source)
+        yield b
+    finally:
+        b.close()
+        client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def test_filtered_knn_gives_the_embedded_hits(
+    side_backend: EsBackend, embedded: EmbeddedIndex
+) -> None:
+    queries, _ = encoded_queries(WORLD, 4, seed=3)
+    for ablation, filt in CASES:
+        opt = SearchOptions.for_ablation(ablation, size=8, rerank_window=40,
+                                         num_candidates=600, filter=filt)  # fmt: skip
+        if opt.filter is None and not opt.use_keywords:
+            continue  # no filter: HNSW, approximate on a real node (the fake is exact)
+        for i in range(len(queries)):
+            got, want = search(side_backend, queries[i], opt), search(embedded, queries[i], opt)
+            _same(got, want)
+            if filt is not None:
+                assert got.profile.stage("filter").count == want.profile.stage("filter").count
+
+
+def test_selective_filter_goes_exact_and_sparse_screen_relaxes(
+    side_backend: EsBackend, embedded: EmbeddedIndex
+) -> None:
+    q = encoded_queries(WORLD, 1, seed=5)[0]
+    filt = {"bool": {"filter": [{"term": {"year": 2003}}, {"term": {"license": "cc-by"}}]}}
+    opt = SearchOptions(
+        size=5, rerank_window=20, num_candidates=50, filter=filt, exact_threshold=100
+    )
+    got, want = search(side_backend, q, opt), search(embedded, q, opt)
+    _same(got, want)
+    assert got.profile.stage("knn").detail.startswith("exact in Elasticsearch, 2 request(s)")
+    # a label nobody carries: the screen admits 0 < size documents and is dropped
+    odd = q.__class__(q.fast, q.fragments, q.mask, (q.keywords[0].__class__(("nobody",), (1.0,)),))
+    opt = SearchOptions(size=5, rerank_window=20, num_candidates=50, exact_threshold=0)
+    got, want = search(side_backend, odd, opt), search(embedded, odd, opt)
+    assert got.profile.relaxed and got.profile.relax_reason == want.profile.relax_reason
+    assert got.profile.stage("keywords").count == 600
+
+
+def test_check_finds_and_repairs_drift(client: Elasticsearch, tmp_path: Path) -> None:
+    name = _name()
+    b = EsBackend.create(client, name, CONFIG, EsLayout(replicas=0), sidecar_path=tmp_path / "s")
+    try:
+        ids, items = next(encoded_gallery(WORLD, 30))
+        b.ingest(ids, items, refresh=True)
+        assert b.check().consistent
+        # documents Elasticsearch lost, and documents whose fragments the sidecar lost
+        for d in ids[:2]:
+            client.delete(index=name, id=d)
+        b.refresh()
+        assert b.sidecar is not None
+        b.sidecar.delete([ids[2]])
+        b.sidecar.commit()
+        report = b.check()
+        assert report.orphan_fragments == (ids[0], ids[1])
+        assert report.missing_fragments == (ids[2],)
+        assert (report.es_documents, report.fragment_documents) == (28, 29)
+        q = encoded_queries(WORLD, 1)[0]
+        opt = SearchOptions(size=5, rerank_window=30, num_candidates=30, use_keywords=False)
+        res = search(b, q, opt)
+        assert "have no fragments in the sidecar" in res.profile.stage("knn").detail
+        fixed = b.check(repair=True, delete_missing=True)
+        assert (fixed.deleted_orphans, fixed.deleted_missing) == (2, 1)
+        b.refresh()
+        assert b.check().consistent and len(b) == 27
+    finally:
+        b.close()
+        client.indices.delete(index=name, ignore_unavailable=True)
