@@ -120,3 +120,39 @@ def test_readers_opened_while_a_writer_commits_are_consistent(live: Path) -> Non
     assert opens >= 200, f"only {opens} reader opens in 40 s"
     assert len(gens) >= 10 and refreshes >= 10, (len(gens), refreshes)
     assert bad == 0, f"{bad} inconsistent snapshots of {opens} opens + refreshes"
+
+
+def test_the_server_refreshes(live: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from isr.plugin.http.server import ServerConfig, create_app
+
+    config = ServerConfig(root=live.parent, allowed_hosts=("testserver",), refresh_interval=0.2)
+
+    def total(c: TestClient) -> int:
+        r = c.post("/live/_search", json={"size": 0})
+        assert r.status_code == 200, r.text
+        return int(r.json()["hits"]["total"]["value"])
+
+    with TestClient(create_app(config)) as c, EmbeddedIndex.open(live) as w:
+        assert total(c) == len(STABLE)
+        _writer_batch(w, 1)
+        r = c.post("/live/_refresh")
+        assert r.status_code == 200 and r.json()["_shards"]["failed"] == 0
+        assert total(c) == _expected(2)
+        _writer_batch(w, 2)
+        deadline = time.monotonic() + 10
+        while total(c) != _expected(3) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert total(c) == _expected(3), "the background refresh never showed the commit"
+        got = c.get("/_isr/ready/live").json()["live"]
+        assert got == {"status": "green", "documents": _expected(3), "generation": 3}
+        assert c.get("/_isr/ready/nope").status_code == 404
+        # a deleted document is gone and a replaced one shows its new _source
+        w.delete(["s0"])
+        w.upsert(["s1"], random_items(1, seed=77), [{"v": 99, "id": "s1"}])
+        w.commit()
+        c.post("/_refresh")
+        f = {"query": {"terms": {"id": ["s0", "s1"]}}}
+        hits = c.post("/live/_search", json=f).json()["hits"]["hits"]
+        assert [(h["_id"], h["_source"]["v"]) for h in hits] == [("s1", 99)]

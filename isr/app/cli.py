@@ -390,6 +390,20 @@ def train(
 @click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None, help="Key for Elasticsearch.")
 @click.option("--max-body-mb", type=float, default=16.0, show_default=True)
 @click.option("--device", default=None, help="Scorer/encoder device (default: cuda if present).")
+@click.option(
+    "--refresh-interval",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes of open indexes (new commits become searchable); -1: never.",
+)
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A Host name to answer besides the loopback ones (on a loopback bind).",
+)
 def serve_cmd(max_body_mb: float, **kw: Any) -> None:
     """Serve Elasticsearch's _search shapes over the isr pipeline (see docker/README.md)."""
     from isr.plugin.http.server import ServerConfig, serve
