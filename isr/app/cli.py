@@ -101,6 +101,18 @@ def index_stats(path: Path) -> None:
         click.echo(json.dumps(idx.stats(), indent=2))
 
 
+@index.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+def index_check(path: Path) -> None:
+    """Verify the index at PATH in full (checksums, sqlite, term ids); exit 1 on a problem."""
+    from isr.plugin.embedded.index import EmbeddedIndex
+
+    report = EmbeddedIndex.check(path)
+    click.echo(json.dumps(report, indent=2))
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
 @index.command("delete")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

@@ -35,10 +35,14 @@ log = logging.getLogger("isr.index")
 
 
 def _crc_file(path: Path) -> int | None:
+    """The recorded checksum of the graph snapshot; None: none recorded; -1: unreadable
+    (which fails every comparison: the snapshot is not trusted)."""
     try:
         return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+    except FileNotFoundError:
         return None
+    except (ValueError, UnicodeDecodeError):
+        return -1
 
 
 GATHER_MAX = 4096  # admitted sets up to this size are gathered; larger ones scanned in place

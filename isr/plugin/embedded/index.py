@@ -50,7 +50,7 @@ from isr.plugin.filters import Filter
 from isr.plugin.store.doctable import check_app_meta
 from isr.plugin.store.fragments import FragmentStore
 from isr.plugin.store.maxsim import MaxSimScorer
-from isr.plugin.store.segment import Segment, check_ranges, create_aside
+from isr.plugin.store.segment import Segment, check_ranges, create_aside, verify_ranges
 
 if TYPE_CHECKING:
     from isr.plugin.pipeline import SearchOptions
@@ -282,6 +282,66 @@ class EmbeddedIndex:
         if not readonly:
             index._write_manifest()
         return index
+
+    @classmethod
+    def check(cls, path: str | Path) -> dict[str, Any]:
+        """Verify an index in full (`isr index check`): sqlite's integrity check, every
+        committed range's checksum, file sizes, term ids within the term table, fragment
+        counts, the graph snapshot's checksum. Returns {"ok", "problems", "checked"}."""
+        path = Path(path)
+        problems: list[str] = []
+        checked: dict[str, Any] = {}
+        try:
+            idx = cls.open(path, readonly=True)
+        except (CorruptIndex, NotFound, Conflict, InvalidInput) as e:
+            return {"ok": False, "problems": [str(e)], "checked": checked}
+        try:
+            bad = idx.table.integrity()
+            problems += [f"{idx.table.file}: {b}" for b in bad[:20]]
+            problems += idx.table.verify_content()
+            checked["sqlite_integrity"] = "ok" if not bad else f"{len(bad)} problems"
+            n = idx.n_rows
+            covered = {}
+            for name, rb in idx._row_files():
+                end = n * rb
+                problems += verify_ranges(idx.path, idx.table, name, 0, end)
+                ranges = idx.table.ranges(name, 0)
+                covered[name] = sum(hi - lo for lo, hi, _ in ranges if hi <= end)
+                size = (idx.path / name).stat().st_size
+                if size < end:
+                    problems.append(f"{name}: {size} bytes, {n} committed rows need {end}")
+            checked["checksummed_bytes"] = covered
+            tids = np.asarray(idx.keywords.labels.view())
+            known = np.array(sorted(idx._terms), dtype=np.int64)
+            flat = tids.reshape(-1)
+            flat = flat[flat >= 0]
+            if flat.size and known.size:
+                unknown = ~np.isin(flat, known)
+            else:
+                unknown = np.ones(flat.size, dtype=bool)
+            if unknown.any():
+                problems.append(
+                    f"{KeywordPostings.FILE}: {int(unknown.sum())} term ids unknown to the "
+                    f"document table (e.g. {int(flat[unknown][0])})"
+                )
+            if (tids < -1).any():
+                problems.append(f"{KeywordPostings.FILE}: term ids below -1")
+            checked["term_ids"] = int(flat.size)
+            counts = idx.fragments.counts(np.arange(n, dtype=np.int64)) if n else np.zeros(0)
+            if ((counts < 1) | (counts > idx.config.max_frags)).any():
+                problems.append(f"{cls.FRAGMENTS}/counts.u8: counts outside [1, max_frags]")
+            rows = idx.table.count(False) + idx.table.count(True)
+            if rows != n:
+                problems.append(f"{idx.table.file.name}: {rows} document rows, n_rows is {n}")
+            if idx.fast.damaged_snapshot:
+                problems.append(f"{FastIndex.HNSW}: fails its checksum (rebuilt from vectors)")
+            vec = np.asarray(idx.fast.vectors.view())
+            if not np.isfinite(vec).all():
+                problems.append(f"{FastIndex.VECTORS}: non-finite values")
+            checked["rows"] = n
+        finally:
+            idx.close()
+        return {"ok": not problems, "problems": problems, "checked": checked}
 
     @staticmethod
     def destroy(path: str | Path) -> None:

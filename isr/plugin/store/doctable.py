@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,6 +97,47 @@ class DocTable:
         # join it at commit (a rollback forgets them, so ids never outlive their rows)
         self._tids: dict[str, int] = {}
         self._tids_pending: dict[str, int] = {}
+        # CRC-32 of the document rows and terms this batch inserted: sqlite checksums no
+        # page, so a damaged _source or term would otherwise read back as valid text
+        self._crc: dict[str, list[int]] = {}  # DOCS / TERMS -> [lo, hi, crc]
+
+    DOCS, TERMS = "docs.sqlite#docs", "docs.sqlite#terms"
+
+    @staticmethod
+    def row_bytes(row: int, doc_id: str, source: str | None) -> bytes:
+        return f"{row}\x1f{doc_id}\x1f{source if source is not None else ''}\x1e".encode()
+
+    @staticmethod
+    def term_bytes(tid: int, term: str) -> bytes:
+        return f"{tid}\x1f{term}\x1e".encode()
+
+    def _track(self, what: str, key: int, data: bytes) -> None:
+        got = self._crc.get(what)
+        if got is None:
+            self._crc[what] = [key, key + 1, zlib.crc32(data)]
+        else:
+            got[1], got[2] = key + 1, zlib.crc32(data, got[2])
+
+    def pending_ranges(self) -> list[tuple[str, int, int, int]]:
+        """(what, lo key, hi key, crc32) of the rows and terms inserted in this batch."""
+        return [(w, lo, hi, crc) for w, (lo, hi, crc) in self._crc.items()]
+
+    def verify_content(self) -> list[str]:
+        """Recompute the committed rows' and terms' checksums (`isr index check`)."""
+        problems = []
+        for what, q in (
+            (self.DOCS, "SELECT row, id, source FROM docs WHERE row >= ? AND row < ? ORDER BY row"),
+            (self.TERMS, "SELECT tid, term FROM terms WHERE tid >= ? AND tid < ? ORDER BY tid"),
+        ):
+            for lo, hi, crc in self.ranges(what):
+                c = 0
+                for r in self._exec(q, (lo, hi)):
+                    c = zlib.crc32(
+                        self.row_bytes(*r) if what == self.DOCS else self.term_bytes(*r), c
+                    )
+                if c != crc:
+                    problems.append(f"{what}: keys [{lo}, {hi}) fail their checksum")
+        return problems
 
     # -- committed state ---------------------------------------------------------------
     @contextmanager
@@ -166,6 +208,7 @@ class DocTable:
             self._in_tx = True
 
     def commit(self) -> None:
+        self._crc.clear()
         if self._in_tx:
             self.db.execute("COMMIT")
             self._in_tx = False
@@ -174,6 +217,7 @@ class DocTable:
 
     def rollback(self) -> None:
         self._tids_pending.clear()
+        self._crc.clear()
         if self._in_tx:
             self.db.execute("ROLLBACK")
             self._in_tx = False
@@ -183,9 +227,12 @@ class DocTable:
         self, rows: Sequence[int], ids: Sequence[str], sources: Sequence[str | None]
     ) -> None:
         self._begin()
+        rows = [int(r) for r in rows]
         self.db.executemany(
             "INSERT INTO docs(row, id, source) VALUES (?, ?, ?)", zip(rows, ids, sources)
         )
+        for r, d, src in zip(rows, ids, sources):
+            self._track(self.DOCS, r, self.row_bytes(r, d, src))
 
     def tombstone(self, rows: Sequence[int], generation: int) -> None:
         """Tombstone rows in the batch that commits as `generation` (recorded in `dels`)."""
@@ -235,6 +282,7 @@ class DocTable:
                 tid = self.db.execute("INSERT INTO terms(term) VALUES (?)", (term,)).lastrowid
                 assert tid is not None
                 out[term] = self._tids_pending[term] = int(tid)
+                self._track(self.TERMS, int(tid), self.term_bytes(int(tid), term))
         return out
 
     def terms(self, after: int = -1) -> dict[int, str]:

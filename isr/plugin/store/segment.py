@@ -162,6 +162,7 @@ class Segment:
         """fsync the stores, then commit ranges + counts + meta in one transaction."""
         for f in sync:
             f()
+        ranges = [*ranges, *self.table.pending_ranges()]
         if ranges:
             self.table.add_ranges(ranges)
         self.table.set_meta(n_rows=n_rows, generation=generation, app=app, **meta)
