@@ -141,3 +141,47 @@ def test_damage_to_every_file_is_detected(tmp_path: Path, small_config: IndexCon
     )
     assert not missed, missed
     assert share == 1.0 and len(found) >= 3 * len(FILES)
+
+
+def test_delete_takes_the_lock_is_atomic_and_finishes_a_half_done_one(
+    tmp_path: Path, small_config: IndexConfig
+) -> None:
+    from isr.errors import Conflict, NotFound
+
+    path = tmp_path / "i"
+    _build(path, small_config)
+    with EmbeddedIndex.open(path) as w:
+        with pytest.raises(Conflict, match="write lock"):
+            EmbeddedIndex.destroy(path)
+        assert len(w) == 119  # untouched
+    # killed after its rename: the next delete finishes it
+    path.rename(tmp_path / "i.deleting")
+    EmbeddedIndex.destroy(path)
+    assert not (tmp_path / "i.deleting").exists()
+    # killed half-way through an old-style rmtree: no manifest, the rest still there
+    _build(path, small_config)
+    (path / "manifest.json").unlink()
+    EmbeddedIndex.destroy(path)
+    assert not path.exists()
+    with pytest.raises(NotFound):
+        EmbeddedIndex.destroy(path)
+    (tmp_path / "other").mkdir()
+    with pytest.raises(NotFound):
+        EmbeddedIndex.destroy(tmp_path / "other")
+
+
+def test_cli_index_check(tmp_path: Path, small_config: IndexConfig) -> None:
+    from click.testing import CliRunner
+
+    from isr.app.cli import main
+
+    path = tmp_path / "i"
+    _build(path, small_config)
+    r = CliRunner().invoke(main, ["index", "check", str(path)])
+    assert r.exit_code == 0 and json.loads(r.output)["ok"] is True, r.output
+    f = path / "keywords.i32"
+    data = bytearray(f.read_bytes())
+    data[8:12] = b"\xff\x00\x00\x7f"
+    f.write_bytes(bytes(data))
+    r = CliRunner().invoke(main, ["index", "check", str(path)])
+    assert r.exit_code == 1 and "keywords.i32: bytes [0, " in r.output, r.output

@@ -27,6 +27,7 @@ search that started before it keeps its own.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -51,6 +52,7 @@ from isr.plugin.store.doctable import check_app_meta
 from isr.plugin.store.fragments import FragmentStore
 from isr.plugin.store.maxsim import MaxSimScorer
 from isr.plugin.store.segment import Segment, check_ranges, create_aside, verify_ranges
+from isr.plugin.store.writelock import WriteLock
 
 if TYPE_CHECKING:
     from isr.plugin.pipeline import SearchOptions
@@ -345,11 +347,36 @@ class EmbeddedIndex:
 
     @staticmethod
     def destroy(path: str | Path) -> None:
-        """Delete an index directory (refuses a directory that is not an isr index)."""
+        """Delete an index directory (refuses a directory that is not an isr index).
+
+        Takes the write lock (a writer's index is not pulled from under it: Conflict), then
+        renames the directory aside (`NAME.deleting`: the index is gone at once, atomically)
+        and removes that. A delete killed half-way is finished by the next one, whether the
+        directory was renamed already or is a half-emptied index without its manifest.
+        """
         path = Path(path)
-        if not (path / MANIFEST).exists():
+        aside = path.with_name(path.name + ".deleting")
+        if not path.exists():
+            if aside.is_dir():
+                shutil.rmtree(aside)  # finish a delete killed after its rename
+                return
             raise NotFound(f"no isr index at {path}")
-        shutil.rmtree(path)
+        parts = (MANIFEST, "docs.sqlite", FastIndex.VECTORS, "fragments")
+        if not path.is_dir() or not any((path / p).exists() for p in parts):
+            raise NotFound(f"no isr index at {path} (none of {', '.join(parts)} there)")
+        lock = WriteLock(path, "index")
+        try:
+            if aside.exists():
+                shutil.rmtree(aside)
+            os.replace(path, aside)
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            lock.release()
+        shutil.rmtree(aside)
 
     def close(self) -> None:
         if not self.readonly and self._pending_or_deletes():
