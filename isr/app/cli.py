@@ -113,6 +113,15 @@ def index_check(path: Path) -> None:
         raise SystemExit(1)
 
 
+@index.command("compact")
+@click.argument("path", type=click.Path(path_type=Path))
+def index_compact(path: Path) -> None:
+    """Rewrite the index at PATH with its live documents only (drops replaced/deleted rows)."""
+    from isr.plugin.embedded.index import EmbeddedIndex
+
+    click.echo(json.dumps(EmbeddedIndex.compact(path), indent=2))
+
+
 @index.command("delete")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 from pyroaring import BitMap
 
-from isr.encoders.record import Encoded
+from isr.encoders.record import Encoded, Keywords
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
 from isr.plugin.backend import Candidates, FetchedDoc, Stage, relax_reason
 from isr.plugin.config import MANIFEST, IndexConfig, read_manifest, write_manifest
@@ -60,6 +60,18 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddedIndex", "Snapshot"]
 
 MAX_ID_LENGTH = 512
+COMPACT_BATCH = 5_000  # live rows rewritten per batch by a compaction
+COMPACT_DONE = "compact.done"  # marks a compaction's new directory as complete
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 SNAPSHOT_EVERY = 50_000  # rows added since the last HNSW snapshot that trigger a new one
 
 
@@ -126,6 +138,7 @@ class EmbeddedIndex:
         self.readonly = readonly
         self.segment = seg = Segment(path, readonly, "index")
         self.table = seg.table
+        self._ino = (path / seg.table.FILE).stat().st_ino  # a rewrite swaps the file
         self._refresh_lock = threading.Lock()
         try:
             self._load(config, device)
@@ -217,6 +230,15 @@ class EmbeddedIndex:
             return False
         with self._refresh_lock:
             old = self._snap
+            try:
+                ino = (self.path / self.table.FILE).stat().st_ino
+            except FileNotFoundError:
+                ino = -1
+            if ino != self._ino:
+                raise Conflict(
+                    f"{self.path}: the index was rewritten (compacted or deleted) since this "
+                    "reader opened it; open it again"
+                )
             with self.table.read():
                 c = self.segment.committed()
                 if c.generation == old.generation:
@@ -268,6 +290,90 @@ class EmbeddedIndex:
         create_aside(path, config, state, build, mapping={})
         return cls(path, config, readonly=False, device=device)
 
+    @staticmethod
+    def recover(path: Path) -> None:
+        """Finish or undo a compaction killed half-way (see :meth:`compact`)."""
+        new, old = path.with_name(path.name + ".compact"), path.with_name(path.name + ".old")
+        if not path.exists() and (new / COMPACT_DONE).exists():
+            os.replace(new, path)  # killed between its two renames: the new one is complete
+            _fsync_dir(path.parent)
+        for leftover in (new, old):
+            if leftover.exists() and path.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    @classmethod
+    def compact(cls, path: str | Path, device: str | None = None) -> dict[str, Any]:
+        """Rewrite the index with its live documents only (tombstoned rows dropped).
+
+        Holds the write lock throughout (Conflict while another writer works). The live rows
+        are written into a new directory `NAME.compact` through the ordinary add/commit path
+        (checksums, graph, fields), marked complete, then swapped in by two renames
+        (`NAME` -> `NAME.old`, `NAME.compact` -> `NAME`); a process killed at any point
+        leaves either the old index or the complete new one (:meth:`recover`, run by every
+        open). Readers that opened the old directory keep their files and their snapshot;
+        their next refresh says the index was rewritten (Conflict), and the server reopens.
+        """
+        path = Path(path)
+        t0 = time.perf_counter()
+        old_dir = path.with_name(path.name + ".old")
+        new_dir = path.with_name(path.name + ".compact")
+        src = cls.open(path)
+        try:
+            before = src.stats()
+            if new_dir.exists():
+                shutil.rmtree(new_dir)
+            dst = cls.create(new_dir, src.config, device=device)
+            try:
+                snap = src.snapshot
+                live = np.asarray(snap.alive.to_array(), dtype=np.int64)
+                for i in range(0, live.shape[0], COMPACT_BATCH):
+                    rows = live[i : i + COMPACT_BATCH]
+                    docs = src.docs_at(rows.tolist())
+                    frags, mask = src.fragments.gather(rows)
+                    labels = src.labels_of(rows)
+                    kws = tuple(
+                        Keywords(tuple(ls), tuple(1.0 - j / (len(ls) + 1) for j in range(len(ls))))
+                        for ls in labels
+                    )  # stored labels are already the top r_i, best first: keep that order
+                    items = Encoded(src.fast.vectors_at(rows), frags, mask, kws)
+                    ids = [docs[int(r)][0] for r in rows]
+                    srcs = [
+                        None if docs[int(r)][1] is None else orjson.loads(docs[int(r)][1])
+                        for r in rows
+                    ]
+                    dst.add(ids, items, srcs)
+                    dst.commit(wait_for_graph=False)
+                app = src.committed_meta()
+                dst.table.set_meta(epoch=src._epoch + 1)  # readers of the old one must reopen
+                dst.commit(meta=app)
+                dst.fast.snapshot()
+                after = dst.stats()
+            finally:
+                dst.close()
+            (new_dir / COMPACT_DONE).write_text("complete\n")
+            _fsync_dir(new_dir)
+            lock = WriteLock(new_dir, "index")  # no writer may slip into the new directory
+            try:
+                os.replace(path, old_dir)
+                os.replace(new_dir, path)
+                _fsync_dir(path.parent)
+            finally:
+                lock.release()
+        finally:
+            src.close()
+        (path / COMPACT_DONE).unlink(missing_ok=True)
+        shutil.rmtree(old_dir, ignore_errors=True)  # readers keep their open files
+        return {
+            "documents": after["documents"],
+            "rows_before": before["rows"],
+            "rows_after": after["rows"],
+            "bytes_before": before["bytes_total"],
+            "bytes_after": after["bytes_total"],
+            "bytes_per_document_before": before["bytes_per_document"],
+            "bytes_per_document_after": after["bytes_per_document"],
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+
     @classmethod
     def open(
         cls,
@@ -277,6 +383,8 @@ class EmbeddedIndex:
         device: str | None = None,
     ) -> EmbeddedIndex:
         path = Path(path)
+        if not readonly or not path.exists():
+            cls.recover(path)
         config, _ = read_manifest(path)
         if expect is not None:
             config.check_compatible(expect)

@@ -431,6 +431,17 @@ class Facade:
         total = len(names)
         return {"_shards": {"total": total, "successful": total - failed, "failed": failed}}
 
+    def forcemerge(self, name: str) -> dict[str, Any]:
+        """Compact an embedded index (drops replaced and deleted rows), then reopen it here;
+        Elasticsearch's `_forcemerge` answer plus the compaction's figures."""
+        from isr.plugin.embedded.index import EmbeddedIndex
+
+        self.backend(name)  # 404 for an unknown index
+        assert self.config.root is not None
+        report = EmbeddedIndex.compact(Path(self.config.root) / name)
+        self.refresh(name)  # the rewrite is seen: a fresh reader replaces the old one
+        return {"_shards": {"total": 1, "successful": 1, "failed": 0}, "isr": report}
+
     def _close_retired(self) -> None:
         now = time.monotonic()
         while self._retired and now - self._retired[0][0] > RETIRE_AFTER_S:
@@ -868,6 +879,12 @@ def create_app(
         @app.post("/_refresh")
         async def refresh_all() -> Response:
             return json_response(await run_in_threadpool(facade.refresh))
+
+        @app.post("/{index}/_forcemerge")
+        async def forcemerge(index: str) -> Response:
+            return json_response(
+                await run_in_threadpool(facade.forcemerge, check_index_name(index))
+            )
 
         @app.api_route("/{index}/_refresh", methods=["GET", "POST"])
         async def refresh_index(index: str) -> Response:

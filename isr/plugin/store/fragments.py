@@ -277,9 +277,11 @@ class FragmentStore:
 
     def grow(self, n_rows: int) -> None:
         """Reader: take in rows up to n_rows that a writer committed since."""
-        for name, per_row in ((FRAGMENTS_FILE, self.row_bytes), (COUNTS_FILE, 1)):
+        for fd, name, per_row in zip(
+            self._fds(), (FRAGMENTS_FILE, COUNTS_FILE), (self.row_bytes, 1), strict=True
+        ):
             f = self.path / name
-            size, need = f.stat().st_size, n_rows * per_row
+            size, need = os.fstat(fd).st_size, n_rows * per_row
             if size < need:
                 raise CorruptIndex(
                     f"fragment store: {f} holds {size} bytes but {n_rows} committed rows need {need}"
@@ -402,8 +404,17 @@ class FragmentStore:
                     # mode "c": a private map whose arrays are writable, so torch.from_numpy
                     # takes them without a copy or a warning; writes never reach the file.
                     shape = (n, self.max_frags, self.codec.code_size)
-                    frag_mm = np.memmap(self.path / FRAGMENTS_FILE, np.uint8, "c", shape=shape)
-                    count_mm = np.memmap(self.path / COUNTS_FILE, np.uint8, "c", shape=(n,))
+                    # through our own descriptors (duplicated: the map keeps its own), so a
+                    # reader keeps its files when a compaction swaps the directory
+                    fd_f, fd_c = self._fds()
+                    if self.readonly:
+                        with os.fdopen(os.dup(fd_f), "rb") as fh:
+                            frag_mm = np.memmap(fh, np.uint8, "c", shape=shape)
+                        with os.fdopen(os.dup(fd_c), "rb") as fh:
+                            count_mm = np.memmap(fh, np.uint8, "c", shape=(n,))
+                    else:
+                        frag_mm = np.memmap(self.path / FRAGMENTS_FILE, np.uint8, "c", shape=shape)
+                        count_mm = np.memmap(self.path / COUNTS_FILE, np.uint8, "c", shape=(n,))
                 self._frag_mm, self._count_mm, self._mapped = frag_mm, count_mm, n
             return self._frag_mm, self._count_mm
 

@@ -51,6 +51,9 @@ class RowFile:
             os.truncate(path, n_rows * self.row_bytes)
         self.n_rows = n_rows
         self._fh = None if readonly else open(path, "ab")  # noqa: SIM115 (held until close())
+        # a reader maps through its own handle: a compaction that swaps the directory
+        # leaves it reading the files of its snapshot
+        self._rfh = open(path, "rb") if readonly else None  # noqa: SIM115 (held until close())
         self._view: np.ndarray | None = None
         self._crc_from, self._crc = n_rows, 0  # the uncommitted range and its running CRC
 
@@ -86,7 +89,7 @@ class RowFile:
     def grow(self, n_rows: int) -> None:
         """Reader: take in rows up to n_rows that a writer committed since."""
         need = n_rows * self.row_bytes
-        size = self.path.stat().st_size
+        size = os.fstat(self._rfh.fileno()).st_size if self._rfh else self.path.stat().st_size
         if size < need:
             raise CorruptIndex(
                 f"{self.path}: {size} bytes, but {n_rows} committed rows need {need}"
@@ -117,7 +120,8 @@ class RowFile:
             if n == 0:
                 view = np.empty((0, *self.shape), dtype=self.dtype)
             else:
-                view = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(n, *self.shape))
+                src = self._rfh if self._rfh is not None else self.path
+                view = np.memmap(src, dtype=self.dtype, mode="r", shape=(n, *self.shape))
             self._view = view  # one assignment: a search in another thread keeps its own
         return view
 
@@ -128,4 +132,7 @@ class RowFile:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._rfh is not None:
+            self._rfh.close()
+            self._rfh = None
         self._view = None
