@@ -218,10 +218,8 @@ class FastIndex:
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(ef, k)
         bitmap = None
-        in_graph = allowed
         if allowed is not None:
-            if allowed.max() >= g:
-                in_graph = allowed & BitMap(range(g))
+            in_graph = allowed & BitMap(range(g)) if allowed.max() >= g else allowed
             bitmap = self._bitmap(in_graph, g)
             params.sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
         D, I = graph.search(q.reshape(1, -1).astype(np.float32), k, params=params)

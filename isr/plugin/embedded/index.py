@@ -337,10 +337,8 @@ class EmbeddedIndex:
                     )  # stored labels are already the top r_i, best first: keep that order
                     items = Encoded(src.fast.vectors_at(rows), frags, mask, kws)
                     ids = [docs[int(r)][0] for r in rows]
-                    srcs = [
-                        None if docs[int(r)][1] is None else orjson.loads(docs[int(r)][1])
-                        for r in rows
-                    ]
+                    texts = [docs[int(r)][1] for r in rows]
+                    srcs = [None if t is None else orjson.loads(t) for t in texts]
                     dst.add(ids, items, srcs)
                     dst.commit(wait_for_graph=False)
                 app = src.committed_meta()
