@@ -50,12 +50,12 @@ from isr.plugin.embedded.postings import KeywordPostings
 from isr.plugin.filters import Filter
 from isr.plugin.store.doctable import check_app_meta
 from isr.plugin.store.fragments import FragmentStore
-from isr.plugin.store.maxsim import MaxSimScorer
 from isr.plugin.store.segment import Segment, check_ranges, create_aside, verify_ranges
 from isr.plugin.store.writelock import WriteLock
 
 if TYPE_CHECKING:
     from isr.plugin.pipeline import SearchOptions
+    from isr.plugin.store.maxsim import MaxSimScorer
 
 __all__ = ["EmbeddedIndex", "Snapshot"]
 
@@ -175,7 +175,8 @@ class EmbeddedIndex:
             alive = BitMap(range(n)) - BitMap(table.deleted_rows())
             self._terms = table.terms()  # tid -> term
         self._snap = Snapshot(c.generation, n, alive)
-        self.scorer = MaxSimScorer(device)
+        self._device = device
+        self._scorer: MaxSimScorer | None = None  # built on the first rerank: torch loads then
         self._pending: list[tuple[int, Mapping[str, Any] | None]] = []
         self._pending_deletes: set[int] = set()
         self._mapping_before = dict(self.fields.mapping)
@@ -726,6 +727,14 @@ class EmbeddedIndex:
 
     def docs_at(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None]]:
         return self.table.docs_at(rows)
+
+    @property
+    def scorer(self) -> MaxSimScorer:
+        if self._scorer is None:
+            from isr.plugin.store.maxsim import MaxSimScorer
+
+            self._scorer = MaxSimScorer(self._device)
+        return self._scorer
 
     def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
         """Rows of the ids live in this snapshot (a writer: its own latest state)."""
