@@ -114,10 +114,12 @@ def train_matched(
         for i, (stage, epochs) in enumerate(plan):
             d = run_dir / _matched_dir(plan[: i + 1])
             c = TrainConfig.from_dict({**cfg.to_dict(), "epochs": epochs})
-            src = {"teacher_dir": teacher} if teacher is not None else {"tokenizer_dir": tok_dir}
             t0 = time.perf_counter()
             done = (d / METRICS_FILE).exists()
-            teacher = train_stage(stage, c, train, d, **src, **kw)
+            if teacher is None:
+                teacher = train_stage(stage, c, train, d, tokenizer_dir=tok_dir, **kw)
+            else:
+                teacher = train_stage(stage, c, train, d, teacher_dir=teacher, **kw)
             if not done:
                 with (run_dir / "progress.jsonl").open("a", encoding="utf-8") as f:
                     row = {"row": name, "dir": str(d), "seconds": time.perf_counter() - t0}
