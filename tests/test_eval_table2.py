@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from isr.encoders.train import TrainConfig
@@ -38,3 +39,29 @@ def test_table2_trains_every_row_then_only_evaluates(tmp_path: Path) -> None:
     )
     assert again is not None and again.recall == res.recall
     assert stamp == {d: (run / d / "model.safetensors").stat().st_mtime_ns for d in ROWS.values()}
+
+
+def test_matched_rows_sum_to_the_same_total() -> None:
+    from isr.eval.table2 import matched_rows
+
+    plans = matched_rows(7)
+    assert list(plans) == list(ROWS)
+    assert {name: sum(e for _, e in p) for name, p in plans.items()} == dict.fromkeys(ROWS, 7)
+    assert plans["I->B->F"] == [("inflate", 2), ("shrink-base", 2), ("shrink-fast", 3)]
+    assert plans["B->F"] == [("base", 3), ("shrink-fast", 4)]
+
+
+def test_table2_at_matched_epochs(tmp_path: Path) -> None:
+    generate_world(tmp_path / "w", 64, 12, 12, seed=0, m=8, D=8)
+    run = tmp_path / "run"
+    res = run_table2(
+        tmp_path / "w", run, CFG, val_images=6, min_images=5, speed_threads=(1,), total_epochs=3
+    )
+    assert res is not None and list(res.recall) == list(ROWS)
+    saved = json.loads(res.json_path.read_text())
+    assert saved["total_epochs"] == 3 and "dev split" in saved["validation"]
+    for name, d in saved["rows"].items():  # each stage's own epochs add up to 3
+        parts = d.removeprefix("matched/").split(".")
+        assert sum(int(re.search(r"\d+$", p).group()) for p in parts) == 3, name
+    i_b = json.loads((run / saved["rows"]["I->B"] / "metrics.json").read_text())
+    assert i_b["epochs"] == 2 and i_b["teacher"].endswith("matched/inflate1")

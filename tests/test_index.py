@@ -150,8 +150,8 @@ def test_hnsw_snapshot_is_caught_up_on_open(tmp_path: Path, small_config: IndexC
     idx.fast.close()
     idx.keywords.close()
     idx.fragments.close()
-    assert idx._lock is not None
-    idx._lock.release()
+    assert idx.segment._lock is not None
+    idx.segment.release()
     with EmbeddedIndex.open(tmp_path / "i") as again:
         assert again.fast.hnsw.ntotal == 50 and len(again) == 50
 

@@ -143,6 +143,27 @@ def index_stats(path: Path) -> None:
         click.echo(json.dumps(idx.stats(), indent=2))
 
 
+@index.command("check")
+@click.argument("path", type=click.Path(path_type=Path))
+def index_check(path: Path) -> None:
+    """Verify the index at PATH in full (checksums, sqlite, term ids); exit 1 on a problem."""
+    from isr.plugin.embedded.index import EmbeddedIndex
+
+    report = EmbeddedIndex.check(path)
+    click.echo(json.dumps(report, indent=2))
+    if not report["ok"]:
+        raise SystemExit(1)
+
+
+@index.command("compact")
+@click.argument("path", type=click.Path(path_type=Path))
+def index_compact(path: Path) -> None:
+    """Rewrite the index at PATH with its live documents only (drops replaced/deleted rows)."""
+    from isr.plugin.embedded.index import EmbeddedIndex
+
+    click.echo(json.dumps(EmbeddedIndex.compact(path), indent=2))
+
+
 @index.command("delete")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -522,6 +543,20 @@ def _record_eyes(data_dir: Path, bundle_dir: Path, d_in: int) -> None:
 @click.option("--es-api-key", envvar="ISR_ES_API_KEY", default=None, help="Key for Elasticsearch.")
 @click.option("--max-body-mb", type=float, default=16.0, show_default=True)
 @click.option("--device", default=None, help="Scorer/encoder device (default: cuda if present).")
+@click.option(
+    "--refresh-interval",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes of open indexes (new commits become searchable); -1: never.",
+)
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A Host name to answer besides the loopback ones (on a loopback bind).",
+)
 def serve_cmd(max_body_mb: float, **kw: Any) -> None:
     """Serve Elasticsearch's _search shapes over the isr pipeline (see docker/README.md)."""
     from isr.app.serve import serve

@@ -111,6 +111,12 @@ def bench(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
 @click.option("--no-eval", is_flag=True, help="Train only.")
 @click.option("--eval-only", is_flag=True, help="Train nothing; evaluate finished rows.")
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads.")
+@click.option(
+    "--total-epochs",
+    type=int,
+    default=None,
+    help="Matched training: every row gets this many epochs in all (teachers' included).",
+)
 def table2(
     data_dir: Path,
     run_dir: Path,
@@ -120,6 +126,7 @@ def table2(
     no_eval: bool,
     eval_only: bool,
     threads: int,
+    total_epochs: int | None,
 ) -> None:
     """Train and evaluate the rows of Inflate and Shrink's Table 2."""
     set_threads(threads)
@@ -132,7 +139,13 @@ def table2(
         raise click.UsageError("--eval-only takes neither --no-eval nor --chain")
     chosen = () if eval_only else (chains or CHAINS)
     res = run_table2(
-        data_dir, run_dir, cfg, chains=chosen, val_images=val_images, evaluate=not no_eval
+        data_dir,
+        run_dir,
+        cfg,
+        chains=chosen,
+        val_images=val_images,
+        evaluate=not no_eval,
+        total_epochs=total_epochs,
     )
     if res is not None:
         click.echo(format_tables(res))

@@ -39,6 +39,10 @@ class EncoderConfig:
     max_frags:      fragments kept per side for max-sim, codes not counted (32).
     kmeans_k:       reduce an image with more than k regions to k k-means centres (0: never).
     n_labels:       keyword vocabulary size L; 0 means no keyword heads.
+    first_token:    input of each side's first token (whose output is the fast vector):
+                    "learned" ([CLS] / a learned image token: the saved models before this
+                    field) or "mean" (that plus the mean of the side's other token inputs, so
+                    it carries the item from the start; what training now uses).
     """
 
     type: EncoderType
@@ -56,6 +60,7 @@ class EncoderConfig:
     kmeans_k: int = 0
     n_labels: int = 0
     dropout: float = 0.1
+    first_token: Literal["learned", "mean"] = "learned"
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     version: int = 1
@@ -83,6 +88,8 @@ class EncoderConfig:
             )
         if not 0.0 <= self.dropout < 1.0:
             raise InvalidInput(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.first_token not in ("learned", "mean"):
+            raise InvalidInput(f"first_token must be 'learned' or 'mean', got {self.first_token!r}")
 
     def replace(self, **changes: Any) -> EncoderConfig:
         return EncoderConfig(**{**asdict(self), **changes})

@@ -3,10 +3,13 @@
 Entry point: :class:`DualEncoder`, built from an :class:`~isr.encoders.config.EncoderConfig`.
 
 - Text tower: wordpieces ([CLS] ... [SEP], at most 32) -> BERT embeddings -> shared layers.
-- Image tower: m region features (any dim D) -> linear to ``hidden`` -> a learned first token
-  is prepended -> the same BERT embedding LayerNorm (token type 1, every region at position 0,
+- Image tower: m region features (any dim D) -> linear to ``hidden`` -> a first token is
+  prepended (a learned vector, plus the mean of the projected regions when
+  ``first_token == "mean"``) -> the same BERT embedding LayerNorm (token type 1, every region at position 0,
   as regions form a set) -> the same shared layers. Optional k-means to ``kmeans_k`` centres.
 - Inflated model: k learned code tokens (one set per side) appended to each side's input.
+- Text first token: [CLS]'s embedding, plus the mean of the caption's other word embeddings
+  when ``first_token == "mean"`` (see :func:`_with_mean`: why).
 - Head: a linear projection to d, L2-normalised: fragments. The fast vector is fragment 0.
 - Keyword heads (Cao et al.): one linear multi-label classifier per tower on the pooled
   (first-token) hidden state.
@@ -87,6 +90,8 @@ class DualEncoder(nn.Module):
         n = ids.shape[1]
         assert n <= self.cfg.max_text_len, (n, self.cfg.max_text_len)
         x = self.bert.embeddings.word_embeddings(ids)  # (B, n, H)
+        if self.cfg.first_token == "mean":
+            x = _with_mean(x, mask.bool(), x[:, 0])
         pos = torch.arange(n, device=ids.device)
         codes = self.text_codes if self.cfg.codes else None
         return self._run(x, mask.bool(), pos, 0, codes)
@@ -101,6 +106,8 @@ class DualEncoder(nn.Module):
         first = self.image_first.expand(b, 1, -1)  # (B, 1, H)
         x = torch.cat([first, x], 1)  # (B, 1+m, H)
         mask = torch.cat([mask.new_ones(b, 1), mask.bool()], 1)
+        if self.cfg.first_token == "mean":
+            x = _with_mean(x, mask, first[:, 0])
         # Regions are a set: every image token sits at position 0 and differs by content only.
         pos = torch.zeros(1 + m, dtype=torch.long, device=feats.device)
         codes = self.image_codes if self.cfg.codes else None
@@ -146,11 +153,14 @@ class DualEncoder(nn.Module):
 
     # -- scores -------------------------------------------------------------------------------
 
-    def similarity(self, t: TowerOutput, i: TowerOutput) -> torch.Tensor:
-        """(T, I) scores of this model's type: Eq. 3 for "fast", Eq. 5 max-sim otherwise."""
+    def similarity(
+        self, t: TowerOutput, i: TowerOutput, dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """(T, I) scores of this model's type: Eq. 3 for "fast", Eq. 5 max-sim otherwise.
+        ``dtype``: the max-sim interactions' type (see :func:`maxsim_scores`)."""
         if self.cfg.type == "fast":
             return fast_scores(t.fast, i.fast)
-        return maxsim_scores(t.frags, t.mask, i.frags, i.mask)
+        return maxsim_scores(t.frags, t.mask, i.frags, i.mask, dtype=dtype)
 
     # -- weights ------------------------------------------------------------------------------
 
@@ -180,3 +190,18 @@ class DualEncoder(nn.Module):
                 f"{source}: checkpoint lacks {len(missing)} tensors, e.g. {missing[:3]}"
             )
         self.bert.load_state_dict(picked)
+
+
+def _with_mean(x: torch.Tensor, mask: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """x (B, n, H) with token 0 replaced by ``first`` (B, H) plus the masked mean of tokens 1..
+
+    Why: a first token whose input is a constant ([CLS], or a learned image token) starts out
+    identical for every item; at random init attention is near uniform and its residual share
+    small (init std 0.02 at width 64), so the first output token, the fast vector, holds almost
+    no item information (mean pairwise cosine ~1.0 at init) and dropout noise swamps the
+    triplet's signal: F trained from scratch did not move. Giving it the items' mean at the
+    input makes it item-specific from step one; attention refines it from there.
+    """
+    m = mask[:, 1:, None].to(x.dtype)  # (B, n-1, 1)
+    mean = (x[:, 1:] * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, H)
+    return torch.cat([(first + mean)[:, None], x[:, 1:]], 1)

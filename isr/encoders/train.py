@@ -83,9 +83,15 @@ class TrainConfig:
     batch holding distinct images. ``negatives`` selects the triplet form ("sum" or VSE++
     "hardest"); "sum" is the default as hardest negatives stall from a random start.
 
+    ``first_token`` (see :class:`~isr.encoders.config.EncoderConfig`): "mean" feeds each
+    side's first token the mean of its other inputs; with "learned" a randomly initialised F
+    starts collapsed and did not learn (BENCHMARKS.md, issue 13).
+
     Shrinking: ``init_from_teacher`` copies every teacher tensor whose name and shape match
     (all but the codes) before distilling. ``device``: "auto" (CUDA when present, with
-    autocast when ``amp``), "cpu" or "cuda".
+    autocast when ``amp``), "cpu" or "cuda". ``maxsim_bf16``: the training max-sim interactions
+    (the largest tensor of a B or I step) in bfloat16; on a CPU with AMX this op is ~4x faster,
+    whereas autocasting the whole (narrow) transformer to bfloat16 was slower here.
     """
 
     seed: int = 0
@@ -118,11 +124,13 @@ class TrainConfig:
     max_text_len: int = 32
     max_frags: int = 32
     dropout: float = 0.1
+    first_token: Literal["learned", "mean"] = "mean"
     tokenizer_vocab: int = 8000
     val_size: int = 1000
     eval_batch_size: int = 256
     device: str = "auto"
     amp: bool = True
+    maxsim_bf16: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -586,6 +594,7 @@ def _model_config(
         kmeans_k=cfg.kmeans_k,
         n_labels=n_labels,
         dropout=cfg.dropout,
+        first_token=cfg.first_token,
         **arch,
     )
 
@@ -600,7 +609,7 @@ def _check_teacher(t: EncoderConfig, s: EncoderConfig, path: Path) -> None:
 
 # Settings a resumed run may change: more epochs (the LR schedule stretches to the new total),
 # and where or how verbosely it runs.
-_MAY_CHANGE = ("epochs", "progress", "device", "amp", "eval_batch_size")
+_MAY_CHANGE = ("epochs", "progress", "device", "amp", "maxsim_bf16", "eval_batch_size")
 
 
 def _read_state(out_dir: Path, stage: str, mcfg: EncoderConfig, cfg: TrainConfig) -> dict[str, Any]:
@@ -783,12 +792,13 @@ def _losses(
 ) -> dict[str, torch.Tensor]:
     t = model.encode_text(b.ids, b.tmask)
     v = model.encode_image(b.feats, b.fmask)
-    s = model.similarity(t, v)  # (B, B)
+    low = torch.bfloat16 if cfg.maxsim_bf16 else None
+    s = model.similarity(t, v, low)  # (B, B)
     parts = {"triplet": triplet(s)}
     if teacher is not None and distill is not None:
         with torch.no_grad():
             s_t = teacher.similarity(
-                teacher.encode_text(b.ids, b.tmask), teacher.encode_image(b.feats, b.fmask)
+                teacher.encode_text(b.ids, b.tmask), teacher.encode_image(b.feats, b.fmask), low
             )
         parts["distill"] = cfg.distill_weight * distill(s, s_t)
     if b.labels is not None and t.logits is not None and v.logits is not None:

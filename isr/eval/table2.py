@@ -10,6 +10,12 @@ Rows and where they live under ``run_dir``:
   ``inflate`` (I), ``shrink-base`` (I->B), ``shrink-fast`` (I->B->F), ``bundle``;
 - ``plain/``  ``fast`` (F w/o), ``base`` (B w/o), ``shrink-fast`` (B->F, teacher B w/o).
 
+With ``total_epochs`` = T (``--total-epochs``) the rows are trained at **matched total
+epochs** instead (:func:`matched_rows`): a distilled row counts its teachers' epochs, so I,
+B w/o and F w/o train T epochs, B->F and I->B split T into two stages (T//2 + the rest),
+I->B->F into three (T//3, T//3, the rest). Stages live in ``run_dir/matched/`` named by their
+chain (``inflate3.shrink-base3``); a shared prefix is trained once.
+
 Every stage uses the same TrainConfig (size, epochs, optimiser) and the same tokenizer
 (``paper/tokenizer``, trained once on the training captions), so rows differ only by model
 type and teacher. ``chains`` selects which chains to train in this process: two processes,
@@ -30,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from isr.encoders.bundle import write_bundle
 from isr.encoders.checkpoint import METRICS_FILE, TOKENIZER_DIR
 from isr.encoders.config import read_json, write_json
 from isr.encoders.tokenizer import train_tokenizer
@@ -40,7 +47,7 @@ from isr.eval.encoder_eval import evaluate_stage, keyword_report, throughput
 from isr.eval.report import markdown_table
 from isr.ingest.training_data import load_paired
 
-__all__ = ["CHAINS", "ROWS", "Table2Result", "run_table2", "train_chain"]
+__all__ = ["CHAINS", "ROWS", "Table2Result", "matched_rows", "run_table2", "train_chain"]
 
 CHAINS: tuple[str, ...] = ("paper", "plain")
 # Row name -> stage directory relative to the run directory (the paper's Table 2 order).
@@ -52,6 +59,71 @@ ROWS: dict[str, str] = {
     "I->B": "paper/shrink-base",
     "I->B->F": "paper/shrink-fast",
 }
+
+
+# Row name -> its chain of stages (the last one is the row's model).
+_CHAIN_OF: dict[str, tuple[str, ...]] = {
+    "F w/o": ("fast",),
+    "B w/o": ("base",),
+    "I": ("inflate",),
+    "B->F": ("base", "shrink-fast"),
+    "I->B": ("inflate", "shrink-base"),
+    "I->B->F": ("inflate", "shrink-base", "shrink-fast"),
+}
+
+
+def matched_rows(total: int) -> dict[str, list[tuple[str, int]]]:
+    """Row name -> [(stage, epochs), ...] whose epochs sum to ``total`` for every row."""
+    if total < 3:
+        raise InvalidInput(f"total_epochs must be >= 3 (three stages of I->B->F), got {total}")
+    out: dict[str, list[tuple[str, int]]] = {}
+    for name, chain in _CHAIN_OF.items():
+        k = len(chain)
+        ep = [total // k] * (k - 1)
+        ep.append(total - sum(ep))
+        out[name] = list(zip(chain, ep, strict=True))
+    return out
+
+
+def _matched_dir(plan: Sequence[tuple[str, int]]) -> str:
+    return "matched/" + ".".join(f"{st}{e}" for st, e in plan)
+
+
+def train_matched(
+    total: int,
+    cfg: TrainConfig,
+    train: PairedData,
+    val: PairedData,
+    vocab: KeywordVocab,
+    run_dir: Path,
+    command: str,
+    rows: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """Train the rows of :func:`matched_rows` (``rows``: a subset) under ``run_dir``; returns
+    row name -> stage directory relative to ``run_dir``. Finished stages are skipped."""
+    tok_dir = _shared_tokenizer(cfg, train, run_dir)
+    plans = matched_rows(total)
+    kw: dict[str, Any] = {"vocab": vocab, "val": val, "command": command}
+    dirs: dict[str, str] = {}
+    for name, plan in plans.items():
+        dirs[name] = _matched_dir(plan)
+        if rows is not None and name not in rows:
+            continue
+        teacher: Path | None = None
+        for i, (stage, epochs) in enumerate(plan):
+            d = run_dir / _matched_dir(plan[: i + 1])
+            c = TrainConfig.from_dict({**cfg.to_dict(), "epochs": epochs})
+            t0 = time.perf_counter()
+            done = (d / METRICS_FILE).exists()
+            if teacher is None:
+                teacher = train_stage(stage, c, train, d, tokenizer_dir=tok_dir, **kw)
+            else:
+                teacher = train_stage(stage, c, train, d, teacher_dir=teacher, **kw)
+            if not done:
+                with (run_dir / "progress.jsonl").open("a", encoding="utf-8") as f:
+                    row = {"row": name, "dir": str(d), "seconds": time.perf_counter() - t0}
+                    f.write(json.dumps(row) + "\n")
+    return dirs
 
 
 @dataclass(frozen=True)
@@ -104,6 +176,7 @@ def run_table2(
     r_i: int = 15,
     r_t: int = 3,
     speed_threads: Sequence[int] = (1, 2),
+    total_epochs: int | None = None,
 ) -> Table2Result | None:
     """Train ``chains`` under ``run_dir``, then (``evaluate``) score every row on the test split.
 
@@ -116,19 +189,28 @@ def run_table2(
     dev, _ = load_paired(Path(data_dir), "dev", vocab=vocab)
     val = dev.select(np.arange(min(val_images, len(dev))))
     command = " ".join(sys.argv)
-    for chain in chains:
-        train_chain(chain, cfg, train, val, vocab, run_dir, command)
+    rows = ROWS
+    bundle = run_dir / "paper" / "bundle"
+    if total_epochs is not None:
+        rows = train_matched(
+            total_epochs, cfg, train, val, vocab, run_dir, command, rows=None if chains else ()
+        )
+        bundle = run_dir / "matched" / "bundle"
+    else:
+        for chain in chains:
+            train_chain(chain, cfg, train, val, vocab, run_dir, command)
     if not evaluate:
         return None
-    missing = [n for n, d in ROWS.items() if not (run_dir / d / METRICS_FILE).exists()]
+    missing = [n for n, d in rows.items() if not (run_dir / d / METRICS_FILE).exists()]
     if missing:
         raise InvalidInput(f"rows {missing} are not trained yet under {run_dir}; train both chains")
     test, _ = load_paired(Path(data_dir), "test", vocab=vocab)
-    recall = {name: evaluate_stage(run_dir / d, test) for name, d in ROWS.items()}
-    bundle = run_dir / "paper" / "bundle"
+    recall = {name: evaluate_stage(run_dir / d, test) for name, d in rows.items()}
+    if total_epochs is not None and not (bundle / "config.json").exists():
+        write_bundle(run_dir / rows["I->B"], run_dir / rows["I->B->F"], bundle)
     keywords = keyword_report(bundle, test, r_i=r_i, r_t=r_t)
     speed = throughput(bundle, test, threads=speed_threads)
-    seconds = {d: _stage_seconds(run_dir / d) for d in ROWS.values()}
+    seconds = {d: _stage_seconds(run_dir / d) for d in rows.values()}
     out = run_dir / "table2.json"
     write_json(
         out,
@@ -136,6 +218,9 @@ def run_table2(
             "data_dir": str(data_dir),
             "train_config": cfg.to_dict(),
             "val_images": val_images,
+            "validation": f"the first {len(val)} images of the dev split (never trained on)",
+            "total_epochs": total_epochs,
+            "rows": rows,
             "n_train_images": len(train),
             "n_test_images": len(test),
             "n_labels": len(vocab),

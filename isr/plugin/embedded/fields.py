@@ -124,7 +124,9 @@ class FieldIndex:
                 if value is None:
                     continue
                 if ftype in NUMERIC:
-                    col = self.columns.setdefault(field, self._nan_column())
+                    col = self.columns.get(field)
+                    if col is None:  # not setdefault: that would allocate a column per value
+                        col = self.columns[field] = self._nan_column()
                     col[row] = _as_number(value, field)
                 else:
                     postings = self.terms.setdefault(field, {})

@@ -9,8 +9,9 @@ Entry point: :class:`Sidecar` (`create`, `open`, `upsert`, `delete`, `commit`, `
     fragments/      FragmentStore: row -> fragments (codec, memory-mapped)
     write.lock      held by the one writer
 
-The commit protocol is the embedded index's: fsync the fragment files, then commit the id
-table (new rows, tombstones, `n_rows`, `generation`) in one sqlite transaction. A writer opening
+The commit protocol is the embedded index's, from the same place
+(:class:`~isr.plugin.store.segment.Segment`): fsync the fragment files, then commit the id
+table (new rows, tombstones, checksums, `n_rows`, `generation`) in one sqlite transaction. A writer opening
 the directory cuts off a fragment tail past the committed `n_rows` (a batch killed before its
 commit). Readers never truncate (a writer in another process may be mid-batch); they read the
 committed rows and `refresh` when the id table says a newer generation committed.
@@ -19,7 +20,6 @@ committed rows and `refresh` when the id table says a newer generation committed
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 from pyroaring import BitMap
 
-from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
+from isr.errors import Conflict, InvalidInput, NotFound
 from isr.plugin.config import IndexConfig, read_manifest, write_manifest
-from isr.plugin.store.doctable import DocTable, check_app_meta
+from isr.plugin.store.doctable import check_app_meta
 from isr.plugin.store.fragments import FragmentStore
-from isr.plugin.store.writelock import WriteLock
+from isr.plugin.store.segment import Committed, Segment, create_aside
 
 __all__ = ["Sidecar"]
 
@@ -47,15 +47,21 @@ class Sidecar:
 
     def __init__(self, path: Path, config: IndexConfig, es_index: str, readonly: bool) -> None:
         self.path = path
-        self.config = config
         self.es_index = es_index
         self.readonly = readonly
-        self._lock = None if readonly else WriteLock(path, "sidecar")
-        self.table = DocTable(path, readonly=readonly)
-        self.n_rows, self.generation = self._committed()
-        self._app_meta = self.table.app_meta()
-        self.store = self._open_store(self.n_rows)
-        self.alive = BitMap(range(self.n_rows)) - BitMap(self.table.deleted_rows())
+        self.segment = Segment(path, readonly, "sidecar")
+        self.table = self.segment.table
+        try:
+            with self.table.read():  # one generation
+                c = self._committed()
+                self.config = self.segment.check_config(c, config)
+                self.n_rows, self.generation = c.n_rows, c.generation
+                self._app_meta = c.app
+                self.store = self._open_store(self.n_rows)
+                self.alive = BitMap(range(self.n_rows)) - BitMap(self.table.deleted_rows())
+        except BaseException:
+            self.segment.close()
+            raise
         self._refresh_lock = threading.Lock()
         self._retired: list[tuple[float, FragmentStore]] = []
 
@@ -65,19 +71,13 @@ class Sidecar:
         path = Path(path)
         if path.exists():
             raise Conflict(f"{path} already exists; open it, or delete it first")
-        tmp = path.with_name(path.name + ".creating")
-        if tmp.exists():
-            shutil.rmtree(tmp)  # a create that was killed half-way
-        tmp.mkdir(parents=True)
-        table = DocTable(tmp)
-        table.set_meta(n_rows=0, generation=0)
-        table.commit()
-        table.close()
-        FragmentStore.create(
-            tmp / cls.FRAGMENTS, config.d_frag, config.max_frags, config.codec
-        ).close()
-        write_manifest(tmp, config, _state(es_index, 0, 0, 0))
-        tmp.rename(path)
+
+        def build(tmp: Path) -> None:
+            FragmentStore.create(
+                tmp / cls.FRAGMENTS, config.d_frag, config.max_frags, config.codec
+            ).close()
+
+        create_aside(path, config, _state(es_index, 0, 0, 0), build)
         return cls(path, config, es_index, readonly=False)
 
     @classmethod
@@ -95,14 +95,11 @@ class Sidecar:
     def close(self) -> None:
         if not self.readonly:
             self.rollback()
-        self.table.close()
         self.store.close()
         for _, old in self._retired:
             old.close()
         self._retired = []
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
+        self.segment.close()
 
     def __enter__(self) -> Sidecar:
         return self
@@ -110,11 +107,8 @@ class Sidecar:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _committed(self) -> tuple[int, int]:
-        meta = self.table.meta()
-        if "n_rows" not in meta:
-            raise CorruptIndex(f"{self.path}: id table has no committed state")
-        return int(meta["n_rows"]), int(meta["generation"])
+    def _committed(self) -> Committed:
+        return self.segment.committed()
 
     def _open_store(self, n_rows: int) -> FragmentStore:
         c = self.config
@@ -124,20 +118,20 @@ class Sidecar:
 
     def refresh(self) -> bool:
         """Reader: pick up batches committed since open (or the last refresh)."""
-        with self._refresh_lock:
-            n_rows, generation = self._committed()
-            if generation == self.generation:
+        with self._refresh_lock, self.table.read():  # one generation
+            c = self._committed()
+            if c.generation == self.generation:
                 return False
-            store = self._open_store(n_rows)
+            store = self._open_store(c.n_rows)
             now = time.monotonic()
             # Searches in other threads may still read the old store: close it a while later.
             self._retired.append((now, self.store))
             while self._retired and now - self._retired[0][0] > RETIRE_AFTER_S:
                 self._retired.pop(0)[1].close()
             self.store = store
-            self.alive = BitMap(range(n_rows)) - BitMap(self.table.deleted_rows())
-            self.n_rows, self.generation = n_rows, generation
-            self._app_meta = self.table.app_meta()
+            self.alive = BitMap(range(c.n_rows)) - BitMap(self.table.deleted_rows())
+            self.n_rows, self.generation = c.n_rows, c.generation
+            self._app_meta = c.app
             return True
 
     # -- writes --------------------------------------------------------------------------
@@ -158,7 +152,7 @@ class Sidecar:
         rows = list(range(start, start + len(ids)))
         try:
             if existing:
-                self.table.tombstone(list(existing.values()))
+                self.table.tombstone(list(existing.values()), self.generation + 1)
             self.table.insert(rows, ids, [None] * len(ids))
             self.store.append(fragments, mask)
         except BaseException:
@@ -170,7 +164,7 @@ class Sidecar:
         """Tombstone the live documents among ids; returns how many."""
         self._writable()
         rows = list(self.table.live_rows(list(ids)).values())
-        self.table.tombstone(rows)
+        self.table.tombstone(rows, self.generation + 1)
         return len(rows)
 
     def commit(self, meta: Mapping[str, Any] | None = None) -> int:
@@ -182,16 +176,14 @@ class Sidecar:
         """
         self._writable()
         app = check_app_meta(meta)
-        if not self.table._in_tx and len(self.store) == self.n_rows and not app:
+        if not self.segment.pending and len(self.store) == self.n_rows and not app:
             return self.generation
         n_rows = len(self.store)
-        self.store.sync()
-        self.table.set_meta(
-            n_rows=n_rows,
-            generation=self.generation + 1,
-            app=app,
+        ranges = self.store.pending_ranges(self.FRAGMENTS + "/")
+        self.segment.commit(
+            (self.store.sync,), ranges, n_rows=n_rows, generation=self.generation + 1, app=app
         )
-        self.table.commit()  # the commit point
+        self.store.committed()
         self._app_meta.update(app)
         self.n_rows, self.generation = n_rows, self.generation + 1
         self.alive = BitMap(range(n_rows)) - BitMap(self.table.deleted_rows())
@@ -205,7 +197,7 @@ class Sidecar:
     def rollback(self) -> None:
         """Drop every uncommitted write."""
         self._writable()
-        self.table.rollback()
+        self.segment.rollback()
         if len(self.store) != self.n_rows:
             self.store.close()
             self.store = self._open_store(self.n_rows)

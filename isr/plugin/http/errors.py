@@ -8,6 +8,7 @@ Entry points: :data:`ERRORS`, :func:`error_response`, :func:`json_response`, :fu
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
@@ -18,7 +19,9 @@ from isr.plugin.http.shapes import error_body
 
 __all__ = [
     "ERRORS",
+    "BadHost",
     "BadJson",
+    "BadMediaType",
     "IndexNotFound",
     "NoHandler",
     "PayloadTooLarge",
@@ -27,6 +30,7 @@ __all__ = [
     "error_response",
     "json_response",
     "parse_json",
+    "scrub_paths",
 ]
 
 log = logging.getLogger("isr.server")
@@ -59,11 +63,21 @@ class NoHandler(InvalidInput):
     """No endpoint for this method and path."""
 
 
+class BadMediaType(InvalidInput):
+    """The request body is not declared as JSON."""
+
+
+class BadHost(InvalidInput):
+    """The Host header names no allowed host (a loopback-bound server answers loopback names)."""
+
+
 # most specific first: the first class an exception is an instance of decides
 ERRORS: tuple[tuple[type[BaseException], int, str], ...] = (
     (IndexNotFound, 404, "index_not_found_exception"),
     (BadJson, 400, "x_content_parse_exception"),
     (PayloadTooLarge, 413, "content_too_long_exception"),
+    (BadMediaType, 415, "media_type_header_exception"),
+    (BadHost, 400, "illegal_argument_exception"),
     (NoHandler, 400, "illegal_argument_exception"),
     (InvalidInput, 400, "illegal_argument_exception"),
     (NotFound, 404, "resource_not_found_exception"),
@@ -86,6 +100,20 @@ def json_response(obj: Any, status: int = 200, pretty: bool = False) -> Response
     return Response(_dumps(obj, pretty), status_code=status, media_type="application/json")
 
 
+_PATH = re.compile(r"(?<![\w.:/])/(?:[\w.+@=-]+/)*[\w.+@=-]+")
+
+
+def scrub_paths(text: str) -> str:
+    """Error reasons without the server's file system: an absolute path keeps its last
+    two parts (the index and the file), which is what a client can act on."""
+
+    def short(m: re.Match[str]) -> str:
+        parts = m.group(0).strip("/").split("/")
+        return "/".join(parts[-2:]) if len(parts) > 1 else m.group(0)
+
+    return _PATH.sub(short, text)
+
+
 def error_response(exc: BaseException) -> Response:
     """The one place an exception becomes a status code and Elasticsearch's error shape."""
     for cls, status, es_type in ERRORS:
@@ -93,9 +121,12 @@ def error_response(exc: BaseException) -> Response:
             named = isinstance(exc, IndexNotFound) and len(exc.args) > 1
             extra = {"index": exc.args[1]} if named else {}
             reason = str(exc.args[0]) if exc.args else type(exc).__name__
+            if status >= 500:
+                log.error("%s: %s", type(exc).__name__, reason)
+            reason = scrub_paths(reason)
             resp = json_response(error_body(status, es_type, reason, **extra), status)
             if isinstance(exc, Unauthorized):
-                resp.headers["www-authenticate"] = 'ApiKey, Basic realm="isr"'
+                resp.headers["www-authenticate"] = 'ApiKey realm="isr"'
             return resp
     log.exception("unexpected error", exc_info=exc)
     return json_response(

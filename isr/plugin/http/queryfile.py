@@ -18,14 +18,48 @@ import numpy as np
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import InvalidInput, NotFound
 
-__all__ = ["load_query", "query_from_json"]
+__all__ = [
+    "MAX_QUERY_DIMS",
+    "MAX_QUERY_FRAGMENTS",
+    "load_query",
+    "query_from_json",
+]
+
+MAX_QUERY_FRAGMENTS = 1024  # a text query has one fragment per token; the model caps far lower
+MAX_QUERY_DIMS = 4096
+MAX_QUERY_KEYWORDS = 1024
 
 
 def _keywords(labels: Any, probs: Any) -> Keywords:
-    labels = [str(x) for x in (labels if labels is not None else [])]
+    if labels is None:
+        labels = []
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist()
+    if isinstance(probs, np.ndarray):
+        probs = probs.tolist()
+    if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+        raise InvalidInput(
+            f"query keywords: expected a list of non-empty strings, got {str(labels)[:200]}"
+        )
+    if len(labels) > MAX_QUERY_KEYWORDS:
+        raise InvalidInput(f"query keywords: {len(labels)} labels, at most {MAX_QUERY_KEYWORDS}")
     if probs is None:
         probs = [1.0] * len(labels)
-    return Keywords(tuple(labels), tuple(float(p) for p in probs))
+    if (
+        not isinstance(probs, list)
+        or len(probs) != len(labels)
+        or not all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p <= 1.0
+            for p in probs
+        )
+    ):
+        raise InvalidInput(
+            f"query keywords: probs must be {len(labels)} numbers in [0, 1], one per label"
+        )
+    try:
+        return Keywords(tuple(labels), tuple(float(p) for p in probs))
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"query keywords: {e}") from e
 
 
 def _one(x: np.ndarray, ndim: int, name: str) -> np.ndarray:
@@ -42,19 +76,43 @@ def query_from_json(body: dict[str, Any]) -> Encoded:
     for key in ("fast", "fragments"):
         if key not in body:
             raise InvalidInput(f"query: missing {key!r}")
+    f, g = body["fragments"], body["fast"]
+    if isinstance(f, list) and len(f) > MAX_QUERY_FRAGMENTS:  # before converting them
+        raise InvalidInput(f"query: {len(f)} fragments, at most {MAX_QUERY_FRAGMENTS}")
+    if isinstance(g, list) and len(g) > MAX_QUERY_DIMS:
+        raise InvalidInput(f"query: fast vector of {len(g)} dims, at most {MAX_QUERY_DIMS}")
     try:
-        fast = _one(np.asarray(body["fast"], dtype=np.float32), 1, "fast")
-        frags = _one(np.asarray(body["fragments"], dtype=np.float32), 2, "fragments")
+        fast = _one(np.asarray(g, dtype=np.float32), 1, "fast")
+        frags = _one(np.asarray(f, dtype=np.float32), 2, "fragments")
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InvalidInput(f"query: vectors must be arrays of numbers ({str(e)[:200]})") from e
+    if frags.shape[0] > MAX_QUERY_FRAGMENTS or frags.shape[1] > MAX_QUERY_DIMS:
+        raise InvalidInput(
+            f"query: fragments of shape {frags.shape}, at most {MAX_QUERY_FRAGMENTS} x "
+            f"{MAX_QUERY_DIMS}"
+        )
+    if fast.shape[0] > MAX_QUERY_DIMS:
+        raise InvalidInput(f"query: fast vector of {fast.shape[0]} dims, at most {MAX_QUERY_DIMS}")
+    raw_mask = body.get("mask")
+    try:
+        mask = np.asarray(np.ones(frags.shape[0]) if raw_mask is None else raw_mask)
     except (TypeError, ValueError) as e:
-        raise InvalidInput(f"query: vectors must be arrays of numbers ({e})") from e
-    mask = np.asarray(body.get("mask", np.ones(frags.shape[0])), dtype=bool)
+        raise InvalidInput(f"query: mask must be a list of booleans ({str(e)[:200]})") from e
+    if mask.shape != (frags.shape[0],) or mask.dtype.kind not in "biuf":
+        raise InvalidInput(
+            f"query: mask must be {frags.shape[0]} booleans (one per fragment), got shape "
+            f"{mask.shape}"
+        )
     kw = body.get("keywords", [])
     keywords = (
         _keywords(kw.get("labels"), kw.get("probs"))
         if isinstance(kw, dict)
         else _keywords(kw, None)
     )
-    return Encoded(fast[None], frags[None], mask[None], (keywords,))
+    try:
+        return Encoded(fast[None], frags[None], mask.astype(bool)[None], (keywords,))
+    except (TypeError, ValueError) as e:
+        raise InvalidInput(f"query: {str(e)[:300]}") from e
 
 
 def load_query(path: str | Path) -> Encoded:

@@ -20,16 +20,28 @@ Also: the search page (`GET /_isr/ui`, :mod:`isr.plugin.http.ui`), Elasticsearch
 in embedded mode (`_count`, `_doc`, `_mget`, `_mapping`, `GET /{index}`, `_cat/indices`:
 :mod:`isr.plugin.http.read_api`), `POST /_isr/rerank[/{index}]` and `POST /_isr/embed` in the JSON shapes the `custom`
 inference service is configured with (docs/elasticsearch.md), `GET /_isr/health` (liveness,
-never authenticated), `GET /_isr/ready` (readiness). Errors use Elasticsearch's error shape,
-mapped from isr's exception classes in one table, :data:`ERRORS`. Binds 127.0.0.1 unless told
-otherwise; optional API key (`Authorization: ApiKey <key>`); request bodies are capped.
+never authenticated), `GET /_isr/ready[/{index}]` (readiness, per index). Errors use
+Elasticsearch's error shape, mapped from isr's exception classes in one table, :data:`ERRORS`;
+an unexpected exception becomes a 500 in that shape and the connection stays usable.
+
+Near-real-time search (embedded mode): every open index is refreshed every
+`refresh_interval` seconds on a background thread (and on `POST /{index}/_refresh`); a
+refresh publishes a new snapshot in one assignment, so searches never wait for it.
+
+Security: binds 127.0.0.1 unless told otherwise, and then answers only requests whose Host
+is a loopback name (DNS rebinding); request bodies must be JSON (415 otherwise: a browser
+form cannot post one cross-site without a preflight); optional API key
+(`Authorization: ApiKey <key>`); `serve` refuses a non-loopback bind without a key unless
+`insecure`; error bodies never carry the server's paths; request bodies are capped.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sized
@@ -49,7 +61,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from isr.encoders.record import Encoded
-from isr.errors import InvalidInput, IsrError, NotFound
+from isr.errors import Conflict, InvalidInput, IsrError, NotFound
 from isr.plugin.backend import SearchBackend, TextEncoder, check_encoder
 from isr.plugin.config import MANIFEST, index_name_problem
 from isr.plugin.embedded.index import EmbeddedIndex
@@ -57,6 +69,8 @@ from isr.plugin.es.backend import EsBackend
 from isr.plugin.filters import parse_filter
 from isr.plugin.http.errors import (
     ERRORS,
+    BadHost,
+    BadMediaType,
     IndexNotFound,
     NoHandler,
     PayloadTooLarge,
@@ -65,6 +79,7 @@ from isr.plugin.http.errors import (
     error_response,
     json_response,
     parse_json,
+    scrub_paths,
 )
 from isr.plugin.http.read_api import register_read_api
 from isr.plugin.http.shapes import (
@@ -92,8 +107,33 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 OPEN_PATHS = ("/_isr/health", "/_isr/ui")  # no API key: liveness probes; the page (no data)
-URL_PARAMS = ("search_pipeline", "size", "from", "_source", "rest_total_hits_as_int", "pretty")
-IGNORED_PARAMS = ("error_trace", "human", "timeout", "track_total_hits", "typed_keys")
+URL_PARAMS = (
+    "search_pipeline",
+    "size",
+    "from",
+    "_source",
+    "rest_total_hits_as_int",
+    "pretty",
+    "timeout",
+)
+IGNORED_PARAMS = ("error_trace", "human", "track_total_hits", "typed_keys")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+JSON_TYPES = (
+    b"application/json",
+    b"application/x-ndjson",
+    b"application/vnd.elasticsearch+json",
+    b"application/vnd.elasticsearch+x-ndjson",
+)
+TIME_UNITS = {
+    "nanos": 1e-9,
+    "micros": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+RETIRE_AFTER_S = 60.0  # a backend replaced by a reopen is closed this much later
 HOP_BY_HOP = {
     b"host",
     b"content-length",
@@ -136,6 +176,9 @@ class ServerConfig:
     api_key: str | None = None
     max_body_bytes: int = 16 * 2**20
     device: str | None = None
+    refresh_interval: float = 1.0  # seconds between refreshes of open indexes; -1: never
+    insecure: bool = False  # allow a non-loopback bind without an API key
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the loopback ones
 
     def __post_init__(self) -> None:
         if (self.root is None) == (self.es_url is None):
@@ -151,6 +194,13 @@ class ServerConfig:
             raise InvalidInput(f"server: max_body_bytes must be >= 1024, got {self.max_body_bytes}")
         if self.api_key is not None and (not self.api_key or self.api_key != self.api_key.strip()):
             raise InvalidInput("server: api_key must be a non-empty string without spaces around")
+        ri = self.refresh_interval
+        if isinstance(ri, bool) or not isinstance(ri, (int, float)) or not (ri == -1 or ri > 0):
+            raise InvalidInput(f"server: refresh_interval must be > 0 s or -1 (never), got {ri!r}")
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK
 
     @property
     def es_mode(self) -> bool:
@@ -185,7 +235,10 @@ class Facade:
         self.image_encoder = image_encoder
         self._load_encoder = load_encoder
         self._backends: dict[str, SearchBackend] = {}
+        self._broken: dict[str, str] = {}  # index -> why its last refresh failed
+        self._retired: list[tuple[float, SearchBackend]] = []
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
         self._scorer: MaxSimScorer | None = None
         self.es = es_client
         if config.es_mode and self.es is None:
@@ -244,11 +297,69 @@ class Facade:
 
     def close(self) -> None:
         with self._lock:
-            for b in self._backends.values():
+            for b in [*self._backends.values(), *(b for _, b in self._retired)]:
                 close = getattr(b, "close", None)
                 if close is not None:
                     close()
             self._backends.clear()
+            self._retired.clear()
+
+    # -- refresh -------------------------------------------------------------------------
+    def refresh(self, name: str | None = None) -> dict[str, Any]:
+        """Catch the open indexes (or one) up with their writers' commits; Elasticsearch's
+        `_refresh` answer. An index rewritten under the reader (compacted) is reopened."""
+        if name is not None:
+            self.backend(name)  # 404 for an unknown index; opens it (it is then current)
+        with self._refresh_lock:
+            names = [name] if name is not None else list(self._backends)
+            failed = 0
+            for n in names:
+                b = self._backends.get(n)
+                refresh = getattr(b, "refresh", None)
+                if b is None or refresh is None or self.config.es_mode:
+                    continue
+                try:
+                    try:
+                        refresh()
+                    except Conflict:  # rewritten (compacted): a fresh reader, the old retired
+                        fresh = self._open(n)
+                        with self._lock:
+                            self._backends[n] = fresh
+                            self._retired.append((time.monotonic(), b))
+                    self._broken.pop(n, None)
+                except IsrError as e:
+                    failed += 1
+                    self._broken[n] = str(e)
+                    log.error("refreshing index [%s] failed: %s", n, e)
+            self._close_retired()
+        total = len(names)
+        return {"_shards": {"total": total, "successful": total - failed, "failed": failed}}
+
+    def forcemerge(self, name: str) -> dict[str, Any]:
+        """Compact an embedded index (drops replaced and deleted rows), then reopen it here;
+        Elasticsearch's `_forcemerge` answer plus the compaction's figures."""
+        self.backend(name)  # 404 for an unknown index
+        assert self.config.root is not None
+        report = EmbeddedIndex.compact(Path(self.config.root) / name)
+        self.refresh(name)  # the rewrite is seen: a fresh reader replaces the old one
+        return {"_shards": {"total": 1, "successful": 1, "failed": 0}, "isr": report}
+
+    def _close_retired(self) -> None:
+        now = time.monotonic()
+        while self._retired and now - self._retired[0][0] > RETIRE_AFTER_S:
+            old = self._retired.pop(0)[1]
+            close = getattr(old, "close", None)
+            if close is not None:
+                close()
+
+    def refresh_forever(self, stop: threading.Event) -> None:
+        """The background refresher (started by the app's lifespan)."""
+        interval = self.config.refresh_interval
+        while not stop.wait(interval):
+            try:
+                self.refresh()
+            except Exception:  # never let the refresher die: the next round retries
+                log.exception("background refresh failed")
 
     # -- handlers ------------------------------------------------------------------------
     def isr_search(self, index: str, body: Any, params: dict[str, str]) -> Response:
@@ -285,7 +396,8 @@ class Facade:
         idx = self.backend(index)
         assert isinstance(idx, EmbeddedIndex)
         tree = parse_filter(req.filter)
-        rows = idx.alive if tree is None else idx.alive & idx.filter_rows(tree)
+        snap = idx.snapshot  # one generation for the filter and the page
+        rows = snap.alive if tree is None else snap.alive & idx.filter_rows(tree, snap)
         page = [int(r) for r in rows[req.start : req.start + req.size]] if req.size else []
         docs = idx.docs_at(page)
         found = []
@@ -334,7 +446,26 @@ class Facade:
         enc = self.encoder().encode_texts(texts)
         return json_response(render_embed(np.round(enc.fast.astype(float), 7).tolist()))
 
-    def ready(self) -> Response:
+    def index_state(self, name: str) -> dict[str, Any]:
+        """One index's readiness: green with its counts, or red with the reason."""
+        try:
+            b = self.backend(name)
+        except IsrError as e:
+            return {"status": "red", "reason": scrub_paths(str(e))}
+        out: dict[str, Any] = {"status": "green", "documents": _count(b)}
+        if hasattr(b, "generation"):
+            out["generation"] = int(b.generation)
+        if name in self._broken:
+            out.update(status="yellow", reason=scrub_paths(self._broken[name]))
+        return out
+
+    def ready(self, index: str | None = None) -> Response:
+        if index is not None:
+            check_index_name(index)
+            if self.config.root is not None and index not in self.index_names():
+                raise IndexNotFound(f"no such index [{index}]", index)
+            got = self.index_state(index)
+            return json_response({index: got}, 200 if got["status"] != "red" else 503)
         state: dict[str, Any] = {"mode": "elasticsearch" if self.config.es_mode else "embedded"}
         try:
             if self.config.es_mode:
@@ -342,10 +473,13 @@ class Facade:
                 ok = _es_healthy(self.es)
                 state["elasticsearch"] = "reachable" if ok else "unreachable"
             else:
-                state["indices"] = {n: _count(self.backend(n)) for n in self.index_names()}
+                # one broken index is reported as red; it does not make the server unready
+                per = {n: self.index_state(n) for n in self.index_names()}
+                state["indices"] = {n: s["documents"] for n, s in per.items() if "documents" in s}
+                state["index_status"] = per
                 ok = True
         except IsrError as e:
-            ok, state["reason"] = False, str(e)
+            ok, state["reason"] = False, scrub_paths(str(e))
         state["encoder"] = (
             "loaded"
             if self._encoder is not None
@@ -413,19 +547,77 @@ def _wants_isr(params: dict[str, str], raw: bytes) -> tuple[bool, Any]:
 # -- ASGI ------------------------------------------------------------------------------------
 
 
-class _Guard:
-    """Outermost layer: product header on every response, API key, body size limit."""
+def parse_timeout(value: Any, where: str = "timeout") -> float | None:
+    """Elasticsearch's time values ("500ms", "1s", "2m"; -1 or absent: none) -> seconds."""
+    if value is None or value in (-1, "-1"):
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(nanos|micros|ms|s|m|h|d)", str(value).strip())
+    if isinstance(value, bool) or m is None:
+        raise InvalidInput(
+            f"{where}: failed to parse [{value}] as a time value (a number and a unit: "
+            f"{', '.join(TIME_UNITS)}, e.g. 500ms or 1s)"
+        )
+    return float(m.group(1)) * TIME_UNITS[m.group(2)]
 
-    def __init__(self, app: ASGIApp, api_key: str | None, max_body: int) -> None:
+
+def _timed_out(index: str, took_ms: float) -> Response:
+    """Elasticsearch's answer when a search ran past its `timeout`: no hits, timed_out."""
+    return json_response(
+        {
+            "took": round(took_ms),
+            "timed_out": True,
+            "_shards": {"total": 1, "successful": 0, "skipped": 0, "failed": 0},
+            "hits": {"total": {"value": 0, "relation": "gte"}, "max_score": None, "hits": []},
+        }
+    )
+
+
+def _host_name(host: bytes) -> str:
+    h = host.decode("latin-1").strip().lower()
+    if h.startswith("["):  # [::1]:9280
+        return h[1 : h.index("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+class _Guard:
+    """Outermost layer: product header on every response, Host allow-list, JSON bodies only,
+    API key, body size limit; and any exception that escapes the app becomes a 500 in
+    Elasticsearch's shape here, not a re-raise that would drop the keep-alive connection."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        max_body: int,
+        hosts: tuple[str, ...] | None = None,
+    ) -> None:
         self.app = app
         self.expected = f"ApiKey {api_key}".encode() if api_key else None
         self.max_body = max_body
+        self.hosts = None if hosts is None else frozenset(h.lower() for h in hosts)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = False
 
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self._call(scope, receive, send_tracked)
+        except Exception as e:
+            if started:  # half a response went out: nothing sound can follow on it
+                raise
+            resp = error_response(e)
+            await resp(scope, receive, self._product(send_tracked))
+
+    @staticmethod
+    def _product(send: Send) -> Send:
         async def send_product(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [h for h in message.get("headers", []) if h[0] != b"x-elastic-product"]
@@ -433,9 +625,31 @@ class _Guard:
                 message = {**message, "headers": headers}
             await send(message)
 
+        return send_product
+
+    def _refuse(self, scope: Scope, headers: dict[bytes, bytes]) -> IsrError | None:
+        if self.hosts is not None and _host_name(headers.get(b"host", b"")) not in self.hosts:
+            return BadHost(
+                "invalid Host header: a server bound to a loopback address answers only "
+                "loopback host names (start it with --allowed-host NAME to add one)"
+            )
+        length = headers.get(b"content-length")
+        has_body = (length is not None and length != b"0") or b"transfer-encoding" in headers
+        ctype = headers.get(b"content-type")
+        if has_body and ctype is not None:
+            media = ctype.split(b";", 1)[0].strip().lower()
+            if media not in JSON_TYPES:
+                return BadMediaType(
+                    f"Content-Type header [{ctype.decode('latin-1')}] is not supported; "
+                    "send application/json"
+                )
+        return None
+
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        send_product = self._product(send)
         headers = dict(scope["headers"])
-        refusal: IsrError | None = None
-        if self.expected is not None and scope["path"] not in OPEN_PATHS:
+        refusal = self._refuse(scope, headers)
+        if refusal is None and self.expected is not None and scope["path"] not in OPEN_PATHS:
             got = headers.get(b"authorization", b"")
             scheme, _, key = got.partition(b" ")
             if not (
@@ -494,16 +708,27 @@ def create_app(
         nonlocal proxy
         if config.es_mode:
             proxy = httpx.AsyncClient(base_url=str(config.es_url), timeout=120.0)
+        stop = threading.Event()
+        refresher = None
+        if not config.es_mode and config.refresh_interval != -1:
+            refresher = threading.Thread(
+                target=facade.refresh_forever, args=(stop,), name="isr-refresh", daemon=True
+            )
+            refresher.start()
         try:
             yield
         finally:
+            stop.set()
+            if refresher is not None:
+                await run_in_threadpool(refresher.join, 30)
             if proxy is not None:
                 await proxy.aclose()
             await run_in_threadpool(facade.close)
 
     app = FastAPI(title="isr", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.facade = facade
-    app.add_middleware(_Guard, api_key=config.api_key, max_body=config.max_body_bytes)
+    hosts = (*LOOPBACK, *config.allowed_hosts) if config.loopback else None
+    app.add_middleware(_Guard, api_key=config.api_key, max_body=config.max_body_bytes, hosts=hosts)
 
     @app.exception_handler(IsrError)
     async def _isr_error(request: Request, exc: IsrError) -> Response:
@@ -546,6 +771,38 @@ def create_app(
     async def ready() -> Response:
         return await run_in_threadpool(facade.ready)
 
+    @app.get("/_isr/ready/{index}")
+    async def ready_index(index: str) -> Response:
+        return await run_in_threadpool(facade.ready, index)
+
+    async def bounded(index: str, timeout: float | None, fn: Any, *args: Any) -> Response:
+        """Run a search in a worker thread; past `timeout`, answer timed_out (the thread's
+        result is dropped when it ends)."""
+        if timeout is None:
+            return await run_in_threadpool(fn, *args)
+        t0 = time.perf_counter()
+        fut = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return _timed_out(index, (time.perf_counter() - t0) * 1e3)
+
+    if not config.es_mode:
+
+        @app.post("/_refresh")
+        async def refresh_all() -> Response:
+            return json_response(await run_in_threadpool(facade.refresh))
+
+        @app.post("/{index}/_forcemerge")
+        async def forcemerge(index: str) -> Response:
+            return json_response(
+                await run_in_threadpool(facade.forcemerge, check_index_name(index))
+            )
+
+        @app.api_route("/{index}/_refresh", methods=["GET", "POST"])
+        async def refresh_index(index: str) -> Response:
+            return json_response(await run_in_threadpool(facade.refresh, check_index_name(index)))
+
     @app.post("/_isr/rerank")
     async def rerank(request: Request) -> Response:
         body = parse_json(await request.body())
@@ -568,14 +825,17 @@ def create_app(
         isr, body = _wants_isr(params, raw)
         if config.es_mode and not isr:
             return await forward(request, raw)
-        if isr:
-            return await run_in_threadpool(facade.isr_search, index, body, params)
-        if "search_pipeline" in params:
+        if not isr and "search_pipeline" in params:
             raise InvalidInput(
                 f"unknown search_pipeline [{params['search_pipeline']}]; this facade runs 'isr'"
             )
         body = parse_json(raw) if body is None else body
-        return await run_in_threadpool(facade.plain_search, index, body, params)
+        given = params.get("timeout", body.get("timeout") if isinstance(body, dict) else None)
+        timeout = parse_timeout(given)
+        if isinstance(body, dict) and "timeout" in body:
+            body = {k: v for k, v in body.items() if k != "timeout"}
+        fn = facade.isr_search if isr else facade.plain_search
+        return await bounded(index, timeout, fn, index, body, params)
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def root(request: Request) -> Response:
@@ -620,8 +880,26 @@ def _version() -> str:
         return "0+unknown"
 
 
+def check_exposure(config: ServerConfig) -> None:
+    """A non-loopback bind without an API key lets anyone on the network search (and, in
+    Elasticsearch mode, reach the cluster with the facade's credentials): refused unless
+    `insecure`, and then warned about."""
+    if config.loopback or config.api_key is not None:
+        return
+    if not config.insecure:
+        raise InvalidInput(
+            f"server: binding {config.host} (not a loopback address) without an API key; "
+            "set --api-key (or ISR_API_KEY), or pass --insecure to serve without one"
+        )
+    log.warning(
+        "serving on %s without an API key (--insecure): anyone who can reach it can use it",
+        config.host,
+    )
+
+
 def serve(app: FastAPI, config: ServerConfig) -> None:
     """Run the facade `app` (see :func:`create_app`) with uvicorn until interrupted."""
+    check_exposure(config)
     uvicorn.run(
         app,
         host=config.host,

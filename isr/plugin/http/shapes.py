@@ -67,7 +67,8 @@ EXT_KEYS = (
 KEYWORD_KEYS = ("r_t", "mode", "minimum_should_match")
 SHARDS = {"total": 1, "successful": 1, "skipped": 0, "failed": 0}
 MAX_TEXTS = 1_000  # texts per rerank / embed request
-MAX_TEXT_CHARS = 10_000
+MAX_TEXT_CHARS = 10_000  # characters per text
+MAX_TOTAL_CHARS = 200_000  # characters per rerank / embed request (bounds the encoder's work)
 MAX_IMAGE_B64 = 12 * 2**20  # ext.isr.query_image: base64 of an image of up to ~9 MB
 
 
@@ -132,7 +133,10 @@ def _window(body: dict[str, Any]) -> tuple[int, int]:
     size = check_size(body.get("size", 10))
     start = _int(body.get("from", 0), "from", 0, MAX_K)
     if start + size > MAX_K:
-        raise InvalidInput(f"from + size must be <= {MAX_K}, got {start + size}")
+        raise InvalidInput(
+            f"Result window is too large, from + size must be less than or equal to: [{MAX_K}] "
+            f"but was [{start + size}] (index.max_result_window)"
+        )
     return start, size
 
 
@@ -183,7 +187,7 @@ def parse_search(body: Any) -> IsrSearch:
         query = query_from_json(_obj(ext["query_encoded"], "ext.isr.query_encoded"))
     n = max(start + size, 1)  # size 0 (only the total) still runs the pipeline for one hit
     ablation = ext.get("ablation", "full")
-    if ablation not in ABLATIONS:
+    if not isinstance(ablation, str) or ablation not in ABLATIONS:
         raise InvalidInput(f"ext.isr.ablation {ablation!r} is not one of {list(ABLATIONS)}")
     window = _int(ext.get("rerank_window", max(200, n)), "ext.isr.rerank_window", 1, MAX_K)
     kw = _obj(ext.get("keywords", {}), "ext.isr.keywords")
@@ -350,11 +354,15 @@ def _texts(value: Any, where: str) -> list[str]:
         value = [value]
     if not isinstance(value, list) or not value or len(value) > MAX_TEXTS:
         raise InvalidInput(f"{where}: expected a list of 1 to {MAX_TEXTS} strings")
+    total = 0
     for i, t in enumerate(value):
         if not isinstance(t, str) or not t.strip() or len(t) > MAX_TEXT_CHARS:
             raise InvalidInput(
                 f"{where}[{i}]: expected a non-empty string of at most {MAX_TEXT_CHARS} chars"
             )
+        total += len(t)
+    if total > MAX_TOTAL_CHARS:
+        raise InvalidInput(f"{where}: {total} characters in all, at most {MAX_TOTAL_CHARS}")
     return value
 
 
@@ -362,7 +370,10 @@ def parse_rerank(body: Any) -> tuple[str, list[str], int | None]:
     """`{"query": str, "documents": [str], "top_n": int?}` -> (query, documents, top_n)."""
     body = _obj(body, "request body")
     _unknown(body, ("query", "documents", "top_n", "return_documents"), "rerank")
-    (query,) = _texts(body.get("query"), "rerank.query")
+    query = body.get("query")
+    if not isinstance(query, str):
+        raise InvalidInput(f"rerank.query: expected one string, got {type(query).__name__}")
+    (query,) = _texts(query, "rerank.query")
     docs = _texts(body.get("documents"), "rerank.documents")
     top_n = body.get("top_n")
     if top_n is not None:

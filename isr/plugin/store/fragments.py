@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,6 +99,8 @@ class FragmentStore:
         self._frag_mm: np.ndarray = np.empty((0, self.max_frags, codec.code_size), np.uint8)
         self._count_mm: np.ndarray = np.empty((0,), np.uint8)
         self._slot = np.arange(self.max_frags)  # (max_frags,)
+        # CRC-32 of each file's bytes appended since the last commit (the commit records them)
+        self._crc_from, self._crc_f, self._crc_c = n_rows, 0, 0
 
     # ---- construction -------------------------------------------------------------------------
 
@@ -246,13 +249,45 @@ class FragmentStore:
         assert codes.shape == (b, self.max_frags, self.codec.code_size)
         with self._lock:
             fd_f, fd_c = self._fds()
+            c8 = cnt.astype(np.uint8)
             try:
                 _write_all(fd_f, codes.reshape(-1).data)
-                _write_all(fd_c, cnt.astype(np.uint8).data)
+                _write_all(fd_c, c8.data)
             except BaseException:
                 self._rollback()
                 raise
             self._n += b
+            self._crc_f = zlib.crc32(codes.reshape(-1).data, self._crc_f)
+            self._crc_c = zlib.crc32(c8.data, self._crc_c)
+
+    def pending_ranges(self, prefix: str = "") -> list[tuple[str, int, int, int]]:
+        """(file, lo byte, hi byte, crc32) of both files' bytes appended since the last commit;
+        file names carry `prefix` (the store's directory inside the index)."""
+        lo, hi = self._crc_from, self._n
+        if hi == lo:
+            return []
+        rb = self.row_bytes
+        return [
+            (prefix + FRAGMENTS_FILE, lo * rb, hi * rb, self._crc_f),
+            (prefix + COUNTS_FILE, lo, hi, self._crc_c),
+        ]
+
+    def committed(self) -> None:
+        self._crc_from, self._crc_f, self._crc_c = self._n, 0, 0
+
+    def grow(self, n_rows: int) -> None:
+        """Reader: take in rows up to n_rows that a writer committed since."""
+        for fd, name, per_row in zip(
+            self._fds(), (FRAGMENTS_FILE, COUNTS_FILE), (self.row_bytes, 1), strict=True
+        ):
+            f = self.path / name
+            size, need = os.fstat(fd).st_size, n_rows * per_row
+            if size < need:
+                raise CorruptIndex(
+                    f"fragment store: {f} holds {size} bytes but {n_rows} committed rows need {need}"
+                )
+        with self._lock:
+            self._n = max(self._n, n_rows)
 
     def _rollback(self) -> None:
         """Cut both files back to the rows written before a failed append."""
@@ -369,8 +404,17 @@ class FragmentStore:
                     # mode "c": a private map whose arrays are writable, so torch.from_numpy
                     # takes them without a copy or a warning; writes never reach the file.
                     shape = (n, self.max_frags, self.codec.code_size)
-                    frag_mm = np.memmap(self.path / FRAGMENTS_FILE, np.uint8, "c", shape=shape)
-                    count_mm = np.memmap(self.path / COUNTS_FILE, np.uint8, "c", shape=(n,))
+                    # through our own descriptors (duplicated: the map keeps its own), so a
+                    # reader keeps its files when a compaction swaps the directory
+                    fd_f, fd_c = self._fds()
+                    if self.readonly:
+                        with os.fdopen(os.dup(fd_f), "rb") as fh:
+                            frag_mm = np.memmap(fh, np.uint8, "c", shape=shape)
+                        with os.fdopen(os.dup(fd_c), "rb") as fh:
+                            count_mm = np.memmap(fh, np.uint8, "c", shape=(n,))
+                    else:
+                        frag_mm = np.memmap(self.path / FRAGMENTS_FILE, np.uint8, "c", shape=shape)
+                        count_mm = np.memmap(self.path / COUNTS_FILE, np.uint8, "c", shape=(n,))
                 self._frag_mm, self._count_mm, self._mapped = frag_mm, count_mm, n
             return self._frag_mm, self._count_mm
 

@@ -3,11 +3,15 @@
 Entry point: :class:`RowFile`. The index appends a batch, fsyncs it, then commits the new
 row count in its document table; on open the writer truncates anything past the committed
 count (the tail of a batch that never committed), and readers never look past it.
+Appends keep a running CRC-32 of the bytes written since the last commit, which the commit
+records as that range's checksum (:mod:`isr.plugin.store.segment`); float rows must be
+finite (a NaN in a vector file would poison every score it enters).
 """
 
 from __future__ import annotations
 
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +51,11 @@ class RowFile:
             os.truncate(path, n_rows * self.row_bytes)
         self.n_rows = n_rows
         self._fh = None if readonly else open(path, "ab")  # noqa: SIM115 (held until close())
+        # a reader maps through its own handle: a compaction that swaps the directory
+        # leaves it reading the files of its snapshot
+        self._rfh = open(path, "rb") if readonly else None  # noqa: SIM115 (held until close())
         self._view: np.ndarray | None = None
+        self._crc_from, self._crc = n_rows, 0  # the uncommitted range and its running CRC
 
     def __len__(self) -> int:
         return self.n_rows
@@ -58,9 +66,35 @@ class RowFile:
         x = np.ascontiguousarray(x, dtype=self.dtype)
         if x.shape[1:] != self.shape:
             raise InvalidInput(f"{self.path.name}: rows of shape {self.shape}, got {x.shape[1:]}")
-        self._fh.write(x.tobytes())
+        if self.dtype.kind == "f" and not np.isfinite(x).all():
+            i = int(np.argmax(~np.isfinite(x.reshape(x.shape[0], -1)).all(axis=1)))
+            raise InvalidInput(f"{self.path.name}: row {i} of the batch has NaN or inf values")
+        data = x.tobytes()
+        self._fh.write(data)
+        self._crc = zlib.crc32(data, self._crc)
         self.n_rows += x.shape[0]
         self._view = None
+
+    def pending_range(self) -> tuple[str, int, int, int] | None:
+        """(file name, lo byte, hi byte, crc32) of the rows appended since the last commit."""
+        if self.n_rows == self._crc_from:
+            return None
+        lo, hi = self._crc_from * self.row_bytes, self.n_rows * self.row_bytes
+        return (self.path.name, lo, hi, self._crc)
+
+    def committed(self) -> None:
+        """The pending range is now part of a commit: start the next one."""
+        self._crc_from, self._crc = self.n_rows, 0
+
+    def grow(self, n_rows: int) -> None:
+        """Reader: take in rows up to n_rows that a writer committed since."""
+        need = n_rows * self.row_bytes
+        size = os.fstat(self._rfh.fileno()).st_size if self._rfh else self.path.stat().st_size
+        if size < need:
+            raise CorruptIndex(
+                f"{self.path}: {size} bytes, but {n_rows} committed rows need {need}"
+            )
+        self.n_rows = n_rows
 
     def sync(self) -> None:
         if self._fh is not None:
@@ -75,19 +109,21 @@ class RowFile:
         os.truncate(self.path, n_rows * self.row_bytes)
         self.n_rows = n_rows
         self._view = None
+        self._crc_from, self._crc = n_rows, 0
 
     def view(self) -> np.ndarray:
         """(n_rows, *shape) read-only memory map of the rows written so far."""
-        if self._view is None or self._view.shape[0] != self.n_rows:
+        view, n = self._view, self.n_rows
+        if view is None or view.shape[0] != n:
             if self._fh is not None:
                 self._fh.flush()
-            if self.n_rows == 0:
-                self._view = np.empty((0, *self.shape), dtype=self.dtype)
+            if n == 0:
+                view = np.empty((0, *self.shape), dtype=self.dtype)
             else:
-                self._view = np.memmap(
-                    self.path, dtype=self.dtype, mode="r", shape=(self.n_rows, *self.shape)
-                )
-        return self._view
+                src = self._rfh if self._rfh is not None else self.path
+                view = np.memmap(src, dtype=self.dtype, mode="r", shape=(n, *self.shape))
+            self._view = view  # one assignment: a search in another thread keeps its own
+        return view
 
     def nbytes(self) -> int:
         return self.n_rows * self.row_bytes
@@ -96,4 +132,7 @@ class RowFile:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        if self._rfh is not None:
+            self._rfh.close()
+            self._rfh = None
         self._view = None
