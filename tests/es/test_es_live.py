@@ -9,6 +9,7 @@ Skipped, with the reason shown by `pytest -ra`, when ISR_ES_URL is unset. Start 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -272,6 +273,20 @@ def test_sigkill_then_resume_into_elasticsearch_gives_exactly_the_gallery(
             assert len(sc) == n
         with EsBackend.open(client, name, side) as b:
             assert b.check().consistent
+        # `isr check` on the command line: drift found, then repaired (by ids)
+        from isr.app.cli import main as isr_main
+
+        client.delete(index=name, id="doc17", refresh=True)
+        args = ["check", name, "--es-url", ES_URL, "--sidecar", str(side)]
+        out = CliRunner().invoke(isr_main, args)
+        assert out.exit_code == 0, out.output[-2000:]
+        got = json.loads(out.output)
+        assert (got["orphan_fragments"], got["orphan_fragments_ids"]) == (1, ["doc17"])
+        assert not got["consistent"]
+        out = CliRunner().invoke(isr_main, [*args, "--repair"])
+        assert out.exit_code == 0 and json.loads(out.output)["deleted_orphans"] == 1
+        got = json.loads(CliRunner().invoke(isr_main, args).output)
+        assert got["consistent"] and got["fragment_documents"] == n - 1
     finally:
         if proc.poll() is None:
             proc.kill()
