@@ -39,6 +39,8 @@ class EncoderConfig:
     max_frags:      fragments kept per side for max-sim, codes not counted (32).
     kmeans_k:       reduce an image with more than k regions to k k-means centres (0: never).
     n_labels:       keyword vocabulary size L; 0 means no keyword heads.
+    keyword_head:   the heads' form (:data:`isr.encoders.keyword_heads.KEYWORD_HEADS`):
+                    "linear" (the paper's, first token), "attn" or "maxsim" (every fragment).
     """
 
     type: EncoderType
@@ -55,6 +57,7 @@ class EncoderConfig:
     max_frags: int = 32
     kmeans_k: int = 0
     n_labels: int = 0
+    keyword_head: str = "linear"
     dropout: float = 0.1
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
@@ -70,6 +73,10 @@ class EncoderConfig:
         for name in ("codes", "kmeans_k", "n_labels", "pad_token_id"):
             if getattr(self, name) < 0:
                 raise InvalidInput(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.keyword_head not in ("linear", "attn", "maxsim"):
+            raise InvalidInput(
+                f"keyword_head {self.keyword_head!r} is not one of 'linear', 'attn', 'maxsim'"
+            )
         if self.hidden % self.heads:
             raise InvalidInput(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if (self.codes > 0) != (self.type == "inflated"):
