@@ -15,7 +15,7 @@ from isr.encoders.head_stage import HeadConfig, train_heads
 from isr.encoders.keyword_heads import prior_logits
 from isr.encoders.model import DualEncoder
 from isr.encoders.record import Keywords
-from isr.encoders.train import TrainConfig, train_stage
+from isr.encoders.train import train_stage
 from isr.errors import InvalidInput
 from isr.eval.keywords import mean_average_precision
 from isr.plugin.embedded.postings import KeywordPostings

@@ -47,8 +47,34 @@ class ScreenPoint:
         return self.kept / self.admitted if self.admitted > 0 else float("nan")
 
 
+@dataclass(frozen=True)
+class _Stage:
+    """A B stage directory read like a bundle (base, tokenizer, vocabulary), no F needed."""
+
+    base: Any
+    tokenizer: Any
+    keyword_vocab: Any
+    max_text_len: int
+    top_keywords: int = 15
+
+
+def _open(path: Path) -> _Stage:
+    from isr.encoders.checkpoint import TOKENIZER_DIR, load_encoder
+    from isr.encoders.tokenizer import load_tokenizer
+    from isr.encoders.vocabulary import KEYWORDS_FILE, KeywordVocab
+
+    path = Path(path)
+    if (path / "base.safetensors").exists():
+        b = Bundle.load(path)
+        return _Stage(b.base, b.tokenizer, b.keyword_vocab, b.cfg.base.max_text_len,
+                      b.cfg.top_keywords)  # fmt: skip
+    m = load_encoder(path)
+    return _Stage(m, load_tokenizer(path / TOKENIZER_DIR), KeywordVocab.load(path / KEYWORDS_FILE),
+                  m.cfg.max_text_len)  # fmt: skip
+
+
 def gallery_probs(
-    bundle: Bundle, images: np.ndarray, texts: list[str], batch: int = 256
+    bundle: Any, images: np.ndarray, texts: list[str], batch: int = 256
 ) -> tuple[np.ndarray, np.ndarray]:
     """(I, L) image-head and (T, L) text-head probabilities of B."""
     base = bundle.base.eval()
@@ -60,7 +86,7 @@ def gallery_probs(
             assert out.logits is not None
             pi.append(torch.sigmoid(out.logits.float()).numpy())
         for s in range(0, len(texts), batch):
-            ids, m = tokenize(bundle.tokenizer, texts[s : s + batch], bundle.cfg.base.max_text_len)
+            ids, m = tokenize(bundle.tokenizer, texts[s : s + batch], bundle.max_text_len)
             out = base.encode_text(ids, m)
             assert out.logits is not None
             pt.append(torch.sigmoid(out.logits.float()).numpy())
@@ -68,7 +94,7 @@ def gallery_probs(
 
 
 def _query_lists(
-    bundle: Bundle, texts: list[str], pt: np.ndarray, mode: str, top: int
+    bundle: Any, texts: list[str], pt: np.ndarray, mode: str, top: int
 ) -> list[tuple[list[str], list[float]]]:
     """Each query's ranked (labels, probs) under a text-keyword mode (as Bundle.encode_texts)."""
     vocab = bundle.keyword_vocab
@@ -130,7 +156,7 @@ def screen_curve(
     modes: tuple[str, ...] = ("pred", "ext", "merge"),
     stop: float = 1.0,
 ) -> dict[str, Any]:
-    bundle = Bundle.load(Path(bundle_dir))
+    bundle = _open(Path(bundle_dir))
     vocab = bundle.keyword_vocab
     assert vocab is not None
     col = {w: j for j, w in enumerate(vocab.labels)}
@@ -158,7 +184,7 @@ def screen_curve(
     }
     points = []
     for mode in modes:
-        qs = _query_lists(bundle, texts, pt, mode, bundle.cfg.top_keywords)
+        qs = _query_lists(bundle, texts, pt, mode, bundle.top_keywords)
         for r_i in r_i_values:
             for alpha in alphas:
                 for r_t in r_t_values:
@@ -194,7 +220,7 @@ def _main() -> None:
     texts = read_captions(a.data / f"{a.split}_caps.txt")
     c = a.caps_per_image
     truth = np.arange(len(texts)) // c
-    bundle = Bundle.load(a.bundle)
+    bundle = _open(a.bundle)
     assert bundle.keyword_vocab is not None
     groups = group_captions(
         read_captions(a.label_captions) if a.label_captions else texts, 5 if a.label_captions else c
