@@ -46,7 +46,7 @@ TRAIN: dict[str, Any] = {
 
 
 # The dedicated keyword-head stage and the screen's query-side defaults (docs/results/screen_*.md).
-HEADS: dict[str, Any] = {"head": "attn", "loss": "asl", "epochs": 10}
+HEADS: dict[str, Any] = {"head": "attn", "loss": "bce", "epochs": 10}
 KEYWORDS: dict[str, Any] = {"r_t": 3, "text": "pred", "rule": "top"}
 
 

@@ -109,6 +109,9 @@ def _query_lists(
             out.append((pred, pp))
             continue
         ext = vocab.labels_of_text(text)
+        if not ext:  # as KeywordOptions.select: a text naming no label uses the predicted ones
+            out.append((pred, pp))
+            continue
         # Extracted nouns count as certain; most images-first vocab order -> rarest last.
         if mode == "ext":
             out.append((ext, [1.0] * len(ext)))
@@ -151,7 +154,7 @@ def screen_curve(
     truth: np.ndarray,
     image_labels: np.ndarray | None,
     r_i_values: tuple[int, ...] = (3, 5, 10, 15),
-    r_t_values: tuple[int, ...] = (1, 2, 3, 5),
+    r_t_values: tuple[int, ...] = (1, 2, 3, 5, 8),
     alphas: tuple[float, ...] = (0.0, 0.5, 1.0),
     modes: tuple[str, ...] = ("pred", "ext", "merge"),
     stop: float = 1.0,
