@@ -1,5 +1,5 @@
 # Two entry points (see README): `make demo` runs the main job, `make test` runs every check.
-# Each creates or reuses .venv, installs torch==2.13.0 first (the CPU build), then the project.
+# Each creates or reuses .venv, installs torch==2.13.0 first (PyPI serves its CUDA build, which runs on the CPU), then the project.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -14,6 +14,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[dev,eval,minilm]"
+	@# the page's browser test drives Debian's chromium (no browser download); skipped loudly without it
+	command -v chromium >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "WARNING: chromium not installed: tests/test_ui_browser.py will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

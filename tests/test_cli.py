@@ -117,8 +117,9 @@ def test_errors_are_one_line_and_exit_nonzero(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "exactly one of --query FILE and --text TEXT" in res.output
     res = runner.invoke(main, ["search", str(path), "--text", "a dog"])
     assert res.exit_code != 0 and "needs --bundle" in res.output
-    res = runner.invoke(main, ["search", str(path), "--query", str(bad), "--size", "0"])
-    assert res.exit_code != 0 and "size must be in [1, 10000]" in res.output
+    # one size rule for the CLI and HTTP, Elasticsearch's: 0 (only the total) to 10000
+    res = runner.invoke(main, ["search", str(path), "--query", str(bad), "--size", "10001"])
+    assert res.exit_code != 0 and "--size must be an integer in [0, 10000]" in res.output
     res = runner.invoke(main, ["index", "stats", str(tmp_path / "nope")])
     assert res.exit_code != 0 and "no isr index" in res.output
     res = runner.invoke(

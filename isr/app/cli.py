@@ -7,6 +7,7 @@ Entry point: :func:`main` (console script `isr`).
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +126,18 @@ def index_delete(path: Path, yes: bool) -> None:
 )
 @click.option("--text", "query_text", default=None, help="A text query, encoded with --bundle.")
 @click.option(
+    "--image",
+    "query_image",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="An image query (image -> text or image -> image), through --bundle's backbone.",
+)
+@click.option(
     "--bundle",
     "bundle_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Encoder bundle directory (with --text).",
+    help="Encoder bundle directory (with --text or --image).",
 )
 @click.option("--size", type=int, default=10, show_default=True)
 @click.option("--num-candidates", type=int, default=1000, show_default=True)
@@ -163,6 +171,7 @@ def search_cmd(
     path: Path,
     query_file: Path | None,
     query_text: str | None,
+    query_image: Path | None,
     bundle_dir: Path | None,
     filter_json: str | None,
     as_json: bool,
@@ -181,23 +190,34 @@ def search_cmd(
         filt = json.loads(filter_json) if filter_json else None
     except json.JSONDecodeError as e:
         raise InvalidInput(f"--filter: not valid JSON ({e})") from e
+    from isr.plugin.http.shapes import check_size
+
+    size = check_size(kw["size"], "--size")
     options = SearchOptions.for_ablation(
         kw["ablation"],
-        size=kw["size"],
+        size=max(size, 1),  # --size 0: only the total, as over HTTP
         num_candidates=kw["num_candidates"],
         rerank_window=kw["rerank_window"],
         keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
         filter=filt,
     )
-    if (query_file is None) == (query_text is None):
-        raise InvalidInput("give exactly one of --query FILE and --text TEXT")
+    if sum(x is not None for x in (query_file, query_text, query_image)) != 1:
+        raise InvalidInput("give exactly one of --query FILE and --text TEXT, or --image FILE")
     with EmbeddedIndex.open(path, readonly=True) as idx:
-        if query_text is not None:
+        if query_image is not None:
+            from isr.app.image_query import image_query
+
+            query = image_query(idx, bundle_dir, query_image)
+        elif query_text is not None:
             query = encode_query_text(idx, bundle_dir, query_text)
         else:
             assert query_file is not None
             query = load_query(query_file)
         result = search(idx, query, options)
+    if size == 0:
+        from dataclasses import replace
+
+        result = replace(result, hits=())
     if as_json:
         click.echo(json.dumps(asdict(result), indent=2))
         return
@@ -284,8 +304,35 @@ def world(
     "--data",
     "data_dir",
     type=click.Path(path_type=Path),
-    required=True,
-    help="Dataset in SCAN precomp layout.",
+    default=None,
+    help="Dataset in SCAN precomp layout (or --images with --captions).",
+)
+@click.option(
+    "--images",
+    "image_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="A folder of photos: features extracted once into OUT/features with --image-backbone.",
+)
+@click.option(
+    "--captions",
+    "captions_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="With --images: CSV/JSONL of captions keyed by path or file_name ('caption' column).",
+)
+@click.option(
+    "--image-backbone",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="With --images: local Hugging Face vision model directory (recorded in the bundle).",
+)
+@click.option("--k", "k", type=int, default=16, show_default=True, help="With --images: regions.")
+@click.option(
+    "--preset",
+    type=click.Choice(["tiny", "small", "paper"]),
+    default=None,
+    help="Settings: tiny (minutes on 2 cores), small, paper (the papers'); --config overrides.",
 )
 @click.option(
     "--out",
@@ -330,7 +377,12 @@ def world(
     help="TrainConfig fields as JSON, e.g. '{\"epochs\": 5}'.",
 )
 def train(
-    data_dir: Path,
+    data_dir: Path | None,
+    image_dir: Path | None,
+    captions_file: Path | None,
+    image_backbone: Path | None,
+    k: int,
+    preset: str | None,
     out_dir: Path,
     recipe: str | None,
     stage: str | None,
@@ -345,25 +397,49 @@ def train(
     """Train Inflate-and-Shrink encoders with keyword heads; writes OUT/bundle for a recipe."""
     import sys
 
+    from isr.app.presets import estimate_seconds, stage_table, train_fields
     from isr.encoders.backbone import minilm_path
     from isr.encoders.train import TrainConfig, run_recipe, train_stage
     from isr.errors import InvalidInput
+    from isr.eval.report import markdown_table
     from isr.ingest.training_data import load_paired
 
     if (recipe is None) == (stage is None):
         raise InvalidInput("give exactly one of --recipe and --stage")
+    if (data_dir is None) == (image_dir is None):
+        raise InvalidInput("give exactly one of --data DIR and --images DIR")
     try:
         fields = json.loads(config_json) if config_json else {}
     except json.JSONDecodeError as e:
         raise InvalidInput(f"--config: not valid JSON ({e})") from e
+    if not isinstance(fields, dict):
+        raise InvalidInput("--config: expected a JSON object, e.g. '{\"epochs\": 5}'")
+    fields = train_fields(preset, fields)
     if backbone is not None:
         fields["backbone"] = str(minilm_path()) if backbone == "minilm" else backbone
     cfg = TrainConfig.from_dict(fields)
+    if image_dir is not None:
+        data_dir = _extract(image_dir, captions_file, image_backbone, k, out_dir)
+    assert data_dir is not None
     data, vocab = load_paired(data_dir, train_split, min_images=min_images, limit=limit)
     val, _ = load_paired(data_dir, val_split, vocab=vocab)
     command = " ".join(sys.argv)
+    n, m, d_in = data.images.shape
+    est = estimate_seconds(cfg, n, m, d_in, recipe or "plain", len(vocab.labels))
+    click.echo(
+        f"training {n} images ({m} regions x {d_in}), {cfg.epochs} epochs per stage, "
+        f"recipe {recipe or stage}: estimated {_dur(est)} of training steps here"
+    )
     if recipe is not None:
+        t0 = time.perf_counter()
         out = run_recipe(recipe, cfg, data, out_dir, vocab=vocab, val=val, command=command)  # type: ignore[arg-type]
+        _record_eyes(data_dir, out, d_in)
+        rows = stage_table(out_dir)
+        if rows:
+            head = ["stage", "epochs", "train s", "T->I R@1 %", "R@5", "R@10", "I->T R@1 %", "R@5",
+                    "R@10"]  # fmt: skip
+            click.echo(markdown_table(head, rows, 1))
+        click.echo(f"took {_dur(time.perf_counter() - t0)} (estimated {_dur(est)})")
         click.echo(f"bundle: {out}")
     else:
         out = train_stage(
@@ -377,6 +453,40 @@ def train(
             command=command,
         )
         click.echo(f"stage checkpoint: {out}")
+
+
+def _dur(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _extract(
+    image_dir: Path, captions_file: Path | None, image_backbone: Path | None, k: int, out: Path
+) -> Path:
+    """`isr train --images`: the photos' region features, extracted once into OUT/features."""
+    from isr.errors import InvalidInput
+    from isr.ingest.extract import extract_precomp
+    from isr.ingest.image_backbone import ImageBackbone
+
+    if captions_file is None or image_backbone is None:
+        raise InvalidInput("--images needs --captions FILE and --image-backbone DIR")
+    got = extract_precomp(
+        image_dir, captions_file, ImageBackbone.load(image_backbone, k), Path(out) / "features"
+    )
+    click.echo(
+        f"features: {got.sizes} images in {got.out_dir}"
+        + (" (reused)" if got.reused else "")
+        + (f"; {got.uncaptioned} without a caption left out" if got.uncaptioned else "")
+        + (f"; {got.unreadable} unreadable left out" if got.unreadable else "")
+    )
+    return got.out_dir
+
+
+def _record_eyes(data_dir: Path, bundle_dir: Path, d_in: int) -> None:
+    """The bundle records the eyes its features came from: the data's record (features
+    extracted by isr), else precomputed regions of unknown origin ("none")."""
+    from isr.encoders.eyes import Eyes, read_eyes, write_eyes
+
+    write_eyes(bundle_dir, read_eyes(data_dir) or Eyes(kind="none", feature_dim=d_in))
 
 
 @main.command("serve")
@@ -396,7 +506,13 @@ def serve_cmd(max_body_mb: float, **kw: Any) -> None:
 
     for key in ("api_key", "es_api_key"):  # an empty variable (ISR_API_KEY=) means none
         kw[key] = kw[key] or None
-    serve(ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw))
+    config = ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw)
+    images = None
+    if config.bundle is not None:
+        from isr.app.image_query import LazyImageQueries
+
+        images = LazyImageQueries(config.bundle, config.device)
+    serve(config, image_encoder=images)
 
 
 @main.command("check")

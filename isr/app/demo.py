@@ -22,6 +22,7 @@ from typing import Any
 import click
 import numpy as np
 
+from isr.app.presets import PRESETS
 from isr.eval.report import markdown_table
 from isr.plugin.pipeline import KeywordOptions, SearchOptions, SearchResult, search
 
@@ -29,20 +30,10 @@ __all__ = ["run_demo"]
 
 WORLD: dict[str, Any] = {"n_train": 2000, "n_dev": 200, "n_test": 500, "m": 16, "D": 64}
 TRAIN: dict[str, Any] = {
-    "epochs": 4,
-    "batch_size": 64,
-    "lr": 1e-3,
-    "captions_per_epoch": 2,
-    "hidden": 64,
-    "heads": 2,
-    "intermediate": 256,
-    "dim": 64,
-    "codes": 8,
-    "val_size": 200,
-    "tokenizer_vocab": 2000,
+    **PRESETS["tiny"],
     "progress": True,
     "device": "cpu",
-}
+}  # isr train --preset tiny
 
 
 # The dedicated keyword-head stage and the screen's query-side defaults (docs/results/screen_*.md).

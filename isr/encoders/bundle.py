@@ -12,6 +12,8 @@ Directory layout::
     keywords.json               the keyword vocabulary (KeywordVocab), when there are labels
     tokenizer/                  the wordpiece tokenizer (Hugging Face files)
     metrics.json, train_log.jsonl   where the weights came from (written by write_bundle)
+    image_backbone.json         the eyes the image tower was trained on (isr.encoders.eyes);
+                                absent in bundles written before they recorded it
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ from isr.encoders.checkpoint import (
     write_tensors,
 )
 from isr.encoders.config import BundleConfig, read_json, write_json
+from isr.encoders.eyes import Eyes, read_eyes, write_eyes
 from isr.encoders.model import DualEncoder, TowerOutput
 from isr.encoders.record import Encoded, Keywords
 from isr.encoders.tokenizer import load_tokenizer, tokenize
 from isr.encoders.vocabulary import KEYWORDS_FILE, KeywordVocab
-from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError
+from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
 
 __all__ = ["BASE_FILE", "FAST_FILE", "HEADS_FILE", "Bundle", "write_bundle"]
 
@@ -63,6 +66,7 @@ class Bundle:
         fast: DualEncoder,
         tokenizer: PreTrainedTokenizerBase,
         vocab: KeywordVocab | None,
+        eyes: Eyes | None = None,
     ) -> None:
         if base.cfg != cfg.base or fast.cfg != cfg.fast:
             raise InvalidInput("bundle: the models' configs differ from the bundle config")
@@ -86,16 +90,17 @@ class Bundle:
         self.fast = fast.eval()
         self.tokenizer = tokenizer
         self.keyword_vocab = vocab if n_labels else None
+        self.eyes = eyes  # None: unknown (a bundle from before the record existed)
 
     # -- files --------------------------------------------------------------------------------
 
     @classmethod
     def load(cls, path: Path, device: str | torch.device = "cpu") -> Bundle:
-        """Load a bundle directory; a missing, damaged or inconsistent file raises
-        CorruptIndex naming it."""
+        """Load a bundle directory; a missing directory raises NotFound, a missing, damaged or
+        inconsistent file in it CorruptIndex naming the file."""
         path = Path(path)
         if not path.is_dir():
-            raise CorruptIndex(f"bundle directory {path} does not exist")
+            raise NotFound(f"bundle directory {path} does not exist")
         cfg = BundleConfig.from_dict(read_json(path / CONFIG_FILE), str(path / CONFIG_FILE))
         base = DualEncoder(cfg.base)
         state = read_tensors(path / BASE_FILE)
@@ -115,7 +120,7 @@ class Bundle:
         tok = load_tokenizer(path / TOKENIZER_DIR)
         vocab = _load_vocab(path / KEYWORDS_FILE) if cfg.base.n_labels else None
         try:
-            bundle = cls(cfg, base.to(device), fast.to(device), tok, vocab)
+            bundle = cls(cfg, base.to(device), fast.to(device), tok, vocab, read_eyes(path))
         except InvalidInput as e:
             raise CorruptIndex(f"{path}: {e}") from e
         return bundle
@@ -137,6 +142,8 @@ class Bundle:
         self.tokenizer.save_pretrained(str(path / TOKENIZER_DIR))
         if self.keyword_vocab is not None:
             self.keyword_vocab.save(path / KEYWORDS_FILE)
+        if self.eyes is not None:
+            write_eyes(path, self.eyes)
         write_json(path / CONFIG_FILE, self.cfg.to_dict())
         return path
 
@@ -145,7 +152,8 @@ class Bundle:
     @cached_property
     def fingerprint(self) -> str:
         """sha256 over the config, every weight tensor, the vocabulary and the tokenizer's
-        vocabulary: equal for a bundle and its saved-and-reloaded copy."""
+        vocabulary (and the image backbone record, when there is one): equal for a bundle and
+        its saved-and-reloaded copy."""
         h = hashlib.sha256()
         h.update(json.dumps(self.cfg.to_dict(), sort_keys=True).encode())
         for prefix, model in (("base", self.base), ("fast", self.fast)):
@@ -155,6 +163,8 @@ class Bundle:
                 h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
         h.update(json.dumps(self.vocab).encode())
         h.update(json.dumps(sorted(self.tokenizer.get_vocab().items())).encode())
+        if self.eyes is not None:  # other eyes, other features: another bundle
+            h.update(json.dumps(self.eyes.to_dict(), sort_keys=True).encode())
         return h.hexdigest()
 
     @property

@@ -404,6 +404,11 @@ def train_stage(
         state["history"].append(row)
         write_json(out_dir / STATE_FILE, state)
         _write_log(out_dir / LOG_FILE, state["history"])
+        if cfg.progress:  # the recall is what tells a run is learning; the log keeps the rest
+            r = " / ".join(f"{metrics.get(f'{d}_r{k}', float('nan')):.1f}"
+                           for d in ("t2i", "i2t") for k in (1, 5, 10))  # fmt: skip
+            tqdm.write(f"{stage} epoch {epoch + 1}/{cfg.epochs}: loss {row.get('loss', float('nan')):.4f}, "
+                       f"val R@1/5/10 (%) T->I / I->T {r}, {row['seconds']:.1f} s")  # fmt: skip
 
     final = state["history"][-1]["val"] if state["history"] else {}
     write_json(

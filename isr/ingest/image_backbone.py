@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from isr.encoders.eyes import Eyes, eyes_of_dir
 from isr.encoders.kmeans import kmeans_reduce
 from isr.errors import CorruptIndex, InvalidInput, NotFound
 
@@ -66,6 +67,8 @@ class ImageBackbone:
 
         # One blank image tells the token width, whatever the architecture's config calls it.
         self.dim = int(self.features([Image.new("RGB", (32, 32))]).regions.shape[2])
+        # what a bundle trained on these features records, and a load compares
+        self.eyes: Eyes = eyes_of_dir(path, k, self.dim)
 
     @classmethod
     def load(cls, path: str | Path, k: int = 32, device: str = "cpu") -> ImageBackbone:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from isr.encoders.eyes import Eyes
 from isr.errors import InvalidInput, NotFound
 from isr.ingest.image_backbone import ImageBackbone
 from isr.ingest.source import Regions, Skip, SourceBatch, check_start
@@ -93,6 +94,10 @@ class KarpathySource:
     @property
     def feature_dim(self) -> int:
         return self.backbone.dim
+
+    @property
+    def eyes(self) -> Eyes:
+        return self.backbone.eyes
 
     def _entry(self, pos: int) -> tuple[str, Path, dict[str, Any]] | Skip:
         e = self.entries[pos]

@@ -6,6 +6,7 @@ and the options and calls :func:`isr.ingest.loader.load_gallery`:
     precomp DIR --split test      SCAN precomp features + captions (and the synthetic world)
     karpathy JSON --images DIR --backbone DIR --split test
                                   images through a local vision backbone
+    images DIR --backbone DIR     a folder of photos (recursive) through a local vision backbone
     captions FILE                 a text gallery, one document per caption
     encoded FILE.jsonl|.parquet   features encoded elsewhere (no bundle)
 
@@ -14,7 +15,9 @@ Elasticsearch index, ``http(s)://host:port/INDEX`` (created when absent, with it
 in a ``--sidecar DIR`` or, with ``--es-fragments rank_vectors``, in the index itself; the API
 key comes from ``--es-api-key`` or ``ISR_ES_API_KEY``).
 
-Progress goes to stderr (tqdm); the summary (or ``--json``, the report) to stdout.
+``--fields FILE`` (every source) joins a CSV / JSONL of your own fields onto each document's
+``_source`` (keyed by id, relative path or file name; :mod:`isr.ingest.fields`), so they
+can be filtered on. Progress goes to stderr (tqdm); the summary (or ``--json``, the report) to stdout.
 """
 
 from __future__ import annotations
@@ -106,6 +109,13 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--r-i", type=int, default=None, help="Keywords per document (new index)."),
         click.option("--max-frags", type=int, default=None, help="Fragments kept (new index)."),
+        click.option(
+            "--fields",
+            "fields_file",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            default=None,
+            help="CSV or JSONL of extra _source fields, keyed by id, path or file_name.",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
     ]
     for o in reversed(opts):
@@ -138,10 +148,17 @@ def _run(
     )
     check_target(target, es)  # before a bundle is loaded for nothing
     as_json = kw.pop("as_json")
+    fields_file = kw.pop("fields_file")
+    if fields_file is not None:
+        from isr.ingest.fields import WithFields, read_fields
+
+        source = WithFields(source, read_fields(fields_file))
     opt = IngestOptions(progress=not kw.pop("no_progress"), es=es, **kw, **extra)
     b = _bundle(*bundle) if bundle is not None else None
     report = load_gallery(source, target, b, opt)
     click.echo(json.dumps(report.to_json(), indent=2) if as_json else report.summary())
+    if fields_file is not None and source.unmatched():
+        click.echo(f"fields: {source.unmatched()} row(s) of {fields_file} matched no document")
 
 
 def _bundle(bundle_dir: Path, device: str) -> Any:
@@ -216,6 +233,39 @@ def karpathy(
     from isr.ingest.karpathy import KarpathySource
 
     source = KarpathySource(json_path, images, ImageBackbone.load(backbone, k, device), split)
+    _run(source, target, (bundle_dir, device), kw)
+
+
+@main.command()
+@click.argument("image_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--backbone",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="Local Hugging Face vision model directory (default: the one the bundle records).",
+)
+@click.option("--k", "k", type=int, default=None, help="Regions per image (default: the bundle's).")
+@click.option(
+    "--min-side", type=int, default=16, show_default=True, help="Skip smaller images (px)."
+)
+@_with_bundle
+@_common
+def images(
+    image_dir: Path,
+    backbone: Path | None,
+    k: int | None,
+    min_side: int,
+    bundle_dir: Path,
+    device: str,
+    target: str,
+    **kw: Any,
+) -> None:
+    """A folder of photos (recursive; JPEG, PNG, WebP, GIF, BMP), through a local backbone."""
+    from isr.ingest.image_backbone import ImageBackbone
+    from isr.ingest.images import ImageFolderSource, backbone_for
+
+    path, k = backbone_for(bundle_dir, backbone, k)
+    source = ImageFolderSource(image_dir, ImageBackbone.load(path, k, device), min_side)
     _run(source, target, (bundle_dir, device), kw)
 
 

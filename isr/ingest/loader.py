@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
+from isr.encoders.eyes import check_eyes
 from isr.errors import Conflict, InvalidInput
 from isr.ingest.ingest_report import IngestReport, StrictStop, Tally
 from isr.ingest.prepare import prepare_batch
@@ -140,6 +141,8 @@ def _check_source(source: GallerySource, bundle: Bundle | None) -> None:
             f"the source's region features have {source.feature_dim} dims, the bundle's "
             f"image tower takes {bundle.image_in_dim}"
         )
+    if source.payload == "regions" and bundle is not None:  # same width is not same eyes
+        check_eyes(bundle.eyes, getattr(source, "eyes", None))
     if source.payload == "texts" and source.modality != "text":
         raise InvalidInput("a texts source must be a text gallery")
 

@@ -684,7 +684,9 @@ def generate_world(
     ]
     existing = [name for name in names if (out_dir / name).exists()]
     if existing and not overwrite:
-        raise Conflict(f"{out_dir} already holds {existing[:3]}; pass overwrite=True to replace")
+        raise Conflict(
+            f"{out_dir} already holds {existing[:3]}; replace it with --overwrite (overwrite=True from Python)"
+        )
     need = sum(n * (m * D * 4 + 400) for n in sizes.values())  # features + captions
     free = shutil.disk_usage(out_dir).free
     if need > free:

@@ -40,11 +40,11 @@ from isr.plugin.embedded.postings import KeywordPostings
 from isr.plugin.filters import Filter
 from isr.plugin.store.doctable import DocTable, check_app_meta
 from isr.plugin.store.fragments import FragmentStore
-from isr.plugin.store.maxsim import MaxSimScorer
 from isr.plugin.store.writelock import WriteLock
 
 if TYPE_CHECKING:
     from isr.plugin.pipeline import SearchOptions
+    from isr.plugin.store.maxsim import MaxSimScorer
 
 __all__ = ["EmbeddedIndex"]
 
@@ -123,7 +123,8 @@ class EmbeddedIndex:
                 self.fields.add([row], [json.loads(text)])
         self.fields._grow(self.n_rows)
         self.alive = BitMap(range(self.n_rows)) - BitMap(self.table.deleted_rows())
-        self.scorer = MaxSimScorer(device)
+        self._device = device
+        self._scorer: MaxSimScorer | None = None  # built on the first rerank: torch loads then
         self._terms = self.table.terms()  # tid -> term
         self._pending: list[tuple[int, Mapping[str, Any] | None]] = []
         self._pending_deletes: set[int] = set()
@@ -411,6 +412,14 @@ class EmbeddedIndex:
 
     def docs_at(self, rows: Sequence[int]) -> dict[int, tuple[str, str | None]]:
         return self.table.docs_at(rows)
+
+    @property
+    def scorer(self) -> MaxSimScorer:
+        if self._scorer is None:
+            from isr.plugin.store.maxsim import MaxSimScorer
+
+            self._scorer = MaxSimScorer(self._device)
+        return self._scorer
 
     def rows_of(self, ids: Sequence[str]) -> dict[str, int]:
         return self.table.live_rows(ids)

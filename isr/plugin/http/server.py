@@ -16,7 +16,9 @@ A `_search` is an isr search when `search_pipeline=isr` is in its URL or, since 
 Python client (9.x) has no `search_pipeline` argument, when its body carries `ext.isr`
 (Elasticsearch itself would refuse that body as an unknown search extension).
 
-Also: `POST /_isr/rerank[/{index}]` and `POST /_isr/embed` in the JSON shapes the `custom`
+Also: the search page (`GET /_isr/ui`, :mod:`isr.plugin.http.ui`), Elasticsearch's read APIs
+in embedded mode (`_count`, `_doc`, `_mget`, `_mapping`, `GET /{index}`, `_cat/indices`:
+:mod:`isr.plugin.http.read_api`), `POST /_isr/rerank[/{index}]` and `POST /_isr/embed` in the JSON shapes the `custom`
 inference service is configured with (docs/elasticsearch.md), `GET /_isr/health` (liveness,
 never authenticated), `GET /_isr/ready` (readiness). Errors use Elasticsearch's error shape,
 mapped from isr's exception classes in one table, :data:`ERRORS`. Binds 127.0.0.1 unless told
@@ -46,6 +48,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from isr.encoders.record import Encoded
 from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
 from isr.plugin.backend import SearchBackend
+from isr.plugin.http.read_api import register_read_api
 from isr.plugin.http.shapes import (
     error_body,
     parse_embed,
@@ -57,10 +60,11 @@ from isr.plugin.http.shapes import (
     render_rerank,
     render_search,
 )
+from isr.plugin.http.ui import html, register_ui, wants_html
 from isr.plugin.pipeline import search
 from isr.plugin.store.maxsim import MaxSimScorer
 
-__all__ = ["ERRORS", "ServerConfig", "TextEncoder", "create_app", "serve"]
+__all__ = ["ERRORS", "ImageEncoder", "ServerConfig", "TextEncoder", "create_app", "serve"]
 
 log = logging.getLogger("isr.server")
 
@@ -70,7 +74,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = ("/_isr/health",)  # answered without an API key (liveness probes)
+OPEN_PATHS = ("/_isr/health", "/_isr/ui")  # no API key: liveness probes; the page (no data)
 URL_PARAMS = ("search_pipeline", "size", "from", "_source", "rest_total_hits_as_int", "pretty")
 IGNORED_PARAMS = ("error_trace", "human", "timeout", "track_total_hits", "typed_keys")
 INDEX_FORBIDDEN = set('\\/*?"<>| ,#:')
@@ -92,6 +96,13 @@ class TextEncoder(Protocol):
     """What the facade needs of a model: `isr.encoders.bundle.Bundle` has it."""
 
     def encode_texts(self, texts: Sequence[str]) -> Encoded: ...
+
+
+class ImageEncoder(Protocol):
+    """What `ext.isr.query_image` needs: an image file's bytes -> the encoded query
+    (`isr.app.image_query.ImageQueries`: the bundle's own backbone, then its image tower)."""
+
+    def encode_image_bytes(self, data: bytes) -> Encoded: ...
 
 
 # -- errors: the facade's own kinds, and the one table that maps every kind to a status -----
@@ -231,10 +242,15 @@ class Facade:
     """Open backends, the lazily loaded encoder, and the handlers' synchronous bodies."""
 
     def __init__(
-        self, config: ServerConfig, encoder: TextEncoder | None = None, es_client: Any = None
+        self,
+        config: ServerConfig,
+        encoder: TextEncoder | None = None,
+        es_client: Any = None,
+        image_encoder: ImageEncoder | None = None,
     ) -> None:
         self.config = config
         self._encoder = encoder
+        self.image_encoder = image_encoder
         self._backends: dict[str, SearchBackend] = {}
         self._lock = threading.Lock()
         self._scorer: MaxSimScorer | None = None
@@ -328,7 +344,17 @@ class Facade:
         backend = self.backend(index)
         req = parse_search(_apply_params(body, params))
         query, encode_ms = req.query, 0.0
-        if query is None:
+        if req.query_image is not None:
+            if self.image_encoder is None:
+                raise Unavailable(
+                    "no image encoder: start `isr serve` with --bundle DIR (a bundle that "
+                    "records its image backbone) for ext.isr.query_image"
+                )
+            self._check_bundle(self.image_encoder, backend, index)  # type: ignore[arg-type]
+            t = time.perf_counter()
+            query = self.image_encoder.encode_image_bytes(req.query_image)
+            encode_ms = (time.perf_counter() - t) * 1e3
+        elif query is None:
             assert req.query_text is not None
             enc = self.encoder()
             self._check_bundle(enc, backend, index)
@@ -540,14 +566,18 @@ class _Guard:
 
 
 def create_app(
-    config: ServerConfig, encoder: TextEncoder | None = None, es_client: Any = None
+    config: ServerConfig,
+    encoder: TextEncoder | None = None,
+    es_client: Any = None,
+    image_encoder: ImageEncoder | None = None,
 ) -> FastAPI:
     """The facade as an ASGI app. encoder: used for `query_text` instead of loading
     `config.bundle` (tests pass a small deterministic one); es_client: an Elasticsearch
-    client to use instead of one built from `config.es_url`."""
+    client to use instead of one built from `config.es_url`; image_encoder: for
+    `ext.isr.query_image` (the app layer builds it from the bundle)."""
     import httpx
 
-    facade = Facade(config, encoder, es_client)
+    facade = Facade(config, encoder, es_client, image_encoder)
     proxy: httpx.AsyncClient | None = None
 
     @asynccontextmanager
@@ -640,6 +670,8 @@ def create_app(
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def root(request: Request) -> Response:
+        if request.method == "GET" and wants_html(request.headers.get("accept", "")):
+            return html()  # a browser: the search page
         if config.es_mode:
             return await forward(request, await request.body())
         return json_response(
@@ -656,6 +688,10 @@ def create_app(
         if config.es_mode:
             raise NoHandler("index listing is Elasticsearch's own in ES mode (GET /_cat/indices)")
         return json_response({"indices": await run_in_threadpool(facade.index_names)})
+
+    register_ui(app, facade)
+    if not config.es_mode:  # in Elasticsearch mode the cluster answers these (proxied below)
+        register_read_api(app, facade)
 
     methods = ["GET", "POST", "PUT", "DELETE", "HEAD", "PATCH", "OPTIONS"]
 
@@ -677,12 +713,16 @@ def _version() -> str:
         return "0+unknown"
 
 
-def serve(config: ServerConfig, encoder: TextEncoder | None = None) -> None:
+def serve(
+    config: ServerConfig,
+    encoder: TextEncoder | None = None,
+    image_encoder: ImageEncoder | None = None,
+) -> None:
     """Run the facade with uvicorn until interrupted."""
     import uvicorn
 
     uvicorn.run(
-        create_app(config, encoder),
+        create_app(config, encoder, image_encoder=image_encoder),
         host=config.host,
         port=config.port,
         log_level="info",

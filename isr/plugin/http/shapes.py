@@ -8,7 +8,7 @@ and :func:`render_plain` (filter-only searches without the pipeline), :func:`par
 
 The `_search` body: `size`, `from`, `query` and `post_filter` (term, terms, range, bool,
 match_all: both become pre-filters of the pipeline), `_source` (bool), `explain`, `ext.isr`
-(`query_text` or `query_encoded`, `num_candidates`, `rerank_window`, `keywords`, `ablation`,
+(`query_text`, `query_encoded` or `query_image` (base64), `num_candidates`, `rerank_window`, `keywords`, `ablation`,
 `exact_threshold`, `explain`). Anything else is refused with a message naming what is supported.
 """
 
@@ -28,6 +28,7 @@ __all__ = [
     "SEARCH_KEYS",
     "IsrSearch",
     "PlainSearch",
+    "check_size",
     "error_body",
     "parse_embed",
     "parse_plain",
@@ -53,6 +54,7 @@ SEARCH_KEYS = (
 EXT_KEYS = (
     "query_text",
     "query_encoded",
+    "query_image",
     "num_candidates",
     "rerank_window",
     "keywords",
@@ -64,6 +66,7 @@ KEYWORD_KEYS = ("r_t", "mode", "minimum_should_match")
 SHARDS = {"total": 1, "successful": 1, "skipped": 0, "failed": 0}
 MAX_TEXTS = 1_000  # texts per rerank / embed request
 MAX_TEXT_CHARS = 10_000
+MAX_IMAGE_B64 = 12 * 2**20  # ext.isr.query_image: base64 of an image of up to ~9 MB
 
 
 def _obj(value: Any, where: str) -> dict[str, Any]:
@@ -117,8 +120,14 @@ def _source_flag(body: dict[str, Any]) -> bool:
     return src
 
 
+def check_size(value: Any, where: str = "size") -> int:
+    """Hits to return, as Elasticsearch allows: 0 (only the total) to 10000. The CLI's
+    ``--size`` and the HTTP ``size`` share this one rule."""
+    return _int(value, where, 0, MAX_K)
+
+
 def _window(body: dict[str, Any]) -> tuple[int, int]:
-    size = _int(body.get("size", 10), "size", 0, MAX_K)
+    size = check_size(body.get("size", 10))
     start = _int(body.get("from", 0), "from", 0, MAX_K)
     if start + size > MAX_K:
         raise InvalidInput(f"from + size must be <= {MAX_K}, got {start + size}")
@@ -135,6 +144,7 @@ class IsrSearch:
     query_text: str | None
     query: Encoded | None
     explain: bool
+    query_image: bytes | None = None  # an image file's bytes (ext.isr.query_image)
 
 
 def parse_search(body: Any) -> IsrSearch:
@@ -151,11 +161,16 @@ def parse_search(body: Any) -> IsrSearch:
         )
     ext = _obj(ext, "ext.isr")
     _unknown(ext, EXT_KEYS, "ext.isr")
-    has_text, has_enc = "query_text" in ext, "query_encoded" in ext
-    if has_text == has_enc:
-        raise InvalidInput("ext.isr: give exactly one of query_text and query_encoded")
-    text, query = None, None
-    if has_text:
+    given = [k for k in ("query_text", "query_encoded", "query_image") if k in ext]
+    if len(given) != 1:
+        raise InvalidInput(
+            "ext.isr: give exactly one of query_text and query_encoded, or query_image"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    text, query, image = None, None, None
+    if "query_image" in ext:
+        image = _image(ext["query_image"])
+    elif "query_text" in ext:
         text = ext["query_text"]
         if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT_CHARS:
             raise InvalidInput(
@@ -187,7 +202,29 @@ def parse_search(body: Any) -> IsrSearch:
         **extra,
     )
     explain = _bool(ext.get("explain", body.get("explain", False)), "ext.isr.explain")
-    return IsrSearch(options, start, size, text, query, explain)
+    return IsrSearch(options, start, size, text, query, explain, image)
+
+
+def _image(value: Any) -> bytes:
+    """ext.isr.query_image: base64 (standard alphabet) of an image file, optionally as a
+    data URL (``data:image/png;base64,...``, what a browser's FileReader gives)."""
+    import base64
+    import binascii
+
+    if not isinstance(value, str) or not value:
+        raise InvalidInput("ext.isr.query_image must be a non-empty base64 string")
+    if value.startswith("data:"):
+        head, sep, value = value.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise InvalidInput("ext.isr.query_image: a data URL must be base64 (data:...;base64,)")
+    if len(value) > MAX_IMAGE_B64:
+        raise InvalidInput(
+            f"ext.isr.query_image has {len(value)} base64 characters, the limit is {MAX_IMAGE_B64}"
+        )
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise InvalidInput(f"ext.isr.query_image is not valid base64 ({e})") from None
 
 
 def _total(total: int, as_int: bool) -> Any:

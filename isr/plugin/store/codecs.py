@@ -20,11 +20,15 @@ operation order as faiss's ``Codec8bit``/``QuantizerTemplate<Uniform>``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import faiss
 import numpy as np
-import torch
 
 from isr.errors import InvalidInput
+
+if TYPE_CHECKING:  # torch is imported where a tensor is decoded: `isr index stats` needs none
+    import torch
 
 __all__ = ["CODECS", "FragmentCodec", "make_codec"]
 
@@ -119,6 +123,8 @@ class FragmentCodec:
         result: a CPU scorer reuses one buffer, since a fresh large tensor per chunk costs more
         in page faults than the decode itself.
         """
+        import torch
+
         self._check_codes(tuple(codes.shape), codes.dtype == torch.uint8, codes.dtype)
         codes = codes.contiguous()
         shape = (*codes.shape[:-1], self.d)

@@ -1,0 +1,126 @@
+"""Training presets and the estimate of a training's wall time, for ``isr train --preset``.
+
+Entry points: :data:`PRESETS` (name -> TrainConfig fields; ``--config`` fields override
+them), :func:`train_fields` (the preset merged with ``--config``, unknown keys refused with
+the nearest known name), :func:`estimate_seconds` (times a few real training steps of each
+stage's model on random inputs of the data's shapes, then scales by the steps the recipe
+will take) and :func:`stage_table` (the final table of a recipe's stages).
+
+- ``tiny``: minutes on 2 CPU cores for a few thousand images (the demo's settings);
+- ``small``: a larger model and more epochs, for a first real gallery (tens of minutes);
+- ``paper``: the papers' settings (TrainConfig's defaults: hidden 256, 3 layers, 32 codes,
+  10 epochs, batch 128), for a GPU.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from isr.errors import InvalidInput
+
+__all__ = ["PRESETS", "estimate_seconds", "stage_table", "train_fields"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {  # the demo's settings
+        "epochs": 4, "batch_size": 64, "lr": 1e-3, "captions_per_epoch": 2, "hidden": 64,
+        "heads": 2, "intermediate": 256, "dim": 64, "codes": 8, "val_size": 200,
+        "tokenizer_vocab": 2000,
+    },
+    "small": {
+        "epochs": 6, "batch_size": 96, "lr": 5e-4, "captions_per_epoch": 3, "hidden": 128,
+        "layers": 3, "heads": 4, "intermediate": 512, "dim": 128, "codes": 16, "val_size": 500,
+        "tokenizer_vocab": 4000,
+    },
+    "paper": {},
+}  # fmt: skip
+RECIPE_STAGES = {
+    "paper": (("inflated", None), ("base", "inflated"), ("fast", "base")),
+    "plain": (("base", None), ("fast", None)),
+}
+
+
+def train_fields(preset: str | None, config: dict[str, Any]) -> dict[str, Any]:
+    """The preset's fields overridden by --config's; an unknown key names the closest one."""
+    from isr.encoders.train import TrainConfig
+
+    known = [f.name for f in fields(TrainConfig)]
+    for key in config:
+        if key not in known:
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean `{near[0]}`?" if near else f"; known: {', '.join(known)}"
+            raise InvalidInput(f"--config: unknown training setting `{key}`{hint}")
+    if preset is not None and preset not in PRESETS:
+        raise InvalidInput(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
+    return {**(PRESETS[preset] if preset else {}), **config}
+
+
+def estimate_seconds(
+    cfg: Any, n_images: int, m: int, d_in: int, recipe: str, n_labels: int = 0, steps: int = 2
+) -> float:
+    """Seconds the recipe's training steps will take here: each stage's model (and its teacher's
+    forward pass) timed on `steps` random batches after one warm-up, times the steps of the
+    recipe. Validation and start-up are not included (a few percent at these sizes)."""
+    import torch
+
+    from isr.encoders.config import EncoderConfig
+    from isr.encoders.model import DualEncoder
+
+    def model(type_: str) -> DualEncoder:
+        return DualEncoder(
+            EncoderConfig(
+                type=type_, vocab_size=cfg.tokenizer_vocab, image_in_dim=d_in,  # type: ignore[arg-type]
+                hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads,
+                intermediate=cfg.intermediate, dim=cfg.dim,
+                codes=cfg.codes if type_ == "inflated" else 0, max_frags=cfg.max_frags,
+                n_labels=n_labels, max_positions=max(64, cfg.max_text_len),
+            )
+        )  # fmt: skip
+
+    b = min(cfg.batch_size, max(2, n_images))
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, cfg.tokenizer_vocab, (b, min(16, cfg.max_text_len)), generator=g)
+    tmask = torch.ones_like(ids, dtype=torch.bool)
+    feats = torch.randn(b, m, d_in, generator=g)
+    imask = torch.ones(b, m, dtype=torch.bool)
+    steps_per_epoch = math.ceil(n_images * cfg.captions_per_epoch / b)
+    total = 0.0
+    for student, teacher in RECIPE_STAGES[recipe]:
+        s = model(student).train()
+        t = model(teacher).eval() if teacher else None
+        opt = torch.optim.AdamW(s.parameters(), lr=1e-4)
+        took = []
+        for i in range(steps + 1):
+            t0 = time.perf_counter()
+            if t is not None:
+                with torch.no_grad():
+                    t.similarity(t.encode_text(ids, tmask), t.encode_image(feats, imask))
+            loss = s.similarity(s.encode_text(ids, tmask), s.encode_image(feats, imask)).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if i:  # the first step pays one-off allocations
+                took.append(time.perf_counter() - t0)
+        total += sorted(took)[len(took) // 2] * steps_per_epoch * cfg.epochs
+    return total
+
+
+def stage_table(run_dir: Path) -> list[list[Any]]:
+    """Rows (stage, epochs, train s, T->I R@1/5/10, I->T R@1/5/10) of a recipe's stages."""
+    import json
+
+    metrics = Path(run_dir) / "bundle" / "metrics.json"
+    if not metrics.is_file():
+        return []
+    rows = []
+    for name, m in json.loads(metrics.read_text()).get("stages", {}).items():
+        v = m.get("val", {})
+        secs = sum(float(h.get("seconds", 0.0)) for h in m.get("history", []))
+        rows.append([name, m.get("epochs", "-"), round(secs, 1)] + [
+            round(float(v.get(f"{d}_r{k}", float("nan"))), 3) for d in ("t2i", "i2t")
+            for k in (1, 5, 10)])  # fmt: skip
+    return rows
