@@ -193,8 +193,10 @@ def train_heads(
     if cfg.prior_bias:
         prior = prior_logits(train_labels)
         with torch.no_grad():
-            model.kw_text.bias.copy_(prior)
-            model.kw_image.bias.copy_(prior)
+            for head in (model.kw_text, model.kw_image):
+                bias = head.bias
+                assert isinstance(bias, torch.Tensor)
+                bias.copy_(prior)
     tok = load_tokenizer(Path(base_dir) / TOKENIZER_DIR)
     eb = cfg.eval_batch_size
     log(f"heads: encoding {len(train_images)} + {len(val_images)} images, "
