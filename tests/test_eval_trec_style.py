@@ -112,8 +112,9 @@ def test_configurations_sweep_and_files(report: TrecStyleReport) -> None:
     sweep = sorted((r.r_i, r.r_t) for r in report.results if r.sweep)
     assert sweep == [(2, 1), (2, 2), (6, 1), (6, 2)]
     assert all(r.direction == "t2i" for r in report.results if r.sweep)
-    # the sweep's R_I = 2 ran on its own index, R_I = 6 on the main one
-    assert json.loads((out / "indexes/images-ri2/manifest.json").read_text())["config"]["r_i"] == 2
+    # per-rank postings: the sweep's R_I = 2 is a query-time choice on the one R_I = 6 index
+    assert not (out / "indexes/images-ri2").exists()
+    assert json.loads((out / "indexes/images-ri6/manifest.json").read_text())["config"]["r_i"] == 6
     assert report.indexes["t2i"] == str(out / "indexes/images-ri6")
     for r in report.results:
         assert Path(r.run_file).is_file()
