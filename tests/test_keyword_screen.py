@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_encoders_train import CFG, VOCAB, world
 
 from isr.encoders.bundle import Bundle, write_bundle
 from isr.encoders.config import EncoderConfig
@@ -21,7 +22,6 @@ from isr.eval.keywords import mean_average_precision
 from isr.plugin.embedded.postings import KeywordPostings
 from isr.plugin.keyword_rule import select_labels
 from isr.plugin.pipeline import KeywordOptions
-from tests.test_encoders_train import CFG, VOCAB, world
 
 
 @pytest.mark.parametrize("head", ["linear", "attn", "maxsim"])
