@@ -191,3 +191,16 @@ def test_missing_vocabulary_is_named(saved: Path) -> None:
     (saved / "keywords.json").unlink()
     with pytest.raises(CorruptIndex, match=r"keywords\.json"):
         Bundle.load(saved)
+
+
+@pytest.mark.parametrize("garble", ["truncate", "wrong_shape"])
+def test_garbled_tokenizer_is_named(saved: Path, garble: str) -> None:
+    files = list(saved.rglob("tokenizer.json"))
+    assert files, "the bundle saves a tokenizer.json"
+    path = files[0]
+    if garble == "truncate":
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
+    else:  # valid JSON, not a tokenizer (the case that raised a raw KeyError)
+        path.write_text(json.dumps({"model": {"vocab": 3}}))
+    with pytest.raises(CorruptIndex, match="tokenizer"):
+        Bundle.load(saved)

@@ -112,8 +112,9 @@ def test_configurations_sweep_and_files(report: TrecStyleReport) -> None:
     sweep = sorted((r.r_i, r.r_t) for r in report.results if r.sweep)
     assert sweep == [(2, 1), (2, 2), (6, 1), (6, 2)]
     assert all(r.direction == "t2i" for r in report.results if r.sweep)
-    # the sweep's R_I = 2 ran on its own index, R_I = 6 on the main one
-    assert json.loads((out / "indexes/images-ri2/manifest.json").read_text())["config"]["r_i"] == 2
+    # per-rank postings: the sweep's R_I = 2 is a query-time choice on the one R_I = 6 index
+    assert not (out / "indexes/images-ri2").exists()
+    assert json.loads((out / "indexes/images-ri6/manifest.json").read_text())["config"]["r_i"] == 6
     assert report.indexes["t2i"] == str(out / "indexes/images-ri6")
     for r in report.results:
         assert Path(r.run_file).is_file()
@@ -203,9 +204,20 @@ def test_screening_statistics_recount(report: TrecStyleReport, encoded) -> None:
             admitted.append(sum(ok) / n)
         assert r.gt_kept == pytest.approx(np.mean(kept), abs=1e-12), r.tag
         assert r.admitted == pytest.approx(np.mean(admitted), abs=1e-12), r.tag
-    # fewer labels per side admit fewer images
+
+    # fewer labels per side admit fewer images, before the pipeline's relaxation (a screen
+    # that admits fewer than `size` is dropped, so the reported share need not be monotone)
+    def raw_admitted(r_i: int, r_t: int) -> float:
+        img = [set(k.top(r_i)) for k in encoded.images.keywords]
+        shares = [
+            sum(bool(set(encoded.captions.keywords[caps[q]].top(r_t)) & s) for s in img) / n
+            for q in qids
+        ]
+        return float(np.mean(shares))
+
     sweep = {(x.r_i, x.r_t): x for x in report.results if x.sweep}
-    assert sweep[(2, 1)].admitted <= sweep[(6, 2)].admitted
+    assert (2, 1) in sweep and (6, 2) in sweep
+    assert raw_admitted(2, 1) <= raw_admitted(6, 2)
 
 
 def test_outputs_say_where_they_came_from(report: TrecStyleReport) -> None:

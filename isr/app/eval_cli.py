@@ -17,6 +17,7 @@ import click
 from isr.app.bench_facade import main as bench_facade
 from isr.app.make_caption_images import main as make_caption_images
 from isr.app.runtime import set_threads
+from isr.app.screen_cli import screen_curve_cmd, train_heads_cmd
 from isr.app.trec import main as trec
 from isr.encoders.train import TrainConfig
 from isr.errors import IsrError
@@ -223,5 +224,15 @@ def eval_group() -> None:
     """Evaluations (TREC-style runs, Table 2) and the benchmarks."""
 
 
-for _cmd in (trec, table2, make_caption_images, bench_ingest, bench_facade, bench_maxsim, bench):
+for _cmd in (
+    trec,
+    table2,
+    make_caption_images,
+    bench_ingest,
+    bench_facade,
+    bench_maxsim,
+    bench,
+    screen_curve_cmd,
+    train_heads_cmd,
+):
     eval_group.add_command(_cmd)

@@ -48,8 +48,11 @@ def create_app(
 
 
 def serve(config: server.ServerConfig, image_encoder: server.ImageEncoder | None = None) -> None:
-    """Run the facade with uvicorn until interrupted (`isr serve`)."""
-    server.serve(create_app(config, image_encoder=image_encoder), config)
+    """Run the facade with uvicorn until interrupted (`isr serve`). The bundle is loaded (and
+    so checked) before the server listens: a broken bundle fails the start, not the first
+    query, and `/_isr/ready` never reports a server that cannot encode."""
+    encoder = None if config.bundle is None else bundle_loader(Path(config.bundle), config.device)()
+    server.serve(create_app(config, encoder=encoder, image_encoder=image_encoder), config)
 
 
 def encode_query_text(config: IndexConfig, bundle_dir: Path | None, text: str) -> Encoded:

@@ -8,14 +8,16 @@ run files and qrels).
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import click
 
 from isr.app.runtime import set_threads
-from isr.errors import IsrError
+from isr.errors import InvalidInput, IsrError
 from isr.eval.trec_style import TrecStyleConfig, evaluate
+from isr.plugin.pipeline import KeywordOptions
 
 CONFIG_NAMES = ("fast", "keywords+fast", "full", "fast+rerank", "exhaustive", "keywords+exhaustive")
 
@@ -87,6 +89,13 @@ def _ints(text: str) -> tuple[int, ...]:
     show_default=True,
     help="torch and FAISS threads (one per process on a shared machine).",
 )
+@click.option(
+    "--keywords",
+    "keywords_json",
+    default="{}",
+    help='KeywordOptions fields for the screened runs as JSON, e.g. \'{"text": "merge", '
+    '"rule": "cost", "alpha": 0.5}\' (r_t and r_i come from --r-t / --r-i and the sweeps).',
+)
 @click.option("--no-progress", is_flag=True)
 def main(
     data_dir: Path,
@@ -110,6 +119,7 @@ def main(
     seed: int,
     title: str,
     threads: int,
+    keywords_json: str,
     no_progress: bool,
 ) -> None:  # fmt: skip
     """Evaluate text -> image and image -> text retrieval of every pipeline configuration."""
@@ -119,6 +129,15 @@ def main(
 
     try:
         set_threads(threads)
+        try:
+            kw = json.loads(keywords_json)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"--keywords: not JSON ({e})") from e
+        if not isinstance(kw, dict):
+            raise InvalidInput("--keywords: expected a JSON object")
+        known = set(KeywordOptions.__dataclass_fields__) - {"r_t", "r_i"}
+        if set(kw) - known:
+            raise InvalidInput(f"--keywords: unknown fields {sorted(set(kw) - known)}")
         cfg = TrecStyleConfig(
             data_dir=data_dir, split=split, bundle_dir=bundle_dir, out_dir=out_dir,
             image_index=image_index, text_index=text_index, directions=names(directions),
@@ -127,7 +146,7 @@ def main(
             sweep_directions=names(sweep_directions), depth=depth,
             num_candidates=num_candidates, rerank_window=rerank_window,
             max_queries=max_queries, seed=seed, title=title, command=" ".join(sys.argv),
-            progress=not no_progress,
+            progress=not no_progress, keywords=KeywordOptions(**kw),
         )  # fmt: skip
         report = evaluate(cfg)
     except IsrError as e:

@@ -52,7 +52,8 @@ __all__ = ["BASE_FILE", "FAST_FILE", "HEADS_FILE", "Bundle", "write_bundle"]
 BASE_FILE = "base.safetensors"
 FAST_FILE = "fast.safetensors"
 HEADS_FILE = "keyword_heads.safetensors"
-_HEADS = {"kw_text.": "text.", "kw_image.": "image."}  # model name prefix -> file name prefix
+# model name prefix -> file name prefix (kw_labels: the label vectors of the "maxsim" heads)
+_HEADS = {"kw_text.": "text.", "kw_image.": "image.", "kw_labels": "labels"}
 
 
 class Bundle:
@@ -214,7 +215,7 @@ class Bundle:
                 ids, mask = ids.to(self.device), mask.to(self.device)
                 b = self.base.encode_text(ids, mask)
                 f = self.fast.encode_text(ids, mask)
-                parts.append(self._record(b, f))
+                parts.append(self._record(b, f, texts[s : s + batch_size]))
         return Encoded.concat(parts)
 
     def encode_images(
@@ -261,24 +262,32 @@ class Bundle:
                 )
         return Encoded.concat(parts)
 
-    def _record(self, b: TowerOutput, f: TowerOutput) -> Encoded:
+    def _record(
+        self, b: TowerOutput, f: TowerOutput, texts: Sequence[str] | None = None
+    ) -> Encoded:
         return Encoded(
             fast=f.fast.float().cpu().numpy(),
             fragments=b.frags.float().cpu().numpy(),
             mask=b.mask.cpu().numpy(),
-            keywords=self._keywords(b.logits, b.frags.shape[0]),
+            keywords=self._keywords(b.logits, b.frags.shape[0], texts),
         )
 
-    def _keywords(self, logits: torch.Tensor | None, n: int) -> tuple[Keywords, ...]:
+    def _keywords(
+        self, logits: torch.Tensor | None, n: int, texts: Sequence[str] | None
+    ) -> tuple[Keywords, ...]:
+        """Each item's top ``top_keywords`` predicted labels; a text's also carry the labels
+        its own words name (the ``ext`` / ``merge`` text-keyword modes choose at query time)."""
         if logits is None or self.keyword_vocab is None:
             return tuple(Keywords.none() for _ in range(n))
-        labels = self.keyword_vocab.labels
+        vocab = self.keyword_vocab
+        labels = vocab.labels
         r = min(self.cfg.top_keywords, len(labels))
         p, idx = torch.sigmoid(logits.float()).topk(r, dim=1)  # (B, r), best first
         p_np, idx_np = p.cpu().numpy(), idx.cpu().numpy()
+        ext = [()] * n if texts is None else [tuple(vocab.labels_of_text(t)) for t in texts]
         return tuple(
-            Keywords(tuple(labels[j] for j in row), tuple(float(x) for x in probs))
-            for row, probs in zip(idx_np, p_np, strict=True)
+            Keywords(tuple(labels[j] for j in row), tuple(float(x) for x in probs), e)
+            for row, probs, e in zip(idx_np, p_np, ext, strict=True)
         )
 
     def _empty(self) -> Encoded:

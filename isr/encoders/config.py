@@ -43,6 +43,8 @@ class EncoderConfig:
                     "learned" ([CLS] / a learned image token: the saved models before this
                     field) or "mean" (that plus the mean of the side's other token inputs, so
                     it carries the item from the start; what training now uses).
+    keyword_head:   the heads' form (:data:`isr.encoders.keyword_heads.KEYWORD_HEADS`):
+                    "linear" (the paper's, first token), "attn" or "maxsim" (every fragment).
     """
 
     type: EncoderType
@@ -59,6 +61,7 @@ class EncoderConfig:
     max_frags: int = 32
     kmeans_k: int = 0
     n_labels: int = 0
+    keyword_head: str = "linear"
     dropout: float = 0.1
     first_token: Literal["learned", "mean"] = "learned"
     layer_norm_eps: float = 1e-12
@@ -75,6 +78,10 @@ class EncoderConfig:
         for name in ("codes", "kmeans_k", "n_labels", "pad_token_id"):
             if getattr(self, name) < 0:
                 raise InvalidInput(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.keyword_head not in ("linear", "attn", "maxsim"):
+            raise InvalidInput(
+                f"keyword_head {self.keyword_head!r} is not one of 'linear', 'attn', 'maxsim'"
+            )
         if self.hidden % self.heads:
             raise InvalidInput(f"hidden {self.hidden} is not divisible by heads {self.heads}")
         if (self.codes > 0) != (self.type == "inflated"):

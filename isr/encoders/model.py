@@ -11,8 +11,10 @@ Entry point: :class:`DualEncoder`, built from an :class:`~isr.encoders.config.En
 - Text first token: [CLS]'s embedding, plus the mean of the caption's other word embeddings
   when ``first_token == "mean"`` (see :func:`_with_mean`: why).
 - Head: a linear projection to d, L2-normalised: fragments. The fast vector is fragment 0.
-- Keyword heads (Cao et al.): one linear multi-label classifier per tower on the pooled
-  (first-token) hidden state.
+- Keyword heads (Cao et al.): one multi-label classifier per tower (:mod:`isr.encoders.
+  keyword_heads`): the paper's linear layer on the first token, attention pooling with a query
+  per label over every token, or max-sim of the fragments against label vectors both towers
+  share (``kw_labels``).
 
 The shared layers are transformers' own ``BertModel`` fed with ``inputs_embeds``, so loading a
 BERT checkpoint (MiniLM) is exactly the checkpoint's computation for text.
@@ -28,6 +30,7 @@ from torch import nn
 from transformers import BertConfig, BertModel
 
 from isr.encoders.config import EncoderConfig
+from isr.encoders.keyword_heads import make_head
 from isr.encoders.kmeans import kmeans_reduce
 from isr.encoders.scoring import fast_scores, maxsim_scores
 from isr.errors import InvalidInput
@@ -44,12 +47,16 @@ class TowerOutput:
             only; B: up to ``max_frags`` token outputs; I: those plus the k code outputs).
     mask:   (B, n) bool, True where a fragment is real.
     logits: (B, L) keyword logits, or None when the model has no keyword heads.
+    hidden, hidden_mask: (B, n[+k], H) last hidden states and their mask: what the keyword
+            heads read (kept so a head stage can train heads on a frozen tower).
     """
 
     fast: torch.Tensor
     frags: torch.Tensor
     mask: torch.Tensor
     logits: torch.Tensor | None
+    hidden: torch.Tensor | None = None
+    hidden_mask: torch.Tensor | None = None
 
 
 class DualEncoder(nn.Module):
@@ -80,8 +87,10 @@ class DualEncoder(nn.Module):
             self.image_codes = nn.Parameter(torch.randn(cfg.codes, h) * 0.02)
         self.proj = nn.Linear(h, cfg.dim)
         if cfg.n_labels:
-            self.kw_text = nn.Linear(h, cfg.n_labels)
-            self.kw_image = nn.Linear(h, cfg.n_labels)
+            self.kw_text = make_head(cfg.keyword_head, h, cfg.n_labels)
+            self.kw_image = make_head(cfg.keyword_head, h, cfg.n_labels)
+            if cfg.keyword_head == "maxsim":
+                self.kw_labels = nn.Parameter(torch.randn(cfg.n_labels, cfg.dim) * 0.02)
 
     # -- towers -------------------------------------------------------------------------------
 
@@ -136,11 +145,6 @@ class DualEncoder(nn.Module):
             token_type_ids=types,
         )
         hs = out.last_hidden_state  # (B, n[+k], H)
-        pooled = hs[:, 0]  # (B, H)
-        logits = None
-        if self.cfg.n_labels:
-            head = self.kw_text if token_type == 0 else self.kw_image
-            logits = head(pooled)  # (B, L)
         if self.cfg.type == "fast":
             sel, smask = hs[:, :1], mask[:, :1]
         else:
@@ -149,7 +153,29 @@ class DualEncoder(nn.Module):
             smask = torch.cat([mask[:, :keep], mask[:, n:]], 1)
         frags = F.normalize(self.proj(sel).float(), dim=-1)  # (B, n', d)
         frags = frags * smask[..., None]
-        return TowerOutput(fast=frags[:, 0], frags=frags, mask=smask, logits=logits)
+        logits = None
+        if self.cfg.n_labels:
+            logits = self.keyword_logits(
+                "text" if token_type == 0 else "image", hs, mask, frags, smask
+            )
+        return TowerOutput(
+            fast=frags[:, 0], frags=frags, mask=smask, logits=logits, hidden=hs, hidden_mask=mask
+        )
+
+    def keyword_logits(
+        self,
+        tower: str,
+        hs: torch.Tensor,
+        mask: torch.Tensor,
+        frags: torch.Tensor,
+        fmask: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B, L) keyword logits of one tower ("text" or "image") from its hidden states
+        hs (B, n, H) with mask (B, n) and fragments frags (B, n', d) with fmask (B, n')."""
+        head = self.kw_text if tower == "text" else self.kw_image
+        shared = self.kw_labels if self.cfg.keyword_head == "maxsim" else None
+        out: torch.Tensor = head(hs, mask.bool(), frags, fmask.bool(), shared)
+        return out
 
     # -- scores -------------------------------------------------------------------------------
 

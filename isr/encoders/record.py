@@ -18,10 +18,12 @@ __all__ = ["Encoded", "Keywords"]
 
 @dataclass(frozen=True)
 class Keywords:
-    """Ranked keyword labels of one item, best first, with their probabilities."""
+    """Ranked keyword labels of one item, best first, with their probabilities; for a text,
+    ``extracted`` holds the vocabulary labels its own words name (in vocabulary order)."""
 
     labels: tuple[str, ...]
     probs: tuple[float, ...]
+    extracted: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.labels) != len(self.probs):

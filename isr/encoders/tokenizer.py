@@ -34,8 +34,11 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
         raise CorruptIndex(f"tokenizer directory {path} does not exist")
     try:
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise CorruptIndex(f"tokenizer in {path} cannot be loaded: {e}") from e
+    except Exception as e:  # any parse failure: a garbled tokenizer.json raises KeyError, ...
+        raise CorruptIndex(
+            f"tokenizer in {path} cannot be loaded ({type(e).__name__}: {e}); "
+            "its files (tokenizer.json, tokenizer_config.json) are damaged or incomplete"
+        ) from e
     if tok.cls_token_id is None or tok.pad_token_id is None:
         raise CorruptIndex(f"tokenizer in {path} has no [CLS] or [PAD] token")
     return tok

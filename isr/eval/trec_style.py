@@ -93,6 +93,7 @@ class TrecStyleConfig:
     configs: tuple[str, ...] = CONFIGS
     r_i: int = 15
     r_t: int = 3
+    keywords: KeywordOptions = field(default_factory=KeywordOptions)
     r_i_sweep: tuple[int, ...] = (5, 10, 15)
     r_t_sweep: tuple[int, ...] = (1, 2, 3, 5)
     sweep_config: str = "keywords+exhaustive"
@@ -135,15 +136,21 @@ class TrecStyleConfig:
         for ablation in (*self.run_configs(), self.sweep_config):
             self.options(ablation, self.r_t)  # SearchOptions validates the stage settings
 
-    def options(self, ablation: str, r_t: int) -> SearchOptions:
+    def options(self, ablation: str, r_t: int, r_i: int | None = None) -> SearchOptions:
+        """``keywords`` (text mode, rule) with this R_T and a query-time R_I."""
         return SearchOptions.for_ablation(
             ablation,
             size=self.depth,
             num_candidates=self.num_candidates,
             rerank_window=self.rerank_window,
-            keywords=KeywordOptions(r_t=r_t),
+            keywords=replace(self.keywords, r_t=r_t, r_i=r_i),
             with_source=False,
         )
+
+    @property
+    def stored_r_i(self) -> int:
+        """Labels stored per document in a built index: every R_I of the run is a prefix."""
+        return max(self.r_i, *self.r_i_sweep)
 
     def run_configs(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys((*self.configs, REFERENCE)))
@@ -257,7 +264,9 @@ def _stats(ms: Sequence[float], counts: Sequence[int] | None = None) -> dict[str
 def _screen(index: EmbeddedIndex, labels: Sequence[str], opt: SearchOptions) -> BitMap:
     """The documents the keyword screen admits (as EmbeddedIndex.candidates computes them)."""
     kw = opt.keywords
-    rows: BitMap = index.keyword_rows(labels, kw.mode, kw.minimum_should_match) & index.alive
+    rows: BitMap = (
+        index.keyword_rows(labels, kw.mode, kw.minimum_should_match, kw.r_i) & index.alive
+    )
     return rows
 
 
@@ -324,9 +333,10 @@ def _evaluate_config(
     cfg: TrecStyleConfig,
     qrels_file: Path,
     row_of: dict[str, int],
+    r_i_at: int | None = None,
 ) -> ConfigResult:
-    opt = cfg.options(ablation, r_t)
-    r_i = index.config.r_i
+    r_i = r_i_at if r_i_at is not None else index.config.r_i
+    opt = cfg.options(ablation, r_t, r_i)
     screened = opt.use_keywords
     tag = ablation + (f".ri{r_i}.rt{r_t}" if screened else "")
     run, st = _run_one(index, d, opt, row_of, f"{d.name} {tag}", cfg.progress)
@@ -373,7 +383,8 @@ def evaluate(cfg: TrecStyleConfig) -> TrecStyleReport:
         d = _direction(name, enc, cfg.max_queries, cfg.seed)
         gallery = "images" if name == "t2i" else "captions"
         given = cfg.image_index if name == "t2i" else cfg.text_index
-        path = Path(given) if given is not None else out / "indexes" / f"{gallery}-ri{cfg.r_i}"
+        r_st = cfg.stored_r_i
+        path = Path(given) if given is not None else out / "indexes" / f"{gallery}-ri{r_st}"
 
         def open_index(path: Path, r_i: int, require_r_i: bool, d: _Direction = d) -> EmbeddedIndex:
             return open_gallery_index(
@@ -383,13 +394,15 @@ def evaluate(cfg: TrecStyleConfig) -> TrecStyleReport:
             )  # fmt: skip
 
         qrels_file = write_qrels(out / "qrels" / f"{name}.qrels", d.qrels)
-        main = open_index(path, cfg.r_i, False)
+        main = open_index(path, r_st, False)
         indexes[name] = str(path)
         try:
             row_of = main.rows_of(list(d.gallery_ids))
             done: dict[tuple[str, int, int | None], ConfigResult] = {}
             for ablation in cfg.run_configs():
-                r = _evaluate_config(main, d, ablation, cfg.r_t, False, cfg, qrels_file, row_of)
+                r = _evaluate_config(
+                    main, d, ablation, cfg.r_t, False, cfg, qrels_file, row_of, cfg.r_i
+                )
                 results.append(r)
                 done[(ablation, r.r_i, r.r_t)] = r
             if name in cfg.sweep_directions:
@@ -422,7 +435,8 @@ def _sweep(
     results = []
     gallery = "images" if d.name == "t2i" else "captions"
     for r_i in cfg.r_i_sweep:
-        own = r_i != main.config.r_i
+        # Per-rank postings: an R_I up to the stored one is a query-time choice, one index.
+        own = r_i > main.config.r_i
         path = Path(cfg.out_dir) / "indexes" / f"{gallery}-ri{r_i}"
         index = open_index(path, r_i, True) if own else main
         try:
@@ -433,7 +447,9 @@ def _sweep(
                     results.append(replace(prior, sweep=True))
                     continue
                 results.append(
-                    _evaluate_config(index, d, cfg.sweep_config, r_t, True, cfg, qrels_file, row_of)
+                    _evaluate_config(
+                        index, d, cfg.sweep_config, r_t, True, cfg, qrels_file, row_of, r_i
+                    )
                 )
         finally:
             if own:

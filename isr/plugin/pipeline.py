@@ -16,13 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from isr.encoders.record import Encoded
+from isr.encoders.record import Encoded, Keywords
 from isr.errors import InvalidInput
 from isr.plugin.backend import MODES, SearchBackend, Stage, StageTimer
 from isr.plugin.filters import Filter, parse_filter
+from isr.plugin.keyword_rule import select_labels
 
 __all__ = [
     "ABLATIONS",
+    "RULES",
+    "TEXT_MODES",
     "Hit",
     "KeywordOptions",
     "Profile",
@@ -53,19 +56,80 @@ def _int_in(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
+TEXT_MODES = ("pred", "ext", "merge")
+RULES = ("top", "cost")
+
+
 @dataclass(frozen=True)
 class KeywordOptions:
-    """Which of the query's labels screen the gallery: its top r_t, combined by `mode`."""
+    """Which of the query's labels screen the gallery, and against how many stored labels.
+
+    text: where a text query's labels come from (Cao et al.'s Table III): "pred", the text
+    head's ranking (the paper's default); "ext", the nouns of the query mapped into the
+    vocabulary; "merge", those first, then the predicted ones. An image query, and a text
+    naming no vocabulary label, use the predicted labels.
+    rule: "top", the first r_t (the paper's R_T); "cost", at most r_t ranked by
+    log p - alpha * log(share of the gallery storing the label), leaving out labels below
+    p_min and stop labels (stored by more than `stop` of the gallery), stopping once the kept
+    labels hold `mass` of the query's probability (see :mod:`isr.plugin.keyword_rule`).
+    r_i: how many of each document's stored labels count (None: all the index stores); any
+    value up to the stored R_I works without re-indexing.
+    mode / minimum_should_match: how the kept labels combine (any, all, at least m).
+    """
 
     r_t: int = 3
     mode: str = "any"
     minimum_should_match: int = 1
+    text: str = "pred"
+    rule: str = "top"
+    alpha: float = 0.0
+    p_min: float = 0.0
+    mass: float = 1.0
+    stop: float = 1.0
+    r_i: int | None = None
 
     def __post_init__(self) -> None:
         _int_in("keywords.r_t", self.r_t, 1, 100)
         if self.mode not in MODES:
             raise InvalidInput(f"keywords.mode {self.mode!r} is not one of {MODES}")
         _int_in("keywords.minimum_should_match", self.minimum_should_match, 1, self.r_t)
+        if self.text not in TEXT_MODES:
+            raise InvalidInput(f"keywords.text {self.text!r} is not one of {TEXT_MODES}")
+        if self.rule not in RULES:
+            raise InvalidInput(f"keywords.rule {self.rule!r} is not one of {RULES}")
+        for name, lo, hi in (("alpha", 0.0, 10.0), ("p_min", 0.0, 1.0), ("mass", 0.0, 1.0),
+                             ("stop", 0.0, 1.0)):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                raise InvalidInput(f"keywords.{name} must be a number in [{lo}, {hi}], got {v!r}")
+        if self.mass <= 0:
+            raise InvalidInput("keywords.mass must be > 0")
+        if self.r_i is not None:
+            _int_in("keywords.r_i", self.r_i, 1, 10_000)
+
+    def select(self, kw: Keywords, backend: Any = None) -> tuple[str, ...]:
+        """The labels of one query's keywords that screen (see the class doc)."""
+        labels, probs = kw.labels, kw.probs
+        if kw.extracted:  # a text naming vocabulary labels (else: an image, or no such noun)
+            if self.text == "ext":
+                labels, probs = kw.extracted, (1.0,) * len(kw.extracted)
+            elif self.text == "merge":
+                rest = [(w, p) for w, p in zip(labels, probs) if w not in set(kw.extracted)]
+                labels = kw.extracted + tuple(w for w, _ in rest)
+                probs = (1.0,) * len(kw.extracted) + tuple(p for _, p in rest)
+        if self.rule == "top" and self.p_min == 0 and self.mass >= 1:
+            return tuple(labels[: self.r_t])
+        shares = None
+        if self.rule == "cost" or self.stop < 1:
+            if backend is None or not hasattr(backend, "label_shares"):
+                raise InvalidInput(
+                    "keywords.rule 'cost' and keywords.stop need the labels' document "
+                    "frequencies, which this backend does not give; use rule 'top'"
+                )
+            shares = backend.label_shares(labels, self.r_i)
+        alpha = self.alpha if self.rule == "cost" else 0.0
+        return select_labels(labels, probs, self.r_t, shares=shares, alpha=alpha,
+                             p_min=self.p_min, mass=self.mass, stop=self.stop)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -178,7 +242,7 @@ def search(
         raise InvalidInput(f"query fragments have {query.d_frag} dims, the index has {c.d_frag}")
     q_fast, q_frags, q_mask = query.fast[0], query.fragments[0], query.mask[0]
     t_start = time.perf_counter()
-    labels = query.keywords[0].top(opt.keywords.r_t) if opt.use_keywords else ()
+    labels = opt.keywords.select(query.keywords[0], backend) if opt.use_keywords else ()
     cands = backend.candidates(query, labels, opt)
     timer = StageTimer(cands.stages)
     keys = cands.keys

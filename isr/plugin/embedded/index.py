@@ -673,9 +673,21 @@ class EmbeddedIndex:
         return [known[t] for t in labels if t in known]
 
     def keyword_rows(
-        self, labels: Sequence[str], mode: str, minimum_should_match: int = 1
+        self,
+        labels: Sequence[str],
+        mode: str,
+        minimum_should_match: int = 1,
+        r_i: int | None = None,
     ) -> BitMap:
-        return self.keywords.rows_for(self.term_ids(labels), mode, minimum_should_match)
+        """Rows storing the labels among their top ``r_i`` (None: every stored label)."""
+        return self.keywords.rows_for(self.term_ids(labels), mode, minimum_should_match, r_i)
+
+    def label_shares(self, labels: Sequence[str], r_i: int | None = None) -> dict[str, float]:
+        """Share of the gallery (rows written) storing each label among its top ``r_i``: what
+        a screen on that label alone admits. Labels the index never saw are absent."""
+        known = {v: k for k, v in self._terms.items()}
+        n = max(1, self.n_rows)
+        return {w: len(self.keywords.term_rows(known[w], r_i)) / n for w in labels if w in known}
 
     def filter_rows(self, f: Filter, snap: Snapshot | None = None) -> BitMap:
         return self.fields.evaluate(f, (snap or self._snap).n_rows)
@@ -747,7 +759,9 @@ class EmbeddedIndex:
         if opt.use_keywords:
             if labels:
                 kw = opt.keywords
-                admitted = self.keyword_rows(labels, kw.mode, kw.minimum_should_match) & pool
+                admitted = (
+                    self.keyword_rows(labels, kw.mode, kw.minimum_should_match, kw.r_i) & pool
+                )
             reason = relax_reason(labels, len(admitted), opt.size)
             if reason:
                 relaxed, admitted = True, pool
