@@ -260,16 +260,8 @@ class EmbeddedIndex:
         cls, path: str | Path, config: IndexConfig, device: str | None = None
     ) -> EmbeddedIndex:
         path = Path(path)
-        if path.exists():
-            raise Conflict(f"{path} already exists; open it, or delete it first")
-
-        def build(tmp: Path) -> None:
-            FragmentStore.create(
-                tmp / cls.FRAGMENTS, config.d_frag, config.max_frags, config.codec
-            ).close()
-
         state = {"generation": 0, "documents": 0, "rows": 0}
-        create_aside(path, config, state, build, mapping={})
+        create_aside(path, config, state, cls.FRAGMENTS, mapping={})
         return cls(path, config, readonly=False, device=device)
 
     @staticmethod

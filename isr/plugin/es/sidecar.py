@@ -69,15 +69,7 @@ class Sidecar:
     @classmethod
     def create(cls, path: str | Path, config: IndexConfig, es_index: str) -> Sidecar:
         path = Path(path)
-        if path.exists():
-            raise Conflict(f"{path} already exists; open it, or delete it first")
-
-        def build(tmp: Path) -> None:
-            FragmentStore.create(
-                tmp / cls.FRAGMENTS, config.d_frag, config.max_frags, config.codec
-            ).close()
-
-        create_aside(path, config, _state(es_index, 0, 0, 0), build)
+        create_aside(path, config, _state(es_index, 0, 0, 0), cls.FRAGMENTS)
         return cls(path, config, es_index, readonly=False)
 
     @classmethod

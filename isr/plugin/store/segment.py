@@ -30,9 +30,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from isr.errors import CorruptIndex
+from isr.errors import Conflict, CorruptIndex
 from isr.plugin.config import IndexConfig, write_manifest
 from isr.plugin.store.doctable import APP_META, DocTable
+from isr.plugin.store.fragments import FragmentStore
 from isr.plugin.store.writelock import WriteLock
 
 __all__ = ["Committed", "Segment", "create_aside", "verify_ranges"]
@@ -66,14 +67,17 @@ def create_aside(
     path: Path,
     config: IndexConfig,
     state: dict[str, Any],
-    build: Callable[[Path], None],
+    fragments: str,
     **meta: Any,
 ) -> None:
     """Create a segment at `path`: built in `path.creating`, then renamed into place.
 
-    build(tmp) creates the row stores; `meta` are further committed meta rows (e.g. the
-    field mapping); `state` is the manifest's mirror of the counts.
+    `fragments` names the segment's fragment store (made empty from `config`); `meta` are
+    further committed meta rows (e.g. the field mapping); `state` is the manifest's mirror of
+    the counts. An existing `path` is a Conflict: creating never replaces a segment.
     """
+    if path.exists():
+        raise Conflict(f"{path} already exists; open it, or delete it first")
     tmp = path.with_name(path.name + ".creating")
     if tmp.exists():
         shutil.rmtree(tmp)  # a create that was killed half-way
@@ -82,7 +86,7 @@ def create_aside(
     table.set_meta(n_rows=0, generation=0, config=config.to_json(), **meta)
     table.commit()
     table.close()
-    build(tmp)
+    FragmentStore.create(tmp / fragments, config.d_frag, config.max_frags, config.codec).close()
     write_manifest(tmp, config, state)
     _fsync_dir(tmp)
     os.replace(tmp, path)
