@@ -131,10 +131,16 @@ def test_calibration_is_measured_recorded_and_reloaded(tmp_path: Path) -> None:
     assert not (tmp_path / "f" / FastIndex.COST).exists()
     fi.snapshot()  # a writer's snapshot calibrates an index that doubled since the last one
     raw = json.loads((tmp_path / "f" / FastIndex.COST).read_text())
-    assert raw["rows"] == N and raw["storage"] == "sq8"
+    assert raw["rows"] == N and raw["storage"] == "sq8" and raw["repeat"] == 7
     for name in ("gather_row_ns", "scan_bit_ns", "scan_row_ns", "graph_ns"):
         assert np.isfinite(raw[name]) and raw[name] >= 0
     assert raw["scan_row_ns"] + raw["scan_bit_ns"] > 0
+    assert raw["scan_row_ns"] <= raw["gather_row_ns"]  # the sanity rule
+    # the measured minima are recorded beside the model: every method, several sizes
+    measured = raw.pop("measured")
+    assert {m["method"] for m in measured} == set(fast_index.METHODS)
+    assert len({m["x"] for m in measured if m["method"] == "exact"}) >= 4
+    assert all(np.isfinite(m["us"]) and m["us"] > 0 for m in measured)
     fi.close()
     again = FastIndex(tmp_path / "f", fi.config, N, readonly=True)
     assert again.cost == KnnCost(**raw)
@@ -148,3 +154,74 @@ def test_knn_method_option_is_validated() -> None:
         SearchOptions(knn_method="brute")
     with pytest.raises(InvalidInput, match="exact_threshold"):
         SearchOptions(exact_threshold=-1)
+
+
+def test_fit_recovers_lines_and_applies_the_sanity_rule() -> None:
+    n = 100_000
+    sizes = (200, 2000, 10_000, 30_000)
+    clean = [("gather", m, 5 + 0.2 * m) for m in sizes]  # 200 ns a row
+    clean += [("exact", m, 100 + 0.05 * m) for m in sizes]  # 1 ns a bit, 50 ns a row
+    clean += [("hnsw", 250, 300.0), ("hnsw", 1000, 1050.0)]
+    c = fast_index.fit_cost(n, clean)
+    np.testing.assert_allclose(
+        [c.gather_us, c.gather_row_ns, c.scan_bit_ns, c.scan_row_ns, c.graph_us, c.graph_ns],
+        [5, 200, 1, 50, 50, 1000], rtol=1e-6, atol=1e-6,
+    )  # fmt: skip
+    assert c.rows == n
+    # last session's calibration at load 6.8 (100K, sq8): a burst on the wide scan read 379
+    # ns a row against gather's 191, and the planner gathered every ~18% filter (1.27x slower)
+    noisy = [("gather", m, 6.1 + 0.191 * m) for m in sizes]
+    noisy += [("exact", m, 166 + 0.379 * m) for m in sizes]
+    c = fast_index.fit_cost(n, noisy)
+    assert c.scan_row_ns == pytest.approx(fast_index.SCAN_PER_GATHER * 191)  # capped
+    # the intercept: the lowest line of that slope under the points (here through the first)
+    assert c.scan_bit_ns * n / 1e3 == pytest.approx(166 + (0.379 - c.scan_row_ns / 1e3) * 200)
+    plan = min(("gather", "exact"), key=lambda m: c.predict(m, n, 18_000, 1000))
+    assert plan == "exact"
+    assert min(("gather", "exact"), key=lambda m: c.predict(m, n, 200, 1000)) == "gather"
+
+
+def test_search_plans_by_the_model_recorded_in_the_index(tmp_path: Path) -> None:
+    """A reader plans every query by the knn_cost.json of its index, not by defaults."""
+    from isr.ingest.encoded_source import fill_index
+    from isr.ingest.encoded_world import EncodedWorld, encoded_queries, world_source
+    from isr.plugin.embedded.index import EmbeddedIndex
+    from isr.plugin.pipeline import search
+
+    world = EncodedWorld(n_docs=2500, d_fast=32, d_frag=16, n_frags=8, n_labels=40, r_i=4)
+    config = IndexConfig(d_fast=32, d_frag=16, max_frags=8, r_i=4, hnsw_m=16,
+                         hnsw_ef_construction=64)  # fmt: skip
+    path = tmp_path / "idx"
+    index = EmbeddedIndex.create(path, config)
+    fill_index(index, world_source(world, None), 1000)
+    index.close()  # the snapshot calibrates (2,500 rows >= CALIBRATE_MIN_ROWS)
+    assert (path / FastIndex.COST).exists()
+    queries, _ = encoded_queries(world, 6)
+    cheap = dict(gather_us=1e6, gather_row_ns=1e6, scan_us=1e6, scan_bit_ns=1e6,
+                 scan_row_ns=1e6, graph_us=1e6, graph_ns=1e6, rows=2500)  # fmt: skip
+    models = {
+        "gather": {**cheap, "gather_us": 1.0, "gather_row_ns": 0.0},
+        "exact": {**cheap, "scan_us": 1.0, "scan_bit_ns": 0.0, "scan_row_ns": 0.0},
+        "hnsw": {**cheap, "graph_us": 1.0, "graph_ns": 0.0},
+    }
+    seen = set()
+    for want, model in models.items():
+        (path / FastIndex.COST).write_text(json.dumps(model))
+        with EmbeddedIndex.open(path, readonly=True) as reader:
+            assert reader.fast.cost == KnnCost(**model)
+            for ablation in ("full", "fast+rerank"):
+                opt = SearchOptions.for_ablation(ablation, size=5, rerank_window=20)
+                for i in range(len(queries)):
+                    res = search(reader, queries[i], opt)
+                    stages = {s.name: s for s in res.profile.stages}
+                    admitted = 2500
+                    if "keywords" in stages and not res.profile.relaxed:
+                        admitted = stages["keywords"].count
+                    # the graph only where the filter admits >= GRAPH_MIN_SHARE (module doc);
+                    # else gather, the cheaper of the two left under this model
+                    wide = admitted >= fast_index.GRAPH_MIN_SHARE * 2500
+                    expect = want if want != "hnsw" or wide else "gather"
+                    assert stages["knn"].detail == expect, (want, ablation, admitted)
+                    seen.add((want, ablation, wide))
+    # both kinds of query were seen: filtered narrow by the screen, and unfiltered
+    assert ("hnsw", "fast+rerank", True) in seen

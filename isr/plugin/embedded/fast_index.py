@@ -32,6 +32,7 @@ snapshot row count, so rows a writer published after it are never returned.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -39,7 +40,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -52,12 +53,16 @@ from isr.errors import CorruptIndex, InvalidInput
 from isr.plugin.config import IndexConfig
 from isr.plugin.store.rowfile import RowFile
 
-__all__ = ["METHODS", "FastIndex", "KnnCost", "KnnResult"]
+__all__ = ["METHODS", "FastIndex", "KnnCost", "KnnResult", "fit_cost"]
 
 METHODS = ("gather", "exact", "hnsw")
 GRAPH_MIN_SHARE = 0.5  # narrower filters lose too much recall in the graph (module doc)
 GATHER_BLOCK = 1024  # rows gathered and scored at a time (1 MiB of float32 at d 256)
 CALIBRATE_MIN_ROWS = 2000  # smaller indexes keep the defaults (every method is cheap there)
+SCAN_PER_GATHER = (
+    0.5  # the sanity rule of fit_cost: a scanned row costs at most this of a gathered one
+)
+GATHER_CALIBRATE_MAX = 50_000  # admitted sets gather is timed on (larger: far past its range)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class KnnCost:
     storage: str = ""
     date: str = ""
     load_avg: float = 0.0
+    repeat: int = 0  # rounds each point's minimum was taken over
 
     def predict(self, method: str, n: int, admitted: int, ef: int) -> float:
         """Predicted microseconds of one query by ``method``."""
@@ -101,6 +107,54 @@ class KnnCost:
             return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
         except (OSError, ValueError, TypeError):
             return None  # absent or unreadable: a derived file, the defaults stand in
+
+
+def _line(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of t over x, both clamped at 0 (costs are positive)."""
+    x = np.array([p[0] for p in points], np.float64)
+    t = np.array([p[1] for p in points], np.float64)
+    if len(points) < 2 or np.ptp(x) == 0:
+        return float(t.min()), 0.0
+    slope = max(float(np.polyfit(x, t, 1)[0]), 0.0)
+    return max(float(np.mean(t - slope * x)), 0.0), slope
+
+
+def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
+    """The cost model of an index of n rows from measured (method, x, microseconds) points:
+    x is the admitted count for "gather" and "exact", ef for "hnsw" (unfiltered).
+
+    Least-squares lines, and one sanity rule: an admitted row costs the in-place scan at most
+    :data:`SCAN_PER_GATHER` of what gathering it costs. Gather copies each row out of the
+    memory map at random and reads the copy again to multiply it; the scan reads it once, in
+    place, in order (flat: the same 4d bytes, sq8: d bytes), so it moves a third of gather's
+    bytes or less (quiet machine, 100K x 256: 54 ns against 190 ns a row, sq8). A steeper
+    scan line is load from elsewhere landing on the wide scans: the slope is capped and the
+    intercept re-read as the lowest line of that slope under the points (load only adds
+    time). Without it one such burst made the planner gather for every query at 100K, 1.27x
+    slower than the scan (BENCHMARKS.md, issue 16).
+    """
+    by: dict[str, list[tuple[int, float]]] = {"gather": [], "exact": [], "hnsw": []}
+    for method, x, t in points:
+        by[method].append((x, t))
+    d = KnnCost()
+    g_us, g_row = _line(by["gather"]) if by["gather"] else (d.gather_us, d.gather_row_ns / 1e3)
+    s_us, s_row = (
+        _line(by["exact"]) if by["exact"] else (d.scan_bit_ns * n / 1e3, d.scan_row_ns / 1e3)
+    )
+    if s_row > SCAN_PER_GATHER * g_row and by["exact"] and by["gather"]:
+        s_row = SCAN_PER_GATHER * g_row
+        s_us = max(min(t - s_row * x for x, t in by["exact"]), 0.0)
+    h_us, h_ef = _line(by["hnsw"]) if by["hnsw"] else (d.graph_us, d.graph_ns / 1e3)
+    return KnnCost(
+        gather_us=g_us,
+        gather_row_ns=g_row * 1e3,
+        scan_us=0.0,
+        scan_bit_ns=s_us * 1e3 / max(n, 1),  # at one n the call and the bitmap walk are one
+        scan_row_ns=s_row * 1e3,
+        graph_us=h_us,
+        graph_ns=h_ef * 1e3,
+        rows=n,
+    )
 
 
 log = logging.getLogger("isr.index")
@@ -450,68 +504,68 @@ class FastIndex:
         return out
 
     # -- the cost model -------------------------------------------------------------------
-    def calibrate(self, seed: int = 0, repeat: int = 5) -> KnnCost:
+    def calibrate(self, seed: int = 0, repeat: int = 7) -> KnnCost:
         """Measure the cost model on this index and this machine; a writer records it.
 
-        Takes well under a second at 1M rows: a few stored vectors as queries, random
-        filters at two shares, each method timed ``repeat`` times (medians), on the threads
-        set_threads chose (one per query in serving).
+        A few stored vectors as queries; random admitted sets of several sizes; gather and
+        the in-place scan timed on the same sets, the graph unfiltered at two ef. Built to
+        survive a loaded machine (the project's runs at load 6-8 on 2 cores): every round
+        times one query of each (method, set) in a fresh shuffled order, so a burst of load
+        from elsewhere falls on all of them alike; each point keeps its minimum over the
+        ``repeat`` rounds (load only ever adds time); :func:`fit_cost` fits the lines and
+        applies the sanity rule. Well under a second at 1M rows, on the threads set_threads
+        chose (one per query in serving). The measured points are recorded beside the model.
         """
         self.wait()
         n = self.published
         if n < CALIBRATE_MIN_ROWS:
             return self.cost
         rng = np.random.default_rng(seed)
-        qs = self.vectors.view()[rng.choice(n, repeat, replace=False)]
+        qs = self.vectors.view()[rng.choice(n, repeat, replace=n < repeat)]
         k = 100
+        sizes = sorted({min(n, 200), min(n, 2000), n // 50, n // 10, 3 * n // 10})
+        sets = {
+            m: BitMap(np.sort(rng.choice(n, m, replace=False)).astype(np.uint32)) for m in sizes
+        }
 
-        def med(
-            fn: Callable[[np.ndarray, int, BitMap | None], KnnResult], allowed: BitMap | None
-        ) -> float:
-            ts = []
-            for q in qs:
-                t0 = time.perf_counter()
-                fn(q, k, allowed)
-                ts.append(time.perf_counter() - t0)
-            return float(np.median(ts)) * 1e6  # us
-
-        def hnsw(ef: int) -> Callable[[np.ndarray, int, BitMap | None], KnnResult]:
+        def graph(ef: int) -> Callable[[np.ndarray, int, BitMap | None], KnnResult]:
             return lambda q, kk, allowed: self.search(q, kk, ef, allowed, method="hnsw")
 
-        def subset(share: float) -> BitMap:
-            return BitMap(np.flatnonzero(rng.random(n) < share).astype(np.uint32))
-
-        lo, hi = subset(0.02), subset(0.3)
-        small = BitMap(np.sort(rng.choice(n, min(n, 4000), replace=False)).astype(np.uint32))
-        tiny = BitMap(np.sort(rng.choice(n, min(n, 200), replace=False)).astype(np.uint32))
-        for b in (lo, tiny):  # untimed: first touches
-            self.exact(qs[0], k, b)
-            self.gather(qs[0], k, b)
-        g_small, g_tiny = med(self.gather, small), med(self.gather, tiny)
-        s_lo, s_hi = med(self.exact, lo), med(self.exact, hi)
-        h_lo, h_hi = med(hnsw(250), None), med(hnsw(1000), None)
-        row_ns = max((s_hi - s_lo) * 1e3 / max(len(hi) - len(lo), 1), 0.0)
-        # what is left at this n: the call and the walk over the bitmap, charged per row
-        base = max(s_lo - len(lo) * row_ns / 1e3, 0.0)
-        g_row = max((g_small - g_tiny) * 1e3 / max(len(small) - len(tiny), 1), 0.0)
-        graph_ns = max((h_hi - h_lo) * 1e3 / (1000 - 250), 0.0)
-        cost = KnnCost(
-            gather_us=max(g_tiny - len(tiny) * g_row / 1e3, 0.0),
-            gather_row_ns=g_row,
-            scan_us=0.0,
-            scan_bit_ns=base * 1e3 / n,
-            scan_row_ns=row_ns,
-            graph_us=max(h_lo - graph_ns * 250 / 1e3, 0.0),
-            graph_ns=graph_ns,
-            rows=n,
+        Method = Callable[[np.ndarray, int, BitMap | None], KnnResult]
+        jobs: list[tuple[str, int, Method, BitMap | None]] = []  # (method, x, call, admitted)
+        for m, b in sets.items():
+            jobs.append(("exact", m, self.exact, b))
+            if m <= GATHER_CALIBRATE_MAX:
+                jobs.append(("gather", m, self.gather, b))
+        jobs += [("hnsw", 250, graph(250), None), ("hnsw", 1000, graph(1000), None)]
+        for _, _, fn, sel in jobs:  # untimed: first touches
+            fn(qs[0], k, sel)
+        best = np.full(len(jobs), np.inf)
+        for q in qs:
+            for j in rng.permutation(len(jobs)):
+                _, _, fn, sel = jobs[j]
+                t0 = time.perf_counter()
+                fn(q, k, sel)
+                best[j] = min(best[j], (time.perf_counter() - t0) * 1e6)
+        points = tuple(
+            (method, x, float(t)) for (method, x, _, _), t in zip(jobs, best, strict=True)
+        )
+        cost = fit_cost(n, points)
+        cost = dataclasses.replace(
+            cost,
             storage=self.config.fast_storage,
             date=dt.datetime.now().isoformat(timespec="seconds"),
             load_avg=os.getloadavg()[0],
+            repeat=repeat,
         )
         self.cost = cost
         if not self.readonly:
+            record = {
+                **asdict(cost),
+                "measured": [{"method": m, "x": x, "us": t} for m, x, t in points],
+            }
             tmp = self.path / (self.COST + ".tmp")
-            tmp.write_text(json.dumps(asdict(cost), indent=2) + "\n")
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
             os.replace(tmp, self.path / self.COST)
         return cost
 
