@@ -8,14 +8,60 @@ log p - alpha * log s and a rare likely label beats a frequent one at equal evid
 threshold), selection stops once the kept labels hold ``mass`` of the query's probability, and
 labels attached to more than ``stop`` of the gallery (stop labels) are never used: they cost
 nearly a full scan and screen nothing.
+
+The option names and their checks (:data:`KEYWORD_FIELDS`, :func:`check_keyword_options`) live
+here too, so that a query's options (``KeywordOptions``) and an index's recorded defaults
+(``IndexConfig.keywords``) are checked by one rule.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["select_labels"]
+from isr.errors import InvalidInput
+from isr.plugin.backend import MODES
+
+__all__ = ["KEYWORD_FIELDS", "RULES", "TEXT_MODES", "check_keyword_options", "select_labels"]
+
+TEXT_MODES = ("pred", "ext", "merge")
+RULES = ("top", "cost")
+# Every keyword option a query (or an index's defaults) may name, in KeywordOptions' order.
+KEYWORD_FIELDS = (
+    "r_t", "mode", "minimum_should_match", "text", "rule", "alpha", "p_min", "mass", "stop", "r_i",
+)  # fmt: skip
+_INTS = {"r_t": (1, 100), "minimum_should_match": (1, 100), "r_i": (1, 10_000)}
+_NUMBERS = {"alpha": (0.0, 10.0), "p_min": (0.0, 1.0), "mass": (0.0, 1.0), "stop": (0.0, 1.0)}
+_CHOICES = {"mode": MODES, "text": TEXT_MODES, "rule": RULES}
+
+
+def check_keyword_options(values: Mapping[str, Any], where: str = "keywords") -> None:
+    """Raise InvalidInput naming the first unknown key or bad value of ``values`` (a subset of
+    :data:`KEYWORD_FIELDS`; ``r_i`` may be None: all the index stores). Cross-field rules
+    (minimum_should_match <= r_t) are the caller's: a partial set cannot check them."""
+    bad = sorted(set(values) - set(KEYWORD_FIELDS))
+    if bad:
+        raise InvalidInput(
+            f"{where}: unsupported key(s) {bad}; supported: {', '.join(KEYWORD_FIELDS)}"
+        )
+    for name, v in values.items():
+        if name in _INTS:
+            if name == "r_i" and v is None:
+                continue
+            lo, hi = _INTS[name]
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InvalidInput(f"{where}.{name} must be an integer, got {v!r}")
+            if not lo <= v <= hi:
+                raise InvalidInput(f"{where}.{name} must be in [{lo}, {hi}], got {v}")
+        elif name in _NUMBERS:
+            flo, fhi = _NUMBERS[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not flo <= v <= fhi:
+                raise InvalidInput(f"{where}.{name} must be a number in [{flo}, {fhi}], got {v!r}")
+            if name == "mass" and v <= 0:
+                raise InvalidInput(f"{where}.mass must be > 0, got {v!r}")
+        elif not isinstance(v, str) or v not in _CHOICES[name]:
+            raise InvalidInput(f"{where}.{name} {v!r} is not one of {_CHOICES[name]}")
 
 
 def select_labels(
