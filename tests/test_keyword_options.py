@@ -29,7 +29,7 @@ def _body(**kw: object) -> dict:
 
 def test_http_accepts_every_keyword_option() -> None:
     given = {"r_t": 2, "mode": "minimum_should_match", "minimum_should_match": 2, "text": "merge",
-             "rule": "cost", "alpha": 0.5, "p_min": 0.05, "mass": 0.9, "stop": 0.4, "r_i": 5}  # fmt: skip
+             "rule": "cost", "alpha": 0.5, "p_min": 0.05, "mass": 0.9, "stop": 0.4, "r_i": 5, "miss": 0.05}  # fmt: skip
     assert set(given) == set(KEYWORD_KEYS)
     kw = parse_search(_body(**given)).options.keywords
     assert {k: getattr(kw, k) for k in given} == given
@@ -47,6 +47,7 @@ def test_http_accepts_every_keyword_option() -> None:
         ({"mass": 0}, "ext.isr.keywords.mass must be > 0"),
         ({"stop": True}, "ext.isr.keywords.stop must be a number"),
         ({"r_i": 0}, "ext.isr.keywords.r_i must be in [1, 10000], got 0"),
+        ({"miss": 1.5}, "ext.isr.keywords.miss must be a number in [0.0, 1.0], got 1.5"),
         ({"r_i": 2.5}, "ext.isr.keywords.r_i must be an integer"),
         ({"r_t": 2, "minimum_should_match": 3}, "minimum_should_match must be in [1, 2]"),
         ({"colour": "red"}, "unsupported key(s) ['colour']"),

@@ -189,7 +189,7 @@ def index_delete(path: Path, yes: bool) -> None:
 _KEYWORD_FLAGS = {
     "r_t": "r_t", "mode": "mode", "minimum_should_match": "minimum_should_match",
     "kw_text": "text", "rule": "rule", "alpha": "alpha", "p_min": "p_min", "mass": "mass",
-    "stop_share": "stop", "r_i": "r_i",
+    "stop_share": "stop", "r_i": "r_i", "miss": "miss",
 }  # fmt: skip
 
 
@@ -241,6 +241,7 @@ def _keyword_flags(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--mass", type=float, default=None, help="Stop at this cumulative probability.")
 @click.option("--stop-share", type=float, default=None, help="Never use labels above this share.")
 @click.option("--r-i", type=int, default=None, help="Stored labels per document that count.")
+@click.option("--miss", type=float, default=None, help="Stop once prod(1 - p) is at most this.")
 @click.option(
     "--ablation",
     type=click.Choice(

@@ -5,7 +5,9 @@ paper keeps the top R_T. The cost rule weighs each label's evidence against what
 a label attached to a share s of the gallery admits about s of it, so a label scores
 log p - alpha * log s and a rare likely label beats a frequent one at equal evidence
 (alpha = 0 is the paper's rank order). Labels below ``p_min`` are left out (a probability
-threshold), selection stops once the kept labels hold ``mass`` of the query's probability, and
+threshold), selection stops once the kept labels hold ``mass`` of the query's probability, or
+once the chance that none of them is right, prod(1 - p), is at most ``miss`` (so a query sure of
+one label uses one, an unsure one uses several: the number of labels follows the evidence), and
 labels attached to more than ``stop`` of the gallery (stop labels) are never used: they cost
 nearly a full scan and screen nothing.
 
@@ -30,9 +32,13 @@ RULES = ("top", "cost")
 # Every keyword option a query (or an index's defaults) may name, in KeywordOptions' order.
 KEYWORD_FIELDS = (
     "r_t", "mode", "minimum_should_match", "text", "rule", "alpha", "p_min", "mass", "stop", "r_i",
+    "miss",
 )  # fmt: skip
 _INTS = {"r_t": (1, 100), "minimum_should_match": (1, 100), "r_i": (1, 10_000)}
-_NUMBERS = {"alpha": (0.0, 10.0), "p_min": (0.0, 1.0), "mass": (0.0, 1.0), "stop": (0.0, 1.0)}
+_NUMBERS = {
+    "alpha": (0.0, 10.0), "p_min": (0.0, 1.0), "mass": (0.0, 1.0), "stop": (0.0, 1.0),
+    "miss": (0.0, 1.0),
+}  # fmt: skip
 _CHOICES = {"mode": MODES, "text": TEXT_MODES, "rule": RULES}
 
 
@@ -74,9 +80,12 @@ def select_labels(
     p_min: float = 0.0,
     mass: float = 1.0,
     stop: float = 1.0,
+    miss: float = 0.0,
 ) -> tuple[str, ...]:
     """At most ``r_t`` of ``labels`` (best first by the rule). ``shares[label]``: the share of
-    the gallery carrying it (absent: 0, it admits nothing); needed when alpha > 0 or stop < 1."""
+    the gallery carrying it (absent: 0, it admits nothing); needed when alpha > 0 or stop < 1.
+    miss > 0: stop once prod(1 - p) over the kept labels is <= miss (the labels' probabilities
+    read as independent chances that the query's image stores them)."""
     eps = 1e-6
     cand = []
     for pos, (w, p) in enumerate(zip(labels, probs, strict=True)):
@@ -90,10 +99,11 @@ def select_labels(
     cand.sort(reverse=True)
     total = sum(max(p, 0.0) for p in probs) or 1.0
     out: list[str] = []
-    held = 0.0
+    held, none_right = 0.0, 1.0
     for _, _, w, p in cand[:r_t]:
         out.append(w)
         held += max(p, 0.0)
-        if held / total >= mass:
+        none_right *= 1.0 - min(max(p, 0.0), 1.0)
+        if held / total >= mass or none_right <= miss:
             break
     return tuple(out)
