@@ -58,6 +58,7 @@ class IngestOptions:
     else 15), max_frags (default: the bundle's, else 32), fast_storage. fingerprint: for
     pre-encoded sources, the bundle that encoded them ("" if unknown). es: how to reach and
     lay out an Elasticsearch target (``http(s)://host:port/INDEX``; unused for a directory).
+    keywords: the default keyword options a new index records (IndexConfig.keywords).
     """
 
     batch_size: int = 256
@@ -73,6 +74,7 @@ class IngestOptions:
     fast_storage: str = "flat"
     fingerprint: str = ""
     es: EsOptions = field(default_factory=EsOptions)
+    keywords: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "commit_every"):
@@ -371,4 +373,5 @@ def _new_config(
         fast_storage=opt.fast_storage,
         bundle_fingerprint=fingerprint,
         stored_fields=tuple(getattr(source, "text_fields", ())),
+        keywords=opt.keywords,
     )
