@@ -157,6 +157,8 @@ def _run(
         from isr.ingest.fields import WithFields, read_fields
 
         source = WithFields(source, read_fields(fields_file))
+    if bundle is not None:  # recorded in the index: `isr serve` loads each index's own bundle
+        extra["bundle_path"] = str(bundle[0].resolve())
     opt = IngestOptions(progress=not kw.pop("no_progress"), es=es, **kw, **extra)
     b = Bundle.load(bundle[0], device=bundle[1]) if bundle is not None else None
     report = load_gallery(source, target, b, opt)

@@ -19,6 +19,7 @@ from isr.plugin.store.codecs import CODECS
 
 __all__ = [
     "FRAGMENT_HOMES",
+    "HINTS",
     "MANIFEST",
     "SCHEMA_VERSION",
     "IndexConfig",
@@ -35,6 +36,7 @@ FAST_STORAGE = ("flat", "sq8")
 FRAGMENT_HOMES = ("sidecar", "rank_vectors")  # where an Elasticsearch index keeps fragments
 INDEX_NAME_FORBIDDEN = frozenset('\\/*?"<>| ,#:')  # refused in Elasticsearch index names
 MAX_INDEX_NAME_BYTES = 255
+HINTS = frozenset({"bundle_path"})  # recorded, but not settings an index is checked against
 
 
 def index_name_problem(name: str) -> str:
@@ -69,6 +71,11 @@ class IndexConfig:
     encoder bundle the index was filled with ("" when filled with pre-encoded data);
     stored_fields: `_source` fields kept but never indexed for filters (free text such as
     captions, like Elasticsearch's `"index": false`).
+
+    bundle_path: where the bundle of `bundle_fingerprint` was when the index was created (""
+    when unknown): a hint for `isr serve`, which loads each index's own bundle. The
+    fingerprint is the check; the path is not compared (:data:`HINTS`), so a moved bundle
+    does not make the index another one.
     """
 
     d_fast: int
@@ -82,6 +89,8 @@ class IndexConfig:
     fast_storage: str = "flat"
     bundle_fingerprint: str = ""
     stored_fields: tuple[str, ...] = ()
+    # -- where the bundle is (photos, issue 17) --
+    bundle_path: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stored_fields", tuple(self.stored_fields))  # JSON gives a list
@@ -102,6 +111,10 @@ class IndexConfig:
         if self.modality not in MODALITIES:
             raise InvalidInput(
                 f"index config: modality {self.modality!r} is not one of {MODALITIES}"
+            )
+        if not isinstance(self.bundle_path, str):
+            raise InvalidInput(
+                f"index config: bundle_path must be a path string, got {self.bundle_path!r}"
             )
         if self.fast_storage not in FAST_STORAGE:
             raise InvalidInput(
@@ -124,7 +137,7 @@ class IndexConfig:
         diffs = [
             f"{f.name}: index has {getattr(self, f.name)!r}, asked for {getattr(other, f.name)!r}"
             for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
+            if f.name not in HINTS and getattr(self, f.name) != getattr(other, f.name)
         ]
         if diffs:
             raise Conflict("index settings differ: " + "; ".join(diffs))
