@@ -229,4 +229,7 @@ def test_cli_create_load_check_and_serve_arguments(es, tmp_path: Path) -> None:
     r = run(main, ["check", "cli-idx", "--es-url", url, "--sidecar", str(side)])
     assert json.loads(r.output)["consistent"] is True
     r = run(main, ["serve", "--root", str(tmp_path), "--es-url", url])
-    assert r.exit_code != 0 and "exactly one of root (embedded) and es_url" in r.output
+    assert (
+        r.exit_code != 0
+        and "exactly one of --root DIR (embedded indexes) and --es-url URL" in r.output
+    )
