@@ -147,6 +147,7 @@ def table2(
         val_images=val_images,
         evaluate=not no_eval,
         total_epochs=total_epochs,
+        set_threads=set_threads,
     )
     if res is not None:
         click.echo(format_tables(res))
