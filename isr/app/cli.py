@@ -398,6 +398,27 @@ def demo(workdir: Path, queries: int, seed: int) -> None:
 @click.option("--regions", "m", type=int, default=32, show_default=True, help="Regions per image.")
 @click.option("--feature-dim", "dim", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--noise",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Region noise norm relative to a unit prototype (harder above 1).",
+)
+@click.option(
+    "--near-duplicates",
+    type=float,
+    default=0.03,
+    show_default=True,
+    help="Share of images copying an earlier scene with one change (0-0.5).",
+)
+@click.option(
+    "--paraphrase",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Share of words drawn from all synonyms, else the first word (0-1; 0 is easiest).",
+)
 @click.option("--overwrite", is_flag=True)
 def world(
     out_dir: Path,
@@ -407,14 +428,19 @@ def world(
     m: int,
     dim: int,
     seed: int,
+    noise: float,
+    near_duplicates: float,
+    paraphrase: float,
     overwrite: bool,
 ) -> None:
-    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR."""
+    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR; --noise,
+    --near-duplicates and --paraphrase set how hard it is (recorded in world.json)."""
     from isr.ingest.synthetic_world import generate_world
 
     info = generate_world(
-        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, overwrite=overwrite
-    )
+        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, noise=noise,
+        near_duplicates=near_duplicates, paraphrase=paraphrase, overwrite=overwrite,
+    )  # fmt: skip
     click.echo(f"wrote {info.sizes} images to {info.out_dir} ({info.n_bytes / 1e9:.2f} GB)")
 
 
