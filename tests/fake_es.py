@@ -126,6 +126,17 @@ class FakeEs:
                 del self.indices[name]
                 return 200, {"acknowledged": True}
         op = parts[1]
+        if op == "_settings":  # flat: {"index.refresh_interval": ...}; null resets
+            idx = self._index(name)
+            st = idx.setdefault("settings", {"index.number_of_replicas": "1"})
+            if method in ("PUT", "POST"):
+                for k, v in ((body or {}).get("index") or {}).items():
+                    if v is None:
+                        st.pop(f"index.{k}", None)
+                    else:
+                        st[f"index.{k}"] = str(v)
+                return 200, {"acknowledged": True}
+            return 200, {name: {"settings": dict(st)}}
         if op == "_mapping" and method in ("PUT", "POST"):
             return 200, self.put_mapping(self._index(name), body or {})
         if op == "_mapping":

@@ -92,7 +92,10 @@ def test_sidecar_layout_gets_documents_fragments_and_progress(
 
     config, layout = layout_of_mapping(fake.indices[name]["mappings"], name)  # _meta.isr intact
     assert config.bundle_fingerprint == "fp-a" and layout.fragments == "sidecar"
-    assert "isr_app" not in meta_of(fake, name)  # the progress lives in the sidecar
+    app = meta_of(fake, name)["isr_app"]
+    assert "ingest" not in app  # the progress lives in the sidecar
+    assert app == {"bulk_load": None}  # the bulk-load settings were restored at the end
+    assert fake.indices[name]["settings"] == {"index.number_of_replicas": "1"}
 
     with Sidecar.open(tmp_path / "side", readonly=True) as sc:
         assert len(sc) == sc.n_rows == N and sc.es_index == name

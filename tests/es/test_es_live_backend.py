@@ -130,3 +130,63 @@ def test_check_finds_and_repairs_drift(client: Elasticsearch, tmp_path: Path) ->
     finally:
         b.close()
         client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def test_label_shares_match_embedded_and_the_cost_rule_runs(
+    side_backend: EsBackend, embedded: EmbeddedIndex
+) -> None:
+    """label_shares on Elasticsearch (a terms aggregation) equals the embedded index's, so the
+    keyword "cost" rule and stop labels pick the same labels and hits on both backends."""
+    from isr.errors import InvalidInput
+    from isr.plugin.pipeline import KeywordOptions
+
+    vocab = sorted(embedded._terms.values())
+    assert len(vocab) > 10
+    want = embedded.label_shares([*vocab, "nobody"])
+    got = side_backend.label_shares([*vocab, "nobody"])
+    assert got.keys() == want.keys() and "nobody" not in got
+    for w in vocab:
+        assert got[w] == pytest.approx(want[w], abs=1e-12), w
+    assert side_backend.label_shares([]) == {}
+    assert side_backend.label_shares(vocab[:3], r_i=CONFIG.r_i) == {w: want[w] for w in vocab[:3]}
+    with pytest.raises(InvalidInput, match=r"keywords\.r_i 2"):
+        side_backend.label_shares(vocab, r_i=2)  # the keyword set is unordered in ES
+    queries, _ = encoded_queries(WORLD, 6, seed=9)
+    kw = KeywordOptions(rule="cost", alpha=1.0, stop=0.2, r_t=2)
+    opt = SearchOptions(size=8, rerank_window=40, num_candidates=600, keywords=kw)
+    for i in range(len(queries)):
+        q = queries[i]
+        assert kw.select(q.keywords[0], side_backend) == kw.select(q.keywords[0], embedded)
+        _same(search(side_backend, q, opt), search(embedded, q, opt))
+    with pytest.raises(InvalidInput, match=r"keywords\.r_i 2"):
+        search(side_backend, queries[0], SearchOptions(keywords=KeywordOptions(r_i=2)))
+
+
+def test_label_shares_are_cached_until_a_refresh(client: Elasticsearch, tmp_path: Path) -> None:
+    name = _name()
+    b = EsBackend.create(client, name, CONFIG, EsLayout(replicas=0), sidecar_path=tmp_path / "s")
+
+    def hits() -> int:
+        st = client.indices.stats(index=name, metric="request_cache")
+        return int(st["_all"]["total"]["request_cache"]["hit_count"])
+
+    try:
+        gallery = encoded_gallery(WORLD, 40)
+        ids, items = next(gallery)
+        b.ingest(ids, items, refresh=True)
+        labels = sorted({w for k in items.keywords for w in k.top(CONFIG.r_i)})
+        first = b.label_shares(labels)
+        h = hits()
+        assert b.label_shares(labels) == first and hits() == h + 1  # answered from the cache
+        ids2, items2 = next(gallery)
+        b.ingest(ids2, items2, refresh=False)
+        assert b.label_shares(labels) == first  # not refreshed: the same (cached) counts
+        b.refresh()
+        now = b.label_shares(labels)
+        both = [*items.keywords, *items2.keywords]
+        for w in labels:
+            n = sum(w in k.top(CONFIG.r_i) for k in both)
+            assert now[w] == pytest.approx(n / 80), w
+    finally:
+        b.close()
+        client.indices.delete(index=name, ignore_unavailable=True)
