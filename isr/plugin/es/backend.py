@@ -75,7 +75,7 @@ from isr.plugin.es.mapping import (
     with_app_meta,
 )
 from isr.plugin.es.sidecar import Sidecar
-from isr.plugin.pipeline import SearchOptions
+from isr.plugin.pipeline import ES_EXACT_THRESHOLD, SearchOptions
 from isr.plugin.store.maxsim import MaxSimScorer
 
 __all__ = ["BulkIngestError", "CheckReport", "EsBackend", "PendingDocs"]
@@ -636,7 +636,8 @@ class EsBackend:
         if relaxed and screen is not None:
             admitted, filters = pool_n, pool
         requests = 1
-        exact = opt.use_knn and bool(filters) and admitted <= max(opt.k, opt.exact_threshold)
+        limit = ES_EXACT_THRESHOLD if opt.exact_threshold is None else opt.exact_threshold
+        exact = opt.use_knn and bool(filters) and admitted <= max(opt.k, limit)
         if (relaxed and screen is not None) or exact:
             res = self._msearch([self._body(query, opt, filters, exact, admitted)])[0]
             requests = 2
