@@ -91,14 +91,27 @@ def index() -> None:
 
 @index.command("create")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--d-fast", type=int, required=True, help="Dims of the fast vector.")
-@click.option("--d-frag", type=int, required=True, help="Dims of a fragment.")
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="The encoder bundle that will fill it: its dims, fingerprint and directory are "
+    "recorded (then `isr load ... --bundle` fills it and `isr serve` finds the bundle).",
+)
+@click.option(
+    "--fingerprint",
+    default=None,
+    help="Fingerprint of the bundle that encoded the features to load (`isr load encoded "
+    "--fingerprint`); default: none.",
+)
+@click.option("--d-fast", type=int, default=None, help="Dims of the fast vector (or --bundle).")
+@click.option("--d-frag", type=int, default=None, help="Dims of a fragment (or --bundle).")
 @click.option(
     "--max-frags",
     type=int,
-    default=32,
-    show_default=True,
-    help="Fragments kept per document (1-64).",
+    default=None,
+    help="Fragments kept per document (1-64; default: the bundle's, else 32).",
 )
 @click.option(
     "--codec", type=click.Choice(["fp32", "fp16", "sq8"]), default="fp16", show_default=True
@@ -107,7 +120,10 @@ def index() -> None:
     "--modality", type=click.Choice(["image", "text"]), default="image", show_default=True
 )
 @click.option(
-    "--r-i", type=int, default=15, show_default=True, help="Keywords stored per document."
+    "--r-i",
+    type=int,
+    default=None,
+    help="Keywords stored per document (default: the bundle's top_keywords, else 15).",
 )
 @click.option("--hnsw-m", type=int, default=16, show_default=True)
 @click.option("--ef-construction", type=int, default=100, show_default=True)
@@ -120,25 +136,54 @@ def index() -> None:
     help='Default keyword options as JSON, e.g. \'{"text": "merge", "rule": "cost", "r_i": 5}\' '
     "(default: the screen defaults); a query's own options win.",
 )
-def index_create(path: Path, **kw: Any) -> None:
-    """Create an empty index at PATH."""
+def index_create(path: Path, bundle_dir: Path | None, fingerprint: str | None, **kw: Any) -> None:
+    """Create an empty index at PATH (for a bundle: --bundle DIR)."""
     from isr.app.presets import keyword_defaults
     from isr.plugin import EmbeddedIndex, IndexConfig
 
+    dims = {"d_fast": kw["d_fast"], "d_frag": kw["d_frag"]}
+    max_frags, r_i, bundle_path = kw["max_frags"] or 32, kw["r_i"] or 15, ""
+    if bundle_dir is not None:
+        from isr.encoders.bundle import Bundle
+
+        if fingerprint is not None:
+            raise InvalidInput("give --bundle DIR or --fingerprint FP, not both")
+        bundle = Bundle.load(bundle_dir, device="cpu")
+        have = {"d_fast": bundle.d_fast, "d_frag": bundle.d_frag}
+        bad = [f"--{k.replace('_', '-')} {v}" for k, v in dims.items() if v not in (None, have[k])]
+        if bad:
+            raise InvalidInput(
+                f"{', '.join(bad)} contradicts the bundle (d_fast {bundle.d_fast}, d_frag "
+                f"{bundle.d_frag}): leave them out with --bundle"
+            )
+        if kw["max_frags"] is not None and kw["max_frags"] < bundle.max_frags:
+            raise InvalidInput(
+                f"--max-frags {kw['max_frags']} is below the bundle's {bundle.max_frags}: its "
+                "items would not fit"
+            )
+        dims, fingerprint = have, bundle.fingerprint
+        max_frags = kw["max_frags"] or bundle.max_frags
+        r_i = kw["r_i"] or bundle.cfg.top_keywords
+        bundle_path = str(bundle_dir.resolve())
+    missing = [f"--{k.replace('_', '-')}" for k, v in dims.items() if v is None]
+    if missing:
+        raise InvalidInput(f"give {' and '.join(missing)}, or --bundle DIR (its dims)")
     config = IndexConfig(
-        d_fast=kw["d_fast"],
-        d_frag=kw["d_frag"],
-        max_frags=kw["max_frags"],
+        d_fast=dims["d_fast"],
+        d_frag=dims["d_frag"],
+        max_frags=max_frags,
         codec=kw["codec"],
         modality=kw["modality"],
-        r_i=kw["r_i"],
+        r_i=r_i,
         hnsw_m=kw["hnsw_m"],
         hnsw_ef_construction=kw["ef_construction"],
         fast_storage=kw["fast_storage"],
         keywords=keyword_defaults(kw["keyword_defaults"]),
+        bundle_fingerprint=fingerprint or "",
+        bundle_path=bundle_path,
     )
     EmbeddedIndex.create(path, config).close()
-    click.echo(f"created {path}")
+    click.echo(f"created {path}" + (f" for bundle {fingerprint[:12]}..." if fingerprint else ""))
 
 
 @index.command("stats")
@@ -353,6 +398,27 @@ def demo(workdir: Path, queries: int, seed: int) -> None:
 @click.option("--regions", "m", type=int, default=32, show_default=True, help="Regions per image.")
 @click.option("--feature-dim", "dim", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--noise",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Region noise norm relative to a unit prototype (harder above 1).",
+)
+@click.option(
+    "--near-duplicates",
+    type=float,
+    default=0.03,
+    show_default=True,
+    help="Share of images copying an earlier scene with one change (0-0.5).",
+)
+@click.option(
+    "--paraphrase",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Share of words drawn from all synonyms, else the first word (0-1; 0 is easiest).",
+)
 @click.option("--overwrite", is_flag=True)
 def world(
     out_dir: Path,
@@ -362,14 +428,19 @@ def world(
     m: int,
     dim: int,
     seed: int,
+    noise: float,
+    near_duplicates: float,
+    paraphrase: float,
     overwrite: bool,
 ) -> None:
-    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR."""
+    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR; --noise,
+    --near-duplicates and --paraphrase set how hard it is (recorded in world.json)."""
     from isr.ingest.synthetic_world import generate_world
 
     info = generate_world(
-        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, overwrite=overwrite
-    )
+        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, noise=noise,
+        near_duplicates=near_duplicates, paraphrase=paraphrase, overwrite=overwrite,
+    )  # fmt: skip
     click.echo(f"wrote {info.sizes} images to {info.out_dir} ({info.n_bytes / 1e9:.2f} GB)")
 
 
@@ -564,7 +635,11 @@ def _record_eyes(data_dir: Path, bundle_dir: Path, d_in: int) -> None:
 @click.option("--root", type=click.Path(path_type=Path), help="Embedded mode: index directories.")
 @click.option("--es-url", default=None, help="Elasticsearch mode: the cluster to front.")
 @click.option("--sidecar-root", type=click.Path(path_type=Path), help="Sidecars, one per index.")
-@click.option("--bundle", type=click.Path(path_type=Path), help="Encoder bundle for query_text.")
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path),
+    help="Encoder bundle for query_text/query_image (default: each index's own, as recorded).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9280, show_default=True)
 @click.option("--api-key", envvar="ISR_API_KEY", default=None, help="Require ApiKey auth.")
@@ -592,13 +667,7 @@ def serve_cmd(max_body_mb: float, **kw: Any) -> None:
 
     for key in ("api_key", "es_api_key"):  # an empty variable (ISR_API_KEY=) means none
         kw[key] = kw[key] or None
-    config = ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw)
-    images = None
-    if config.bundle is not None:
-        from isr.app.image_query import LazyImageQueries
-
-        images = LazyImageQueries(config.bundle, config.device)
-    serve(config, image_encoder=images)
+    serve(ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw))
 
 
 @main.command("check")

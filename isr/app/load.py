@@ -165,6 +165,8 @@ def _run(
 
         source = WithFields(source, read_fields(fields_file))
     kw["keywords"] = keyword_defaults(kw.pop("keyword_defaults"))
+    if bundle is not None:  # recorded in the index: `isr serve` loads each index's own bundle
+        extra["bundle_path"] = str(bundle[0].resolve())
     opt = IngestOptions(progress=not kw.pop("no_progress"), es=es, **kw, **extra)
     b = Bundle.load(bundle[0], device=bundle[1]) if bundle is not None else None
     report = load_gallery(source, target, b, opt)

@@ -20,6 +20,7 @@ from isr.plugin.store.codecs import CODECS
 
 __all__ = [
     "FRAGMENT_HOMES",
+    "HINTS",
     "MANIFEST",
     "SCHEMA_VERSION",
     "IndexConfig",
@@ -36,6 +37,7 @@ FAST_STORAGE = ("flat", "sq8")
 FRAGMENT_HOMES = ("sidecar", "rank_vectors")  # where an Elasticsearch index keeps fragments
 INDEX_NAME_FORBIDDEN = frozenset('\\/*?"<>| ,#:')  # refused in Elasticsearch index names
 MAX_INDEX_NAME_BYTES = 255
+HINTS = frozenset({"bundle_path", "keywords"})  # recorded, not settings an index is checked against
 
 
 def index_name_problem(name: str) -> str:
@@ -73,6 +75,11 @@ class IndexConfig:
     keywords: the index's default keyword options (KeywordOptions fields, e.g. {"text":
     "merge", "rule": "cost", "r_i": 5}), used for what a query does not name; a query-time
     setting, so not compared by check_compatible.
+
+    bundle_path: where the bundle of `bundle_fingerprint` was when the index was created (""
+    when unknown): a hint for `isr serve`, which loads each index's own bundle. The
+    fingerprint is the check; the path is not compared (:data:`HINTS`), so a moved bundle
+    does not make the index another one.
     """
 
     d_fast: int
@@ -88,6 +95,8 @@ class IndexConfig:
     stored_fields: tuple[str, ...] = ()
     # -- keyword screen defaults (issue 12) --
     keywords: dict[str, Any] = field(default_factory=dict)
+    # -- where the bundle is (photos, issue 17) --
+    bundle_path: str = ""
 
     def __post_init__(self) -> None:
         self._check_keywords()
@@ -109,6 +118,10 @@ class IndexConfig:
         if self.modality not in MODALITIES:
             raise InvalidInput(
                 f"index config: modality {self.modality!r} is not one of {MODALITIES}"
+            )
+        if not isinstance(self.bundle_path, str):
+            raise InvalidInput(
+                f"index config: bundle_path must be a path string, got {self.bundle_path!r}"
             )
         if self.fast_storage not in FAST_STORAGE:
             raise InvalidInput(
@@ -149,7 +162,7 @@ class IndexConfig:
         diffs = [
             f"{f.name}: index has {getattr(self, f.name)!r}, asked for {getattr(other, f.name)!r}"
             for f in fields(self)
-            if f.name != "keywords" and getattr(self, f.name) != getattr(other, f.name)
+            if f.name not in HINTS and getattr(self, f.name) != getattr(other, f.name)
         ]
         if diffs:
             raise Conflict("index settings differ: " + "; ".join(diffs))

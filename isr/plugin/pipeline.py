@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 MAX_K = 10_000  # Elasticsearch's own bound on k, num_candidates and size
+KNN_METHODS = ("gather", "exact", "hnsw")  # the embedded kNN methods (fast_index.METHODS)
+ES_EXACT_THRESHOLD = 20_000  # Elasticsearch: exact script_score up to this many admitted
 
 # name -> (use_keywords, use_knn, use_rerank)
 ABLATIONS: dict[str, tuple[bool, bool, bool]] = {
@@ -157,8 +159,12 @@ class SearchOptions:
     The kNN stage returns k = rerank_window candidates (size without rerank) from an HNSW
     search with ef = num_candidates, like Elasticsearch's knn (k, num_candidates); the rerank
     scores them with max-sim and keeps `size`. Without kNN the rerank is exhaustive over every
-    admitted document. exact_threshold: a filter admitting at most this many documents is
-    searched exactly instead of through HNSW.
+    admitted document. The kNN method is planned per query from the admitted count by a cost
+    model measured on the machine (embedded: :meth:`FastIndex.plan`); exact_threshold, when
+    given, replaces the plan by the older fixed rule (a filter admitting at most this many
+    documents is searched exactly, a wider one through HNSW; Elasticsearch, which has no
+    cost model, uses ES_EXACT_THRESHOLD when it is None); knn_method forces one of the
+    embedded methods ("gather", "exact", "hnsw").
     """
 
     size: int = 10
@@ -170,14 +176,20 @@ class SearchOptions:
     use_knn: bool = True
     use_rerank: bool = True
     filter: Any = None
-    exact_threshold: int = 20_000
+    exact_threshold: int | None = None
+    knn_method: str | None = None
     with_source: bool = True
 
     def __post_init__(self) -> None:
         _int_in("size", self.size, 1, MAX_K)
         _int_in("rerank_window", self.rerank_window, 1, MAX_K)
         _int_in("num_candidates", self.num_candidates, 1, MAX_K)
-        _int_in("exact_threshold", self.exact_threshold, 0, 10_000_000)
+        if self.exact_threshold is not None:
+            _int_in("exact_threshold", self.exact_threshold, 0, 10_000_000)
+        if self.knn_method not in (None, *KNN_METHODS):
+            raise InvalidInput(
+                f"knn_method {self.knn_method!r} is not one of {list(KNN_METHODS)} (or null)"
+            )
         if not (self.use_knn or self.use_rerank):
             raise InvalidInput("stages: at least one of knn and rerank must run")
         if self.use_knn and self.use_rerank and self.rerank_window < self.size:
