@@ -28,7 +28,7 @@ from isr.eval import bench_maxsim as maxsim_bench
 from isr.eval.appendix import TABLES as APPENDIX_TABLES
 from isr.eval.appendix import evaluate_appendix, format_appendix, train_appendix
 from isr.eval.bench import ScaleConfig, report, run, sweep_point
-from isr.eval.table2 import CHAINS, format_tables, run_table2
+from isr.eval.table2 import CHAINS, ROWS, format_tables, run_table2
 from isr.ingest.training_data import load_paired
 
 __all__ = [
@@ -124,6 +124,13 @@ def bench(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
     default=None,
     help="Matched training: every row gets this many epochs in all (teachers' included).",
 )
+@click.option(
+    "--row",
+    "rows",
+    type=click.Choice(list(ROWS)),
+    multiple=True,
+    help="With --total-epochs: train only these rows (repeatable; e.g. two processes).",
+)
 def table2(
     data_dir: Path,
     run_dir: Path,
@@ -134,6 +141,7 @@ def table2(
     eval_only: bool,
     threads: int,
     total_epochs: int | None,
+    rows: tuple[str, ...],
 ) -> None:
     """Train and evaluate the rows of Inflate and Shrink's Table 2."""
     set_threads(threads)
@@ -154,6 +162,7 @@ def table2(
         evaluate=not no_eval,
         total_epochs=total_epochs,
         set_threads=set_threads,
+        only_rows=rows or None,
     )
     if res is not None:
         click.echo(format_tables(res))
