@@ -32,7 +32,7 @@ from isr.eval.appendix import (
     plot_interactions,
     train_appendix,
 )
-from isr.eval.bench import ScaleConfig, report, run, sweep_point
+from isr.eval.bench import ScaleConfig, report, run, run_peer_sizes, sweep_point
 from isr.eval.table2 import CHAINS, ROWS, format_tables, run_table2
 from isr.ingest.training_data import load_paired
 
@@ -94,7 +94,14 @@ class _Group(click.Group):
     help="Extra num_candidates:rerank_window settings for the full pipeline at the largest "
     "size, e.g. 2000:500,4000:1000; NC:RW:exact scans every filter exactly.",
 )
-def bench(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="Instead of the scale tables: isr's ablations beside FAISS flat IP + rerank, the "
+    "keyword rows + exact + rerank baseline and PLAID (when fast_plaid is installed), round-"
+    "robin in one process; writes bench_peers.md/json (details: isr/eval/bench_peers.py).",
+)
+def bench(sizes: str, workdir: Path, out: Path, sweep: str, peers: bool, **kw: Any) -> None:
     try:
         size_list = tuple(int(s) for s in sizes.split(","))
         pairs = tuple(sweep_point(p) for p in sweep.split(",") if p)
@@ -103,6 +110,10 @@ def bench(sizes: str, workdir: Path, out: Path, sweep: str, **kw: Any) -> None:
             f"--sizes: comma-separated integers, --sweep: NC:RW[:exact]; got {sizes!r}, {sweep!r}"
         ) from e
     cfg = ScaleConfig(sizes=size_list, sweep=pairs, **kw)
+    if peers:
+        click.echo(run_peer_sizes(cfg, workdir, out, set_threads))
+        click.echo(f"wrote {out / 'bench_peers.md'}, {out / 'bench_peers.json'}")
+        return
     res = run(cfg, workdir, out, set_threads)
     click.echo(report(res))
     click.echo(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'latency_vs_size.png'}")
