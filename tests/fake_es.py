@@ -1,13 +1,26 @@
-"""A small in-memory stand-in for Elasticsearch, served over HTTP, for tests without a server.
+"""A small in-memory stand-in for Elasticsearch, served over HTTP, for what the live test node
+(tools/es/node.sh, tests/es) cannot show. Everything a healthy node answers is tested against that
+node; real faults are provoked there too (429s from a one-thread write queue, mapping errors).
+The fake stays for:
 
-It answers the requests isr's Elasticsearch backend and facade send, with Elasticsearch's
-semantics where they matter to isr: bool/term/terms/range/exists/match_all filters, a top-level
-`knn` with `filter` as a pre-filter (scored (1 + dot) / 2, computed exactly), `script_score`
-with `dotProduct` / `maxSimDotProduct` (negative scores are refused, as Lucene does), query
-rescore, script fields, `global`/`filter` aggregations, msearch, bulk (with injectable 429s and
-mapping errors), mget (realtime, `_source=false` honoured), count, index stats (docs, store),
-mapping updates (`_meta` replaced whole), point in time + search_after on `_shard_doc`.
-Documents become searchable only after a refresh, as in Elasticsearch.
+- **what Elasticsearch receives**: the requests and Authorization headers it records
+  (`requests`, `auth`): the facade proxies one request as one and passes or replaces
+  credentials, the loader sends its API key (tests/test_server_es.py, tests/test_ingest_es.py);
+- **the rank_vectors layout**: the integ-test distribution lacks the rank-vectors and
+  lang-painless modules, so the fake runs `script_score` with `dotProduct` /
+  `maxSimDotProduct`, the query rescore and script fields (tests/test_es_backend.py,
+  tests/test_ingest_es.py); the live suite checks that such a cluster refuses the layout;
+- other engineers' tests that need some Elasticsearch without a node (the facade's read API,
+  image queries, the browser UI: tests/test_read_api.py, test_image_query.py, test_server.py,
+  test_ui_browser.py).
+
+Semantics kept where they matter to isr: bool/term/terms/range/exists/match_all filters, a
+top-level `knn` with `filter` as a pre-filter (scored (1 + dot) / 2, computed exactly),
+`script_score` (negative scores are refused, as Lucene does), `global`/`filter` aggregations,
+msearch, bulk (strict `isr` mapping errors), mget (realtime, `_source=false` honoured), count,
+index stats (docs, store), settings, mapping updates (`_meta` replaced whole), point in time +
+search_after on `_shard_doc`. Documents become searchable only after a refresh, as in
+Elasticsearch.
 """
 
 from __future__ import annotations
@@ -60,8 +73,6 @@ class FakeEs:
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str]] = []
         self.auth: list[str | None] = []  # the Authorization header of each request
-        self.fail_429: set[str] = set()  # ids whose next index op answers 429 once
-        self.fail_400: set[str] = set()  # ids whose index op always fails (mapping error)
         self.pits: dict[str, list[tuple[str, str]]] = {}
         self._pit_ids = itertools.count()
 
@@ -126,6 +137,17 @@ class FakeEs:
                 del self.indices[name]
                 return 200, {"acknowledged": True}
         op = parts[1]
+        if op == "_settings":  # flat: {"index.refresh_interval": ...}; null resets
+            idx = self._index(name)
+            st = idx.setdefault("settings", {"index.number_of_replicas": "1"})
+            if method in ("PUT", "POST"):
+                for k, v in ((body or {}).get("index") or {}).items():
+                    if v is None:
+                        st.pop(f"index.{k}", None)
+                    else:
+                        st[f"index.{k}"] = str(v)
+                return 200, {"acknowledged": True}
+            return 200, {name: {"settings": dict(st)}}
         if op == "_mapping" and method in ("PUT", "POST"):
             return 200, self.put_mapping(self._index(name), body or {})
         if op == "_mapping":
@@ -278,22 +300,7 @@ class FakeEs:
                 continue
             src = lines[i + 1]
             i += 2
-            if doc_id in self.fail_429:
-                self.fail_429.discard(doc_id)
-                items.append(
-                    {
-                        op: {
-                            "_index": name,
-                            "_id": doc_id,
-                            "status": 429,
-                            "error": {"type": "es_rejected_execution_exception", "reason": "busy"},
-                        }
-                    }
-                )
-                continue
-            err = (
-                self._mapping_error(idx, src) if doc_id not in self.fail_400 else "injected failure"
-            )
+            err = self._mapping_error(idx, src)
             if err:
                 items.append(
                     {

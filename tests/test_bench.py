@@ -145,3 +145,24 @@ def test_batched_exhaustive_truth_equals_the_pipeline(result: tuple[dict, Path])
     with EmbeddedIndex.open(res["sizes"][1]["path"], readonly=True) as index:
         (row,) = run_ablations(index, queries, truth, names=["exhaustive"], progress=False)
         assert exhaustive_truth(index, queries) == list(row.hits)
+
+
+def test_peers_run_every_system_on_the_same_queries(tmp_path: Path) -> None:
+    """`isr bench --peers`: every system answers every query; the figures are consistent."""
+    from isr.eval.bench import run_peer_sizes
+
+    cfg = ScaleConfig(sizes=(2500,), queries=8, exhaustive_queries=1, batch=1000,
+                      threads=1, exhaustive_workers=1, build_threads=1,
+                      num_candidates=100, rerank_window=50)  # fmt: skip
+    text = run_peer_sizes(cfg, tmp_path / "work", tmp_path / "out")
+    (res,) = json.loads((tmp_path / "out" / "bench_peers.json").read_text())
+    names = [r["name"] for r in res["rows"]]
+    assert "isr full (planned kNN)" in names and "FAISS flat IP + rerank" in names
+    assert "keywords + exact + rerank" in names and res["queries"] == 8
+    for r in res["rows"]:
+        assert 0.0 <= r["recall_10"] <= 1.0 and r["cpu_p50_ms"] > 0 and r["bytes_per_item"] > 0
+        assert r["cpu_p95_ms"] >= r["cpu_p50_ms"]
+    # the planned full pipeline chose a method for every query (warm-up included)
+    assert sum(res["plans"].values()) == 9
+    assert res["knn_cost"]["rows"] == 2500 and res["rerank_pct_of_matmul"] > 0
+    assert "| isr full (planned kNN) |" in text and "fast_plaid" in text

@@ -10,7 +10,7 @@ import torch
 
 from isr.errors import InvalidInput, NotFound
 from isr.plugin.store.fragments import FragmentStore
-from isr.plugin.store.maxsim import MaxSimScorer, maxsim
+from isr.plugin.store.maxsim import INT8_CPU, MaxSimScorer, maxsim
 
 D = 16
 
@@ -250,4 +250,28 @@ def test_exhaustive_many_equals_one_query_at_a_time(tmp_path: Path, codec: str) 
         np.testing.assert_allclose(got_s[i], want_s, rtol=1e-5, atol=1e-5)
     with pytest.raises(InvalidInput, match=r"\(Q, nq, d\)"):
         sc.exhaustive_many(q[0], qm[0], store, 3)
+    store.close()
+
+
+@pytest.mark.skipif(not INT8_CPU, reason="this torch has no CPU int8 GEMM (torch._int_mm)")
+def test_int8_path_equals_the_float_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sq8 codes scored in int8 (the CPU default) give the float32 kernel's scores and ranking."""
+    from isr.plugin.store import maxsim as ms
+
+    rng = np.random.default_rng(13)
+    store = filled_store(tmp_path, rng, 300, 8, "sq8")  # padded rows: the mask path too
+    q, qm = unit(rng, 7), np.array([True, True, True, False, True, True, True])
+    q[1] *= 1e-3  # a small fragment: its own scale keeps its precision
+    rows = rng.choice(300, 120, replace=True)
+    sc = MaxSimScorer(device="cpu", chunk_rows=32)
+    fast_rows = sc.score_rows(q, qm, store, rows)
+    fast_s, fast_r = sc.exhaustive(q, qm, store, 25)
+    monkeypatch.setattr(ms, "INT8_CPU", False)
+    slow_rows = sc.score_rows(q, qm, store, rows)
+    slow_s, slow_r = sc.exhaustive(q, qm, store, 25)
+    np.testing.assert_allclose(fast_rows, slow_rows, rtol=1e-6, atol=2e-6)
+    np.testing.assert_array_equal(fast_r, slow_r)
+    np.testing.assert_allclose(fast_s, slow_s, rtol=1e-6, atol=2e-6)
+    frags, mask = store.gather(rows)
+    np.testing.assert_allclose(fast_rows, naive(q, qm, frags, mask), rtol=1e-5, atol=1e-5)
     store.close()

@@ -184,19 +184,15 @@ def test_bad_queries(world_index: EmbeddedIndex) -> None:
         SearchOptions.for_ablation("magic")
 
 
-def test_exact_scan_in_place_equals_gather(
-    world_index: EmbeddedIndex, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from isr.plugin.embedded import fast_index as knn
-
+def test_exact_scan_in_place_equals_gather(world_index: EmbeddedIndex) -> None:
     idx = world_index
     q = encoded_queries(idx.world, 1, seed=9)[0].fast[0]  # type: ignore[attr-defined]
     allowed = BitMap(
         np.flatnonzero(np.random.default_rng(1).random(idx.n_rows) < 0.4).astype(np.uint32)
     )
-    gathered = idx.fast.exact(q, 50, allowed)  # 1,200 rows: gathered from the vector file
-    monkeypatch.setattr(knn, "GATHER_MAX", 100)
+    gathered = idx.fast.gather(q, 50, allowed)  # 1,200 rows: gathered from the vector file
     scanned = idx.fast.exact(q, 50, allowed)  # scanned in place by FAISS's flat storage
+    assert gathered.method == "gather" and scanned.method == "exact"
     assert scanned.rows.tolist() == gathered.rows.tolist()
     np.testing.assert_allclose(scanned.scores, gathered.scores, rtol=1e-5)
     everything = idx.fast.exact(q, 5, None)

@@ -130,8 +130,15 @@ def index() -> None:
 @click.option(
     "--fast-storage", type=click.Choice(["flat", "sq8"]), default="flat", show_default=True
 )
+@click.option(
+    "--keyword-defaults",
+    default=None,
+    help='Default keyword options as JSON, e.g. \'{"text": "merge", "rule": "cost", "r_i": 5}\' '
+    "(default: the screen defaults); a query's own options win.",
+)
 def index_create(path: Path, bundle_dir: Path | None, fingerprint: str | None, **kw: Any) -> None:
     """Create an empty index at PATH (for a bundle: --bundle DIR)."""
+    from isr.app.presets import keyword_defaults
     from isr.plugin import EmbeddedIndex, IndexConfig
 
     dims = {"d_fast": kw["d_fast"], "d_frag": kw["d_frag"]}
@@ -171,6 +178,7 @@ def index_create(path: Path, bundle_dir: Path | None, fingerprint: str | None, *
         hnsw_m=kw["hnsw_m"],
         hnsw_ef_construction=kw["ef_construction"],
         fast_storage=kw["fast_storage"],
+        keywords=keyword_defaults(kw["keyword_defaults"]),
         bundle_fingerprint=fingerprint or "",
         bundle_path=bundle_path,
     )
@@ -222,6 +230,18 @@ def index_delete(path: Path, yes: bool) -> None:
     click.echo(f"deleted {path}")
 
 
+# search's keyword flags -> KeywordOptions fields; a flag left out takes the index's default
+_KEYWORD_FLAGS = {
+    "r_t": "r_t", "mode": "mode", "minimum_should_match": "minimum_should_match",
+    "kw_text": "text", "rule": "rule", "alpha": "alpha", "p_min": "p_min", "mass": "mass",
+    "stop_share": "stop", "r_i": "r_i", "miss": "miss",
+}  # fmt: skip
+
+
+def _keyword_flags(kw: dict[str, Any]) -> dict[str, Any]:
+    return {f: kw[flag] for flag, f in _KEYWORD_FLAGS.items() if kw.get(flag) is not None}
+
+
 @main.command("search")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
@@ -250,15 +270,23 @@ def index_delete(path: Path, yes: bool) -> None:
 @click.option("--num-candidates", type=int, default=1000, show_default=True)
 @click.option("--rerank-window", type=int, default=200, show_default=True)
 @click.option(
-    "--r-t", type=int, default=3, show_default=True, help="Query keywords used by the screen."
+    "--r-t", type=int, default=None, help="Query keywords used by the screen (the paper's R_T)."
 )
+@click.option("--mode", type=click.Choice(["any", "all", "minimum_should_match"]), default=None)
+@click.option("--minimum-should-match", type=int, default=None)
 @click.option(
-    "--mode",
-    type=click.Choice(["any", "all", "minimum_should_match"]),
-    default="any",
-    show_default=True,
+    "--kw-text",
+    type=click.Choice(["pred", "ext", "merge"]),
+    default=None,
+    help="A text query's labels: predicted, its nouns, or both.",
 )
-@click.option("--minimum-should-match", type=int, default=1, show_default=True)
+@click.option("--rule", type=click.Choice(["top", "cost"]), default=None, help="Label choice.")
+@click.option("--alpha", type=float, default=None, help="Cost rule: weight of a label's share.")
+@click.option("--p-min", type=float, default=None, help="Leave out labels below this probability.")
+@click.option("--mass", type=float, default=None, help="Stop at this cumulative probability.")
+@click.option("--stop-share", type=float, default=None, help="Never use labels above this share.")
+@click.option("--r-i", type=int, default=None, help="Stored labels per document that count.")
+@click.option("--miss", type=float, default=None, help="Stop once prod(1 - p) is at most this.")
 @click.option(
     "--ablation",
     type=click.Choice(
@@ -308,7 +336,7 @@ def search_cmd(
         size=max(size, 1),  # --size 0: only the total, as over HTTP
         num_candidates=kw["num_candidates"],
         rerank_window=kw["rerank_window"],
-        keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
+        keywords=KeywordOptions.partial(_keyword_flags(kw), "keyword option"),
         filter=filt,
     )
     if sum(x is not None for x in (query_file, query_text, query_image)) != 1:
@@ -382,6 +410,27 @@ def demo(workdir: Path, queries: int, seed: int) -> None:
 @click.option("--regions", "m", type=int, default=32, show_default=True, help="Regions per image.")
 @click.option("--feature-dim", "dim", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--noise",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Region noise norm relative to a unit prototype (harder above 1).",
+)
+@click.option(
+    "--near-duplicates",
+    type=float,
+    default=0.03,
+    show_default=True,
+    help="Share of images copying an earlier scene with one change (0-0.5).",
+)
+@click.option(
+    "--paraphrase",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Share of words drawn from all synonyms, else the first word (0-1; 0 is easiest).",
+)
 @click.option("--overwrite", is_flag=True)
 def world(
     out_dir: Path,
@@ -391,14 +440,19 @@ def world(
     m: int,
     dim: int,
     seed: int,
+    noise: float,
+    near_duplicates: float,
+    paraphrase: float,
     overwrite: bool,
 ) -> None:
-    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR."""
+    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR; --noise,
+    --near-duplicates and --paraphrase set how hard it is (recorded in world.json)."""
     from isr.ingest.synthetic_world import generate_world
 
     info = generate_world(
-        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, overwrite=overwrite
-    )
+        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, noise=noise,
+        near_duplicates=near_duplicates, paraphrase=paraphrase, overwrite=overwrite,
+    )  # fmt: skip
     click.echo(f"wrote {info.sizes} images to {info.out_dir} ({info.n_bytes / 1e9:.2f} GB)")
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import click
 
+from isr.app.presets import keyword_defaults
 from isr.app.runtime import set_threads
 from isr.encoders.bundle import Bundle
 from isr.errors import IsrError
@@ -117,6 +118,12 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--r-i", type=int, default=None, help="Keywords per document (new index)."),
         click.option("--max-frags", type=int, default=None, help="Fragments kept (new index)."),
         click.option(
+            "--keyword-defaults",
+            default=None,
+            help='Default keyword options of a new index as JSON, e.g. \'{"text": "merge", '
+            "\"r_i\": 5}' (default: the screen defaults; a query's own options win).",
+        ),
+        click.option(
             "--fields",
             "fields_file",
             type=click.Path(path_type=Path, exists=True, dir_okay=False),
@@ -183,6 +190,7 @@ def _run(
         from isr.ingest.fields import WithFields, read_fields
 
         source = WithFields(source, read_fields(fields_file))
+    kw["keywords"] = keyword_defaults(kw.pop("keyword_defaults"))
     if bundle is not None:  # recorded in the index: `isr serve` loads each index's own bundle
         extra["bundle_path"] = str(bundle[0].resolve())
     opt = IngestOptions(progress=not kw.pop("no_progress"), es=es, **kw, **extra)

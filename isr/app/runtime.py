@@ -1,8 +1,9 @@
 """Process-wide compute settings. Entry point: :func:`set_threads` (the device rule is
 :func:`isr.device.pick_device`).
 
-torch and FAISS each keep a global thread pool. On a small machine serving one query at a
-time, one thread per query often beats two: a reranking GEMM of ~1 ms loses more to
+torch and FAISS each keep a global thread pool, and so do the BLAS libraries loaded beside
+them (numpy's OpenBLAS, FAISS's OpenBLAS; threadpoolctl reaches those). On a small machine
+serving one query at a time, one thread per query often beats two: a reranking GEMM of ~1 ms loses more to
 fork/join and to cores busy elsewhere than it gains. Exhaustive scans want every core.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import faiss
 import torch
+from threadpoolctl import threadpool_limits
 
 from isr.errors import InvalidInput
 
@@ -21,3 +23,4 @@ def set_threads(n: int) -> None:
         raise InvalidInput(f"threads must be an integer >= 1, got {n!r}")
     torch.set_num_threads(n)
     faiss.omp_set_num_threads(n)
+    threadpool_limits(limits=n)  # every OpenBLAS/MKL/OpenMP pool loaded so far, process-wide

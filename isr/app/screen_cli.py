@@ -66,15 +66,17 @@ def screen_curve_cmd(
         5 if label_captions else caps_per_image,
     )
     labels = stage.keyword_vocab.multi_hot(groups)
-    res = screen_curve(bundle, images, texts, truth, labels, stop=stop)
-    res["command"] = " ".join(["isr eval screen-curve", *sys.argv[1:]])
     out.parent.mkdir(parents=True, exist_ok=True)
+    res = screen_curve(bundle, images, texts, truth, labels, stop=stop,
+                       probs_file=out.with_suffix(".probs.npz"))  # fmt: skip
+    res["command"] = " ".join(["isr eval screen-curve", *sys.argv[1:]])
     out.write_text(json.dumps(res, indent=1))
     click.echo(json.dumps({k: v for k, v in res.items() if k != "points"}, indent=1))
     for p in sorted(res["points"], key=lambda p: (p["mode"], p["admitted"])):
         if p["kept"] >= 0.95:
             click.echo(
                 f"{p['mode']:5s} R_I={p['r_i']:2d} alpha={p['alpha']:.1f} R_T={p['r_t']} "
+                f"miss={p['miss']:g} "
                 f"kept={100 * p['kept']:.1f} admitted={100 * p['admitted']:.1f} "
                 f"lift={p['lift']:.2f}"
             )

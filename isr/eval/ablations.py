@@ -62,6 +62,7 @@ def run_ablations(
             rerank_window=base.rerank_window,
             keywords=base.keywords,
             exact_threshold=base.exact_threshold,
+            knn_method=base.knn_method,
             with_source=False,
         )
         search(index, queries[0], opt)  # warm-up (first-call allocations, thread pools)

@@ -46,12 +46,21 @@ from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
 from isr.eval.ablations import AblationRow, recall_at, run_ablations
 from isr.eval.bench_gpu import gpu_bench
 from isr.eval.bench_maxsim import BenchConfig, bench_kernel
+from isr.eval.bench_peers import render as render_peers
+from isr.eval.bench_peers import run_peers
 from isr.eval.bench_report import plot_latency, plot_recall_speedup, render
 from isr.ingest.encoded_source import fill_index
 from isr.ingest.encoded_world import EncodedWorld, encoded_queries, world_source
 from isr.plugin import EmbeddedIndex, IndexConfig, SearchOptions
 
-__all__ = ["ScaleConfig", "SetThreads", "build_gallery", "run", "sweep_point"]
+__all__ = [
+    "ScaleConfig",
+    "SetThreads",
+    "build_gallery",
+    "run",
+    "run_peer_sizes",
+    "sweep_point",
+]
 
 # How the benchmark sets the process's torch/FAISS threads between phases (builds on every
 # core, single queries on --threads): the app hands in isr.app.runtime.set_threads; a library
@@ -210,7 +219,7 @@ def flat_ip_baseline(index: EmbeddedIndex, queries: Encoded, truth: Sequence[str
 
 
 def filtered_recall(
-    index: EmbeddedIndex, queries: Encoded, r_t: int, ef: int, threshold: int
+    index: EmbeddedIndex, queries: Encoded, r_t: int, ef: int, threshold: int | None
 ) -> dict[str, float]:
     """Recall@10 of the keyword-filtered kNN stage against exact search under the same filter."""
     recalls, shares, graph = [], [], 0
@@ -391,6 +400,47 @@ def run(
     (out / "bench.md").write_text(report(result))
     plot(result, out / "latency_vs_size.png")
     return result
+
+
+def run_peer_sizes(
+    cfg: ScaleConfig, workdir: Path, out: Path, set_threads: SetThreads = _keep_threads
+) -> str:
+    """The peer comparison (:mod:`isr.eval.bench_peers`) at every size; returns the markdown."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    texts, results = [], []
+    for n in cfg.sizes:
+        world = EncodedWorld(n_docs=n)
+        path, build = build_gallery(
+            workdir,
+            world,
+            cfg.index_config(world),
+            cfg.batch,
+            _cores(cfg.build_threads),
+            set_threads,
+        )
+        queries, truth = encoded_queries(world, cfg.queries, seed=11)
+        warm_page_cache(path)
+        with EmbeddedIndex.open(path, readonly=True) as index:
+            set_threads(_cores(cfg.exhaustive_workers))
+            ex_tops = exhaustive_truth(index, queries)  # batched, untimed: the reference
+            set_threads(cfg.threads)
+            index.fast.calibrate()  # this machine, now (a reader keeps it in memory)
+            base = SearchOptions(num_candidates=cfg.num_candidates, rerank_window=cfg.rerank_window)
+            warm_q, warm_t = encoded_queries(world, cfg.queries, seed=99)
+            run_ablations(index, warm_q, warm_t, base, ["full"], progress=False)
+            res = run_peers(index, queries, truth, ex_tops, cfg.num_candidates, cfg.rerank_window)
+        res["build"] = build
+        results.append(res)
+        texts.append(render_peers(res))
+        jsonable = [
+            {**r, "rows": [asdict(x) for x in r["rows"]], "knn_cost": asdict(r["knn_cost"])}
+            for r in results
+        ]
+        (out / "bench_peers.json").write_text(json.dumps(jsonable, indent=2))
+    text = "\n".join(texts)
+    (out / "bench_peers.md").write_text(text)
+    return text
 
 
 # -- output --------------------------------------------------------------------------------

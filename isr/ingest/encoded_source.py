@@ -92,4 +92,12 @@ def fill_index(
         progress=progress,
         fingerprint=index.config.bundle_fingerprint,  # pre-encoded for this index
     )
-    return load_gallery(source, writer_for(index), None, opt)
+    w = writer_for(index)
+    try:
+        return load_gallery(source, w, None, opt)
+    finally:
+        # the Elasticsearch writer restores the index settings a bulk load replaced (the
+        # loader leaves a writer it did not open open, so it does not close this one)
+        finish = getattr(w, "finish", None)
+        if finish is not None:
+            finish()

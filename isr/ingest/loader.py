@@ -60,6 +60,7 @@ class IngestOptions:
     bundle's directory, recorded in a new index's config and in each commit (where `isr
     serve` finds the index's bundle). es: how to reach and
     lay out an Elasticsearch target (``http(s)://host:port/INDEX``; unused for a directory).
+    keywords: the default keyword options a new index records (IndexConfig.keywords).
     """
 
     batch_size: int = 256
@@ -76,6 +77,7 @@ class IngestOptions:
     fingerprint: str = ""
     bundle_path: str = ""
     es: EsOptions = field(default_factory=EsOptions)
+    keywords: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "commit_every"):
@@ -387,5 +389,6 @@ def _new_config(
         fast_storage=opt.fast_storage,
         bundle_fingerprint=fingerprint,
         stored_fields=tuple(getattr(source, "text_fields", ())),
+        keywords=opt.keywords,
         bundle_path=opt.bundle_path,
     )

@@ -147,6 +147,13 @@ class SearchBackend(Protocol):
         """Fast scores (C,) of keys that the kNN stage did not score (exhaustive rerank)."""
         ...
 
+    def label_shares(self, labels: Sequence[str], r_i: int | None = None) -> dict[str, float]:
+        """Share of the gallery storing each label among its top ``r_i`` (None: every stored
+        label), i.e. what a screen on that label alone admits; labels no document stores are
+        absent. The keyword "cost" rule and stop labels use it
+        (:class:`isr.plugin.pipeline.KeywordOptions`)."""
+        ...
+
 
 class StageTimer:
     """Times the consecutive stages of one search: :meth:`done` closes the stage that began at

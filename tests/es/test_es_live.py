@@ -291,3 +291,77 @@ def test_sigkill_then_resume_into_elasticsearch_gives_exactly_the_gallery(
         if proc.poll() is None:
             proc.kill()
         client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def _settings(client: Elasticsearch, name: str) -> dict[str, object]:
+    got = client.indices.get_settings(index=name, flat_settings=True)[name]["settings"]
+    return {k: got.get(f"index.{k}") for k in ("refresh_interval", "number_of_replicas")}
+
+
+def test_bulk_load_settings_hold_during_the_load_and_are_restored(
+    client: Elasticsearch, tmp_path: Path
+) -> None:
+    """A load sets refresh_interval -1 (and replicas 0 on the index it creates) from its first
+    commit on, saved in _meta.isr_app.bulk_load, and restores them at its end; a load killed
+    before it restores leaves them for the next writer to restore; a load into an existing
+    index keeps its replicas and gets back the refresh_interval the user had set."""
+    from conftest import random_items
+
+    from isr.ingest.encoded_export import write_jsonl
+    from isr.ingest.encoded_file import EncodedFileSource
+    from isr.ingest.loader import IngestOptions, load_gallery
+    from isr.plugin.es.writer import EsWriter
+    from isr.plugin.writer import EsOptions
+
+    n = 128
+    items = random_items(n, seed=4)
+    gallery = tmp_path / "gallery.jsonl"
+    write_jsonl(gallery, [f"doc{i}" for i in range(n)], items, [{"i": i} for i in range(n)])
+    name = f"isr-test-{uuid.uuid4().hex[:10]}"
+    target = f"{ES_URL.rstrip('/')}/{name}"
+    es_opts = EsOptions(sidecar=tmp_path / "side", api_key=os.environ.get("ISR_ES_API_KEY"))
+    opt = IngestOptions(batch_size=32, commit_every=32, progress=False, codec="fp32",
+                        max_frags=4, es=es_opts, prefetch=False)  # fmt: skip
+    seen: list[dict[str, object]] = []
+
+    class Watching(EncodedFileSource):
+        def batches(self, batch_size, start=0):  # type: ignore[no-untyped-def]
+            for i, b in enumerate(super().batches(batch_size, start)):
+                if i == 2:  # after the first commits
+                    seen.append(_settings(client, name))
+                    meta = client.indices.get_mapping(index=name)[name]["mappings"]["_meta"]
+                    seen.append(meta["isr_app"]["bulk_load"])
+                yield b
+
+    try:
+        r = load_gallery(Watching(gallery), target, None, opt)
+        assert r.complete and r.documents == n
+        assert seen == [
+            {"refresh_interval": "-1", "number_of_replicas": "0"},
+            {"refresh_interval": None, "number_of_replicas": "1"},  # ES's defaults, saved
+        ]
+        assert _settings(client, name) == {"refresh_interval": None, "number_of_replicas": "1"}
+        w = EsWriter.open(target, es_opts)
+        assert w is not None
+        assert w.backend.mapping_app_meta()["bulk_load"] is None
+        # a load killed after its first commit (nothing restored), then the next writer
+        client.indices.put_settings(index=name, settings={"index": {"refresh_interval": "7s"}})
+        assert w.backend.begin_bulk_load(replicas=False) == {
+            "refresh_interval": "7s", "number_of_replicas": None,
+        }  # fmt: skip
+        assert _settings(client, name) == {"refresh_interval": "-1", "number_of_replicas": "1"}
+        assert w.backend.begin_bulk_load(replicas=False)["refresh_interval"] == "7s"  # kept
+        w.backend.close()  # no finish: as if killed
+        w.backend.client.close()
+        w = EsWriter.open(target, es_opts)
+        assert w is not None
+        assert _settings(client, name) == {"refresh_interval": "7s", "number_of_replicas": "1"}
+        w.close()
+        # into the existing index: replicas stay, the user's 7s comes back
+        seen.clear()
+        r = load_gallery(Watching(gallery), target, None, opt)
+        assert r.replaced == n
+        assert seen[0] == {"refresh_interval": "-1", "number_of_replicas": "1"}
+        assert _settings(client, name) == {"refresh_interval": "7s", "number_of_replicas": "1"}
+    finally:
+        client.indices.delete(index=name, ignore_unavailable=True)

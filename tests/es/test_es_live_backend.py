@@ -1,7 +1,10 @@
 """EsBackend paths against the live node at $ISR_ES_URL (moved from tests/test_es_backend.py,
 where a fake stood in): exact hits of the filtered kNN (every filter goes through Lucene's
-exact path: num_candidates covers the admitted documents), the exact fallback of a selective
-filter, the relaxed keyword screen, and `check` finding and repairing drift."""
+exact path: num_candidates covers the admitted documents), every ablation's hits on a float
+HNSW index (unfiltered included), the exact fallback of a selective filter, the relaxed keyword
+screen, `check` finding and repairing drift, label shares and the keyword cost rule, bulk item
+failures (a real mapping error), reading the layout back, and the `isr es` / `isr check`
+command lines."""
 
 from __future__ import annotations
 
@@ -21,9 +24,10 @@ from conftest import fill  # noqa: E402
 from elasticsearch import Elasticsearch  # noqa: E402
 from test_es_backend import CASES, CONFIG, WORLD, _same, _source  # noqa: E402
 
-from isr.ingest.encoded_world import encoded_gallery, encoded_queries  # noqa: E402
+from isr.errors import Conflict, InvalidInput, NotFound  # noqa: E402
+from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries  # noqa: E402
 from isr.plugin.embedded.index import EmbeddedIndex  # noqa: E402
-from isr.plugin.es.backend import EsBackend  # noqa: E402
+from isr.plugin.es.backend import BulkIngestError, EsBackend  # noqa: E402
 from isr.plugin.es.mapping import EsLayout  # noqa: E402
 from isr.plugin.pipeline import SearchOptions, search  # noqa: E402
 
@@ -129,4 +133,181 @@ def test_check_finds_and_repairs_drift(client: Elasticsearch, tmp_path: Path) ->
         assert b.check().consistent and len(b) == 27
     finally:
         b.close()
+        client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def test_label_shares_match_embedded_and_the_cost_rule_runs(
+    side_backend: EsBackend, embedded: EmbeddedIndex
+) -> None:
+    """label_shares on Elasticsearch (a terms aggregation) equals the embedded index's, so the
+    keyword "cost" rule and stop labels pick the same labels and hits on both backends."""
+    from isr.plugin.pipeline import KeywordOptions
+
+    vocab = sorted(embedded._terms.values())
+    assert len(vocab) > 10
+    want = embedded.label_shares([*vocab, "nobody"])
+    got = side_backend.label_shares([*vocab, "nobody"])
+    assert got.keys() == want.keys() and "nobody" not in got
+    for w in vocab:
+        assert got[w] == pytest.approx(want[w], abs=1e-12), w
+    assert side_backend.label_shares([]) == {}
+    assert side_backend.label_shares(vocab[:3], r_i=CONFIG.r_i) == {w: want[w] for w in vocab[:3]}
+    with pytest.raises(InvalidInput, match=r"keywords\.r_i 2"):
+        side_backend.label_shares(vocab, r_i=2)  # the keyword set is unordered in ES
+    queries, _ = encoded_queries(WORLD, 6, seed=9)
+    kw = KeywordOptions(rule="cost", alpha=1.0, stop=0.2, r_t=2)
+    opt = SearchOptions(size=8, rerank_window=40, num_candidates=600, keywords=kw)
+    for i in range(len(queries)):
+        q = queries[i]
+        assert kw.select(q.keywords[0], side_backend) == kw.select(q.keywords[0], embedded)
+        _same(search(side_backend, q, opt), search(embedded, q, opt))
+    with pytest.raises(InvalidInput, match=r"keywords\.r_i 2"):
+        search(side_backend, queries[0], SearchOptions(keywords=KeywordOptions(r_i=2)))
+
+
+def test_label_shares_are_cached_until_a_refresh(client: Elasticsearch, tmp_path: Path) -> None:
+    name = _name()
+    b = EsBackend.create(client, name, CONFIG, EsLayout(replicas=0), sidecar_path=tmp_path / "s")
+
+    def hits() -> int:
+        st = client.indices.stats(index=name, metric="request_cache")
+        return int(st["_all"]["total"]["request_cache"]["hit_count"])
+
+    try:
+        gallery = encoded_gallery(WORLD, 40)
+        ids, items = next(gallery)
+        b.ingest(ids, items, refresh=True)
+        labels = sorted({w for k in items.keywords for w in k.top(CONFIG.r_i)})
+        first = b.label_shares(labels)
+        h = hits()
+        assert b.label_shares(labels) == first and hits() == h + 1  # answered from the cache
+        ids2, items2 = next(gallery)
+        b.ingest(ids2, items2, refresh=False)
+        assert b.label_shares(labels) == first  # not refreshed: the same (cached) counts
+        b.refresh()
+        now = b.label_shares(labels)
+        both = [*items.keywords, *items2.keywords]
+        for w in labels:
+            n = sum(w in k.top(CONFIG.r_i) for k in both)
+            assert now[w] == pytest.approx(n / 80), w
+    finally:
+        b.close()
+        client.indices.delete(index=name, ignore_unavailable=True)
+
+
+@pytest.fixture(scope="module")
+def hnsw_backend(
+    client: Elasticsearch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EsBackend]:
+    """Float HNSW: kNN scores are the exact dot products, and num_candidates (600) covers the
+    gallery, so Lucene's search finds the exact top k, as the embedded index does here."""
+    name = _name()
+    b = EsBackend.create(client, name, CONFIG, EsLayout(vector_index="hnsw", replicas=0),
+                         sidecar_path=tmp_path_factory.mktemp("side") / name)  # fmt: skip
+    try:
+        fill(b, WORLD, 300, _source)
+        yield b
+    finally:
+        b.close()
+        client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def test_same_hits_as_the_embedded_pipeline(
+    hnsw_backend: EsBackend, embedded: EmbeddedIndex
+) -> None:
+    """Every ablation through the graph (exact_threshold 0), unfiltered included (moved from
+    the fake, which scored exactly; here num_candidates covers the gallery)."""
+    queries, _ = encoded_queries(WORLD, 4, seed=3)
+    for ablation, filt in CASES:
+        opt = SearchOptions.for_ablation(
+            ablation, size=8, rerank_window=40, num_candidates=600, filter=filt, exact_threshold=0
+        )
+        for i in range(len(queries)):
+            got = search(hnsw_backend, queries[i], opt)
+            want = search(embedded, queries[i], opt)
+            _same(got, want)
+            names = [s.name for s in got.profile.stages]
+            assert ("knn" in names) and (("rerank" in names) == opt.use_rerank)
+            knn = got.profile.stage("knn")
+            assert knn is not None and "1 request(s)" in knn.detail
+            if filt is not None:
+                assert got.profile.stage("filter").count == want.profile.stage("filter").count
+
+
+def test_exhaustive_ablation_on_the_sidecar(side_backend: EsBackend, embedded) -> None:
+    q = encoded_queries(WORLD, 1, seed=4)[0]
+    opt = SearchOptions.for_ablation("exhaustive", size=6)
+    _same(search(side_backend, q, opt), search(embedded, q, opt))
+    kw = SearchOptions.for_ablation(
+        "keywords+exhaustive", size=6, filter={"term": {"license": "cc0"}}
+    )
+    with pytest.raises(InvalidInput, match="exhaustive max-sim with filters or keywords"):
+        search(side_backend, q, kw)
+
+
+def test_ingest_raises_failed_items_and_checks_batches(
+    client: Elasticsearch, tmp_path: Path
+) -> None:
+    """A document Elasticsearch refuses (a real mapping error: `year` is a long) fails alone,
+    named, and its new fragments leave the sidecar. (429s: tests/es/test_es_429.py.)"""
+    name = _name()
+    b = EsBackend.create(client, name, CONFIG, EsLayout(replicas=0), sidecar_path=tmp_path / "s")
+    try:
+        ids, items = next(encoded_gallery(WORLD, 50))
+        assert b.ingest(ids, items, [_source(i) for i in range(50)], refresh=True) == 50
+        assert len(b) == 50
+        more = items[:3]
+        srcs = [_source(0), {"year": "not a year"}, _source(2)]
+        with pytest.raises(BulkIngestError, match="1 of 3 documents failed") as err:
+            b.ingest(["new-0", "new-1", ids[0]], more, srcs, refresh=True)
+        assert err.value.failed[0]["index"]["_id"] == "new-1"
+        assert b.sidecar is not None and "new-1" not in b.sidecar.rows_of(["new-1", "new-0"])
+        with pytest.raises(InvalidInput, match="dims"):
+            b.ingest(["z"], encoded_queries(EncodedWorld(n_docs=5, d_fast=8, d_frag=16), 1)[0])
+        with pytest.raises(InvalidInput, match="'isr' is reserved"):
+            b.ingest(["z"], items[:1], [{"isr": 1}])
+        assert b.delete(["new-0", "missing"], refresh=True) == 1
+        assert len(b) == 50
+    finally:
+        b.close()
+        client.indices.delete(index=name, ignore_unavailable=True)
+
+
+def test_open_reads_the_layout_back(client: Elasticsearch, side_backend: EsBackend) -> None:
+    assert side_backend.sidecar is not None
+    with EsBackend.open(client, side_backend.index, side_backend.sidecar.path) as b:
+        assert b.config == CONFIG and b.layout == EsLayout(replicas=0) and b.sidecar.readonly
+    with pytest.raises(InvalidInput, match="give its path"):
+        EsBackend.open(client, side_backend.index)
+    with pytest.raises(NotFound, match="no such index"):
+        EsBackend.open(client, _name())
+    with pytest.raises(Conflict, match="already exists"):
+        EsBackend.create(client, side_backend.index, CONFIG, EsLayout(), "/nonexistent/x")
+
+
+def test_cli_create_load_check_arguments(client: Elasticsearch, tmp_path: Path) -> None:
+    """`isr es create`, `isr es load-synthetic` and `isr check` against the node."""
+    import json
+
+    from click.testing import CliRunner
+
+    from isr.app.cli import main
+
+    assert ES_URL is not None
+    name, side = _name(), tmp_path / "side"
+    run = CliRunner().invoke
+    try:
+        r = run(main, ["es", "create", name, "--es-url", ES_URL, "--d-fast", "32", "--d-frag",
+                       "16", "--max-frags", "8", "--r-i", "6", "--sidecar", str(side)])  # fmt: skip
+        assert r.exit_code == 0, r.output
+        args = ["es", "load-synthetic", name, "--es-url", ES_URL, "--sidecar", str(side)]
+        r = run(main, [*args, "--docs", "40"])
+        assert r.exit_code == 0 and "indexed 40 documents" in r.output, r.output
+        client.delete(index=name, id="doc-0000007", refresh=True)
+        check = ["check", name, "--es-url", ES_URL, "--sidecar", str(side)]
+        report = json.loads(run(main, check).output)
+        assert report["orphan_fragments_ids"] == ["doc-0000007"] and not report["consistent"]
+        assert json.loads(run(main, [*check, "--repair"]).output)["deleted_orphans"] == 1
+        assert json.loads(run(main, check).output)["consistent"] is True
+    finally:
         client.indices.delete(index=name, ignore_unavailable=True)

@@ -1,10 +1,13 @@
 """Embedded vs Elasticsearch on one synthetic gallery: load rate, query latency (in process and
 through the facade in ES mode), recall@10 of the full pipeline vs exhaustive max-sim, bytes/item.
 
-    tools/es/node.sh run build/es/bench 9253 -- \\
+    ISR_ES_JIT=full ISR_ES_HEAP=1g tools/es/node.sh run build/es/bench 9253 -- \\
         env PYTHONPATH=$PWD OMP_NUM_THREADS=1 .venv/bin/python tools/es/bench_es.py --docs 10000
 
-Needs ISR_ES_URL (node.sh run sets it). Prints one JSON object.
+Needs ISR_ES_URL (node.sh run sets it). Time it on a node with the full JIT (`ISR_ES_JIT=full`):
+the test node's C1-only JIT leaves Lucene's vector code uncompiled and HNSW indexing ~4x slower.
+Progress (documents indexed, rate, segments, load average every 20 s) and each finished figure
+go to stderr as JSON lines; the result is one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -50,6 +55,26 @@ def _du(p: Path) -> int:
     )
 
 
+def _log(**kw: Any) -> None:
+    print(json.dumps({"utc": time.strftime("%H:%M:%S", time.gmtime()), **kw}), file=sys.stderr,
+          flush=True)  # fmt: skip
+
+
+def _watch(es: Elasticsearch, name: str, stop: threading.Event) -> None:
+    """Log the index's progress while it loads (documents indexed, not yet searchable)."""
+    last, t_last = 0, time.perf_counter()
+    while not stop.wait(20):
+        try:
+            s = es.indices.stats(index=name, metric="indexing,segments")["_all"]["primaries"]
+        except Exception as e:  # the index may not exist yet
+            _log(watch=str(e)[:100])
+            continue
+        k, now = s["indexing"]["index_total"], time.perf_counter()
+        _log(es_indexed=k, docs_s=round((k - last) / (now - t_last), 1),
+             segments=s["segments"]["count"], load=os.getloadavg()[0])  # fmt: skip
+        last, t_last = k, now
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=10_000)
@@ -75,10 +100,19 @@ def main() -> None:
         emb = EmbeddedIndex.create(work / "emb", cfg)
         fill_index(emb, world_source(world), a.batch, commit_every=10 * a.batch)
         out["embedded_load_docs_s"] = round(a.docs / (time.perf_counter() - t), 1)
+        _log(embedded_load_docs_s=out["embedded_load_docs_s"], load=os.getloadavg()[0])
         t = time.perf_counter()
         esb = EsBackend.create(es, name, cfg, EsLayout(replicas=0), work / "side" / name)
-        fill_index(esb, world_source(world), a.batch, commit_every=10 * a.batch)
+        stop = threading.Event()
+        watch = threading.Thread(target=_watch, args=(es, name, stop), daemon=True)
+        watch.start()
+        try:
+            fill_index(esb, world_source(world), a.batch, commit_every=10 * a.batch)
+        finally:
+            stop.set()
         out["es_load_docs_s"] = round(a.docs / (time.perf_counter() - t), 1)
+        out["load_after_es_load"] = os.getloadavg()
+        _log(es_load_docs_s=out["es_load_docs_s"], load=os.getloadavg()[0])
         es.indices.refresh(index=name)
         queries, _ = encoded_queries(world, a.queries, seed=11)
         truth = exhaustive_truth(emb, queries, 10)
@@ -92,6 +126,7 @@ def main() -> None:
                 lat.append(time.perf_counter() - t)
                 rec.append(len({h.id for h in r.hits} & set(truth[i])) / 10)
             out[label] = {**_pct(lat), "recall_at_10": round(float(np.mean(rec)), 4)}
+            _log(**{label: out[label]}, load=os.getloadavg()[0])
         # the facade in ES mode: same queries over HTTP, vs the in-process ES figures above
         app = create_app(ServerConfig(es_url=url, sidecar_root=work / "side"))
         with serve_in_thread(app) as f, httpx.Client(timeout=120) as h:
@@ -107,6 +142,7 @@ def main() -> None:
                     lat.append(time.perf_counter() - t)
                 assert r.status_code == 200, r.text
         out["facade_es"] = _pct(lat)
+        _log(facade_es=out["facade_es"], load=os.getloadavg()[0])
         out["facade_overhead_p50_ms"] = round(out["facade_es"]["p50_ms"] - out["es"]["p50_ms"], 2)
         st = es.indices.stats(index=name, metric="store,docs")["_all"]["primaries"]
         out["es_store_bytes_per_item"] = round(st["store"]["size_in_bytes"] / a.docs, 1)

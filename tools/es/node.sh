@@ -26,6 +26,10 @@
 #   ISR_ES_USER      unprivileged user used when run as root (default: isr-es; created if absent)
 #   ISR_ES_OPTIONAL  1: on SKIP, `run` still runs CMD (without ISR_ES_URL)
 #   ISR_ES_JIT       "c1" (default: C1-only JIT, about twice as fast to start on 2 cores) or "full"
+#                    (use "full" for anything timed: with C1 alone Lucene's vector code is not
+#                    compiled to SIMD and HNSW indexing is ~4x slower)
+#   ISR_ES_SETTINGS  extra elasticsearch.yml lines, e.g. $'thread_pool.write.size: 1\n...'
+#                    (tests/es/test_es_429.py starts a node with a tiny write queue this way)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -252,6 +256,9 @@ xpack.security.enabled: false
 cluster.routing.allocation.disk.threshold_enabled: false
 action.destructive_requires_name: false
 YML
+    if [[ -n "${ISR_ES_SETTINGS:-}" ]]; then
+      printf '# ISR_ES_SETTINGS\n%s\n' "$ISR_ES_SETTINGS" >>"$data/config/elasticsearch.yml"
+    fi
     if [[ $(id -u) -eq 0 ]]; then
       chown -R "$ES_USER:" "$data"
       as_es test -r "$ES_DIR/lib/elasticsearch-$ES_VERSION.jar" -a -w "$data/data" \

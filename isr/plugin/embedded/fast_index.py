@@ -2,34 +2,160 @@
 
 Entry point: :class:`FastIndex`. The float32 vectors live in an append-only row file (the
 source of truth); the HNSW graph is derived from it, snapshotted to `hnsw.faiss` now and
-then, and caught up from the row file on open. A filtered search passes FAISS an
-IDSelectorBitmap built from the admitted rows; when the filter admits few rows, or HNSW
-returns fewer than k, the admitted rows are scored exactly instead (as Lucene does).
+then, and caught up from the row file on open.
+
+A filtered search is planned per query (:meth:`FastIndex.plan`) from the admitted count and
+the index size by a cost model measured on this machine (:class:`KnnCost`, calibrated on the
+index itself and recorded in `knn_cost.json` beside it):
+
+- ``gather``: few admitted rows: their float32 vectors are read in blocks from the row file
+  and scored with torch (exact);
+- ``exact``: the graph's own storage (float32 or sq8 codes, in memory) is scanned in place by
+  FAISS under an IDSelectorBitmap of the admitted rows; no admitted row is copied. Over sq8
+  codes the best ``2k + 64`` are rescored with their float32 vectors, so the returned scores
+  are exact and the ranking is exact unless a true top-k row lost more to quantization than
+  the oversampled window's margin;
+- ``hnsw``: the graph under the same selector. A filtered graph loses recall as the filter
+  narrows (at 1M and an 18% filter, R@10 0.63 against exact at ef 1000), so the planner only
+  takes it when the filter admits at least ``GRAPH_MIN_SHARE`` of the index and it is the
+  cheaper; when HNSW returns fewer than k the admitted rows are scored exactly instead.
+
+An explicit ``exact_threshold`` (the older rule: exact up to that many admitted rows, HNSW
+above) or ``method`` overrides the plan.
 
 A reader that refreshes (:meth:`FastIndex.take`) does not insert into the graph that searches
-in other threads are walking: rows past the graph (the tail) are scored exactly and merged,
-and once the tail exceeds :data:`TAIL_MAX` rows a copy of the graph takes them in and
-replaces the old one in one assignment.
+in other threads are walking: rows past the graph (the tail) are gathered and scored exactly
+by every method and merged, and once the tail exceeds :data:`TAIL_MAX` rows a copy of the
+graph takes them in and replaces the old one in one assignment. Every read takes the caller's
+snapshot row count, so rows a writer published after it are never returned.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
+import json
 import logging
 import os
 import threading
+import time
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import faiss
 import numpy as np
+import torch
 from pyroaring import BitMap
 
-from isr.errors import CorruptIndex
+from isr.errors import CorruptIndex, InvalidInput
 from isr.plugin.config import IndexConfig
 from isr.plugin.store.rowfile import RowFile
 
-__all__ = ["FastIndex", "KnnResult"]
+__all__ = ["METHODS", "FastIndex", "KnnCost", "KnnResult", "fit_cost"]
+
+METHODS = ("gather", "exact", "hnsw")
+GRAPH_MIN_SHARE = 0.5  # narrower filters lose too much recall in the graph (module doc)
+GATHER_BLOCK = 1024  # rows gathered and scored at a time (1 MiB of float32 at d 256)
+CALIBRATE_MIN_ROWS = 2000  # smaller indexes keep the defaults (every method is cheap there)
+SCAN_PER_GATHER = (
+    0.5  # the sanity rule of fit_cost: a scanned row costs at most this of a gathered one
+)
+GATHER_CALIBRATE_MAX = 50_000  # admitted sets gather is timed on (larger: far past its range)
+
+
+@dataclass(frozen=True)
+class KnnCost:
+    """Per-query cost model of the kNN methods, in microseconds and nanoseconds.
+
+    gather: ``gather_us + admitted * gather_row_ns``; exact (an in-place scan under a bitmap,
+    which walks every row of the index): ``scan_us + n * scan_bit_ns + admitted *
+    scan_row_ns``; hnsw: ``graph_us + graph_ns * ef / share``, fitted on unfiltered searches
+    at two ef (the 1 / share factor, for the walk past rejected nodes, is a conservative
+    guess: the graph is only considered for shares >= GRAPH_MIN_SHARE). The defaults were
+    measured on the project's 2-core machine (100K x 256-d, sq8 storage, one thread, load
+    ~1); :meth:`FastIndex.calibrate` replaces them with figures measured on the index itself.
+    """
+
+    gather_us: float = 30.0
+    gather_row_ns: float = 200.0
+    scan_us: float = 20.0
+    scan_bit_ns: float = 1.0
+    scan_row_ns: float = 50.0
+    graph_us: float = 100.0
+    graph_ns: float = 5000.0
+    rows: int = 0  # index size it was measured at (0: the defaults)
+    storage: str = ""
+    date: str = ""
+    load_avg: float = 0.0
+    repeat: int = 0  # rounds each point's minimum was taken over
+
+    def predict(self, method: str, n: int, admitted: int, ef: int) -> float:
+        """Predicted microseconds of one query by ``method``."""
+        if method == "gather":
+            return self.gather_us + admitted * self.gather_row_ns / 1e3
+        if method == "exact":
+            return self.scan_us + (n * self.scan_bit_ns + admitted * self.scan_row_ns) / 1e3
+        share = max(admitted, 1) / max(n, 1)
+        return self.graph_us + self.graph_ns * ef / share / 1e3
+
+    @classmethod
+    def load(cls, file: Path) -> KnnCost | None:
+        try:
+            raw = json.loads(file.read_text())
+            return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
+        except (OSError, ValueError, TypeError):
+            return None  # absent or unreadable: a derived file, the defaults stand in
+
+
+def _line(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of t over x, both clamped at 0 (costs are positive)."""
+    x = np.array([p[0] for p in points], np.float64)
+    t = np.array([p[1] for p in points], np.float64)
+    if len(points) < 2 or np.ptp(x) == 0:
+        return float(t.min()), 0.0
+    slope = max(float(np.polyfit(x, t, 1)[0]), 0.0)
+    return max(float(np.mean(t - slope * x)), 0.0), slope
+
+
+def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
+    """The cost model of an index of n rows from measured (method, x, microseconds) points:
+    x is the admitted count for "gather" and "exact", ef for "hnsw" (unfiltered).
+
+    Least-squares lines, and one sanity rule: an admitted row costs the in-place scan at most
+    :data:`SCAN_PER_GATHER` of what gathering it costs. Gather copies each row out of the
+    memory map at random and reads the copy again to multiply it; the scan reads it once, in
+    place, in order (flat: the same 4d bytes, sq8: d bytes), so it moves a third of gather's
+    bytes or less (quiet machine, 100K x 256: 54 ns against 190 ns a row, sq8). A steeper
+    scan line is load from elsewhere landing on the wide scans: the slope is capped and the
+    intercept re-read as the lowest line of that slope under the points (load only adds
+    time). Without it one such burst made the planner gather for every query at 100K, 1.27x
+    slower than the scan (BENCHMARKS.md, issue 16).
+    """
+    by: dict[str, list[tuple[int, float]]] = {"gather": [], "exact": [], "hnsw": []}
+    for method, x, t in points:
+        by[method].append((x, t))
+    d = KnnCost()
+    g_us, g_row = _line(by["gather"]) if by["gather"] else (d.gather_us, d.gather_row_ns / 1e3)
+    s_us, s_row = (
+        _line(by["exact"]) if by["exact"] else (d.scan_bit_ns * n / 1e3, d.scan_row_ns / 1e3)
+    )
+    if s_row > SCAN_PER_GATHER * g_row and by["exact"] and by["gather"]:
+        s_row = SCAN_PER_GATHER * g_row
+        s_us = max(min(t - s_row * x for x, t in by["exact"]), 0.0)
+    h_us, h_ef = _line(by["hnsw"]) if by["hnsw"] else (d.graph_us, d.graph_ns / 1e3)
+    return KnnCost(
+        gather_us=g_us,
+        gather_row_ns=g_row * 1e3,
+        scan_us=0.0,
+        scan_bit_ns=s_us * 1e3 / max(n, 1),  # at one n the call and the bitmap walk are one
+        scan_row_ns=s_row * 1e3,
+        graph_us=h_us,
+        graph_ns=h_ef * 1e3,
+        rows=n,
+    )
+
 
 log = logging.getLogger("isr.index")
 
@@ -45,7 +171,6 @@ def _crc_file(path: Path) -> int | None:
         return -1
 
 
-GATHER_MAX = 4096  # admitted sets up to this size are gathered; larger ones scanned in place
 TAIL_MAX = 20_000  # rows a refreshing reader scores exactly before it rebuilds the graph aside
 
 
@@ -53,7 +178,7 @@ TAIL_MAX = 20_000  # rows a refreshing reader scores exactly before it rebuilds 
 class KnnResult:
     rows: np.ndarray  # (k',) int64, best first
     scores: np.ndarray  # (k',) float32
-    method: str  # "hnsw", "hnsw+exact" or "exact"
+    method: str  # "gather", "exact", "hnsw", "hnsw+tail" or "hnsw+exact"
 
 
 def _new_hnsw(config: IndexConfig) -> faiss.Index:
@@ -83,6 +208,7 @@ class FastIndex:
     VECTORS = "fast.f32"
     HNSW = "hnsw.faiss"
     HNSW_CRC = "hnsw.faiss.crc"
+    COST = "knn_cost.json"
 
     def __init__(self, path: Path, config: IndexConfig, n_rows: int, readonly: bool = False):
         self.path = path
@@ -96,6 +222,7 @@ class FastIndex:
         self.published = 0
         self.publish(n_rows)
         self.snapshot_rows = self.hnsw.ntotal if (path / self.HNSW).exists() else 0
+        self.cost = KnnCost.load(path / self.COST) or KnnCost()
 
     def _load_hnsw(self, n_rows: int) -> faiss.Index:
         file = self.path / self.HNSW
@@ -181,6 +308,8 @@ class FastIndex:
         os.replace(crc_tmp, self.path / self.HNSW_CRC)
         os.replace(tmp, self.path / self.HNSW)
         self.snapshot_rows = self.hnsw.ntotal
+        if self.published >= max(CALIBRATE_MIN_ROWS, 2 * self.cost.rows):
+            self.calibrate()  # the index doubled since the last measurement (or never had one)
 
     def take(self, n_rows: int) -> None:
         """Reader: make committed rows up to n_rows searchable without touching the graph
@@ -196,97 +325,249 @@ class FastIndex:
         self.published = n_rows
 
     # -- reads ---------------------------------------------------------------------------
+    def plan(self, k: int, ef: int, admitted: int | None, n_rows: int | None = None) -> str:
+        """The cheapest method for a query admitting ``admitted`` rows (None: every row) of
+        the first n_rows (default: all published)."""
+        n = self._rows(n_rows)
+        m = n if admitted is None else admitted
+        methods = ["gather", "exact"]
+        if m >= GRAPH_MIN_SHARE * n:
+            methods.append("hnsw")
+        return min(methods, key=lambda x: self.cost.predict(x, n, m, max(ef, k)))
+
     def search(
         self,
         q: np.ndarray,
         k: int,
         ef: int,
         allowed: BitMap | None,
-        exact_threshold: int,
+        exact_threshold: int | None = None,
+        method: str | None = None,
         n_rows: int | None = None,
     ) -> KnnResult:
         """Top-k rows < n_rows (the caller's snapshot; default: all published) by inner
-        product with q (d_fast,), restricted to `allowed` when given."""
+        product with q (d_fast,), restricted to `allowed` when given.
+
+        method: one of :data:`METHODS` to force it; else exact_threshold, when given, picks
+        exact up to that many admitted rows and HNSW above; else :meth:`plan` decides.
+        """
         self.wait()
-        n = self.published if n_rows is None else min(n_rows, self.published)
+        n = self._rows(n_rows)
+        allowed = self._below(allowed, n)
+        admitted = None if allowed is None else len(allowed)
+        if method is None:
+            if exact_threshold is None:
+                method = self.plan(k, ef, admitted, n)
+            elif admitted is not None and admitted <= max(k, exact_threshold):
+                method = "exact"
+            else:
+                method = "hnsw"
+        if method not in METHODS:
+            raise InvalidInput(f"knn: method {method!r} is not one of {list(METHODS)}")
+        if method == "gather":
+            return self.gather(q, k, allowed, n)
+        if method == "exact":
+            return self.exact(q, k, allowed, n)
         graph = self.hnsw  # the one this search walks, even if a refresh swaps it
         g = min(graph.ntotal, n)
-        if allowed is None and graph.ntotal > n:
-            allowed = BitMap(range(n))
-        if allowed is not None and len(allowed) <= max(k, exact_threshold):
-            return self.exact(q, k, allowed, n)
         params = faiss.SearchParametersHNSW()
         params.efSearch = max(ef, k)
-        bitmap = None
-        if allowed is not None:
-            in_graph = allowed & BitMap(range(g)) if allowed.max() >= g else allowed
-            bitmap = self._bitmap(in_graph, g)
-            params.sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
+        keep = self._select(params, allowed, g, graph.ntotal)
         D, I = graph.search(q.reshape(1, -1).astype(np.float32), k, params=params)
-        del bitmap  # the selector points into it; keep it alive until the search returned
+        del keep  # the selector and its bitmap: alive until the search returned
         found = I[0] >= 0
         rows, scores = I[0][found].astype(np.int64), D[0][found].astype(np.float32)
         method = "hnsw"
-        if g < n:  # the tail a refreshing reader has not put into the graph: exact
-            tail = np.arange(g, n, dtype=np.int64)
-            if allowed is not None:
-                tail = np.asarray((allowed & BitMap(range(g, n))).to_array(), dtype=np.int64)
-            if tail.size:
-                ts = (self.vectors.view()[tail] @ q.astype(np.float32)).astype(np.float32)
-                rows, scores = np.concatenate([rows, tail]), np.concatenate([scores, ts])
-                top = _topk(scores, k)
-                rows, scores, method = rows[top], scores[top], "hnsw+tail"
+        tail = self._tail(allowed, g, n)  # a refreshing reader's rows past the graph: exact
+        if tail.size:
+            ts = self._dots(tail, np.ascontiguousarray(q, dtype=np.float32))
+            rows, scores = np.concatenate([rows, tail]), np.concatenate([scores, ts])
+            top = _topk(scores, k)
+            rows, scores, method = rows[top], scores[top], "hnsw+tail"
         expected = min(k, n if allowed is None else len(allowed))
         if rows.shape[0] < expected:
             res = self.exact(q, k, allowed, n)
             return KnnResult(res.rows, res.scores, "hnsw+exact")
         return KnnResult(rows, scores, method)
 
+    def _rows(self, n_rows: int | None) -> int:
+        return self.published if n_rows is None else min(n_rows, self.published)
+
+    @staticmethod
+    def _below(allowed: BitMap | None, n: int) -> BitMap | None:
+        """The admitted rows < n (rows a writer published after the caller's snapshot out)."""
+        if allowed is not None and len(allowed) and allowed.max() >= n:
+            return allowed & BitMap(range(n))
+        return allowed
+
+    def _select(
+        self, params: faiss.SearchParameters, allowed: BitMap | None, g: int, ntotal: int
+    ) -> object:
+        """Restrict ``params`` to the admitted rows < g (the rows of the graph this search
+        reads); returns what must outlive the search (the swig selector holds neither a
+        reference to its bitmap nor params one to it)."""
+        if allowed is None and g == ntotal:
+            return None  # every row of the graph
+        if allowed is None:
+            bitmap = np.zeros((g + 7) // 8, np.uint8)
+            bitmap[: g // 8] = 0xFF
+            if g % 8:
+                bitmap[g // 8] = (1 << (g % 8)) - 1
+        else:
+            bitmap = self._bitmap(allowed, g)
+        sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
+        params.sel = sel
+        return bitmap, sel
+
     def _bitmap(self, allowed: BitMap, g: int) -> np.ndarray:
-        """The admitted rows (< g) as FAISS's IDSelectorBitmap wants them: bit r of byte r // 8."""
+        """The admitted rows < g as FAISS's IDSelectorBitmap wants them: bit r of byte r // 8."""
         mask = np.zeros(g, dtype=bool)
-        mask[np.asarray(allowed.to_array(), dtype=np.int64)] = True
+        rows = np.asarray(allowed.to_array(), dtype=np.int64)
+        mask[rows[rows < g]] = True
         return np.packbits(mask, bitorder="little")
+
+    def _tail(self, allowed: BitMap | None, g: int, n: int) -> np.ndarray:
+        """The admitted rows in [g, n): a refreshing reader's rows not yet in the graph."""
+        if g >= n:
+            return np.empty(0, np.int64)
+        if allowed is None:
+            return np.arange(g, n, dtype=np.int64)
+        return np.asarray((allowed & BitMap(range(g, n))).to_array(), dtype=np.int64)
 
     def exact(
         self, q: np.ndarray, k: int, allowed: BitMap | None, n_rows: int | None = None
     ) -> KnnResult:
-        """Exact top-k over the admitted rows < n_rows (float32 vectors).
+        """Exact top-k over the admitted rows < n_rows: the graph's storage scanned in place.
 
-        Small sets are gathered from the vector file; larger ones are scanned in place by
-        FAISS's flat storage under the same bitmap selector (no copy of the admitted vectors).
+        FAISS scans its flat (float32) or sq8 storage under a bitmap selector of the admitted
+        rows, on FAISS's own (capped) threads, without copying them. Over sq8 codes the best
+        2k + 64 are rescored with their float32 vectors (module doc).
         """
         self.wait()
-        n = self.published if n_rows is None else min(n_rows, self.published)
-        if allowed is not None and len(allowed) and allowed.max() >= n:
-            allowed = allowed & BitMap(range(n))
-        q32 = np.ascontiguousarray(q, dtype=np.float32)
+        n = self._rows(n_rows)
+        allowed = self._below(allowed, n)
+        q32 = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
+        m = n if allowed is None else len(allowed)
+        if m == 0:
+            return KnnResult(np.empty(0, np.int64), np.empty(0, np.float32), "exact")
         graph = self.hnsw
-        if (
-            self.config.fast_storage == "flat"
-            and graph.ntotal == n
-            and (allowed is None or len(allowed) > GATHER_MAX)
-        ):
-            storage = faiss.downcast_index(graph.storage)  # IndexFlatIP over the same rows
+        g = min(graph.ntotal, n)
+        storage = faiss.downcast_index(graph.storage)  # the graph's vectors, same rows
+        sq = self.config.fast_storage != "flat"
+        window = min(m, 2 * k + 64) if sq else min(m, k)
+        rows = np.empty(0, np.int64)
+        scores = np.empty(0, np.float32)
+        if g > 0:
             params = faiss.SearchParameters()
-            bitmap = None
-            if allowed is not None:
-                bitmap = self._bitmap(allowed, n)
-                params.sel = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
-            D, I = storage.search(q32.reshape(1, -1), k, params=params)
-            del bitmap
+            keep = self._select(params, allowed, g, graph.ntotal)
+            D, I = storage.search(q32, window, params=params)
+            del keep
             found = I[0] >= 0
-            return KnnResult(I[0][found].astype(np.int64), D[0][found].astype(np.float32), "exact")
-        view = self.vectors.view()[:n]
+            rows, scores = I[0][found].astype(np.int64), D[0][found].astype(np.float32)
+            if sq:  # exact scores of the window, from the float32 row file
+                rows = np.sort(rows)  # ascending: sequential reads, and ties broken by row
+                scores = self._dots(rows, q32[0])
+        tail = self._tail(allowed, g, n)
+        if tail.size:  # a refreshing reader's rows past the graph: gathered
+            rows = np.concatenate([rows, tail])
+            scores = np.concatenate([scores, self._dots(tail, q32[0])])
+        top = _topk(scores, k)
+        return KnnResult(rows[top], scores[top], "exact")
+
+    def gather(
+        self, q: np.ndarray, k: int, allowed: BitMap | None, n_rows: int | None = None
+    ) -> KnnResult:
+        """Exact top-k over few admitted rows < n_rows: their float32 vectors read in blocks."""
+        self.wait()
+        n = self._rows(n_rows)
+        allowed = self._below(allowed, n)
         if allowed is None:
-            rows = np.arange(view.shape[0], dtype=np.int64)
-            scores = view @ q32
+            rows = np.arange(n, dtype=np.int64)
         else:
             rows = np.asarray(allowed.to_array(), dtype=np.int64)
-            rows = rows[rows < n]
-            scores = view[rows] @ q32 if rows.size else np.empty(0, np.float32)
+        scores = self._dots(rows, np.ascontiguousarray(q, dtype=np.float32))
         top = _topk(scores, k)
-        return KnnResult(rows[top], scores[top].astype(np.float32), "exact")
+        return KnnResult(rows[top], scores[top], "gather")
+
+    def _dots(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """rows (m,) ascending -> their float32 vectors . q, (m,) float32.
+
+        GATHER_BLOCK rows at a time (the block stays in cache) and a torch matvec, whose
+        threads set_threads caps, rather than numpy's OpenBLAS pool.
+        """
+        view = self.vectors.view()
+        out = np.empty(rows.shape[0], np.float32)
+        qt = torch.from_numpy(q)
+        for i in range(0, rows.shape[0], GATHER_BLOCK):
+            r = rows[i : i + GATHER_BLOCK]
+            out[i : i + len(r)] = torch.mv(torch.from_numpy(view[r]), qt).numpy()
+        return out
+
+    # -- the cost model -------------------------------------------------------------------
+    def calibrate(self, seed: int = 0, repeat: int = 7) -> KnnCost:
+        """Measure the cost model on this index and this machine; a writer records it.
+
+        A few stored vectors as queries; random admitted sets of several sizes; gather and
+        the in-place scan timed on the same sets, the graph unfiltered at two ef. Built to
+        survive a loaded machine (the project's runs at load 6-8 on 2 cores): every round
+        times one query of each (method, set) in a fresh shuffled order, so a burst of load
+        from elsewhere falls on all of them alike; each point keeps its minimum over the
+        ``repeat`` rounds (load only ever adds time); :func:`fit_cost` fits the lines and
+        applies the sanity rule. Well under a second at 1M rows, on the threads set_threads
+        chose (one per query in serving). The measured points are recorded beside the model.
+        """
+        self.wait()
+        n = self.published
+        if n < CALIBRATE_MIN_ROWS:
+            return self.cost
+        rng = np.random.default_rng(seed)
+        qs = self.vectors.view()[rng.choice(n, repeat, replace=n < repeat)]
+        k = 100
+        sizes = sorted({min(n, 200), min(n, 2000), n // 50, n // 10, 3 * n // 10})
+        sets = {
+            m: BitMap(np.sort(rng.choice(n, m, replace=False)).astype(np.uint32)) for m in sizes
+        }
+
+        def graph(ef: int) -> Callable[[np.ndarray, int, BitMap | None], KnnResult]:
+            return lambda q, kk, allowed: self.search(q, kk, ef, allowed, method="hnsw")
+
+        Method = Callable[[np.ndarray, int, BitMap | None], KnnResult]
+        jobs: list[tuple[str, int, Method, BitMap | None]] = []  # (method, x, call, admitted)
+        for m, b in sets.items():
+            jobs.append(("exact", m, self.exact, b))
+            if m <= GATHER_CALIBRATE_MAX:
+                jobs.append(("gather", m, self.gather, b))
+        jobs += [("hnsw", 250, graph(250), None), ("hnsw", 1000, graph(1000), None)]
+        for _, _, fn, sel in jobs:  # untimed: first touches
+            fn(qs[0], k, sel)
+        best = np.full(len(jobs), np.inf)
+        for q in qs:
+            for j in rng.permutation(len(jobs)):
+                _, _, fn, sel = jobs[j]
+                t0 = time.perf_counter()
+                fn(q, k, sel)
+                best[j] = min(best[j], (time.perf_counter() - t0) * 1e6)
+        points = tuple(
+            (method, x, float(t)) for (method, x, _, _), t in zip(jobs, best, strict=True)
+        )
+        cost = fit_cost(n, points)
+        cost = dataclasses.replace(
+            cost,
+            storage=self.config.fast_storage,
+            date=dt.datetime.now().isoformat(timespec="seconds"),
+            load_avg=os.getloadavg()[0],
+            repeat=repeat,
+        )
+        self.cost = cost
+        if not self.readonly:
+            record = {
+                **asdict(cost),
+                "measured": [{"method": m, "x": x, "us": t} for m, x, t in points],
+            }
+            tmp = self.path / (self.COST + ".tmp")
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
+            os.replace(tmp, self.path / self.COST)
+        return cost
 
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.vectors.view()[rows])  # (C, d_fast)

@@ -690,10 +690,12 @@ class EmbeddedIndex:
         k: int,
         ef: int,
         allowed: BitMap | None,
-        exact_threshold: int,
+        exact_threshold: int | None = None,
         snap: Snapshot | None = None,
+        method: str | None = None,
     ) -> KnnResult:
-        return self.fast.search(q, k, ef, allowed, exact_threshold, (snap or self._snap).n_rows)
+        n = (snap or self._snap).n_rows
+        return self.fast.search(q, k, ef, allowed, exact_threshold, method, n)
 
     def fast_scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return (self.fast.vectors_at(rows) @ q).astype(np.float32)  # (C,)
@@ -773,6 +775,7 @@ class EmbeddedIndex:
             None if everything else admitted,
             opt.exact_threshold,
             snap,
+            opt.knn_method,
         )
         timer.done("knn", int(res.rows.shape[0]), res.method)
         return Candidates(

@@ -68,19 +68,21 @@ from isr.plugin.es.mapping import (
     index_body,
     keyword_query,
     knn_body,
+    label_counts_body,
     layout_of_mapping,
     rescore_part,
     stats_body,
     with_app_meta,
 )
 from isr.plugin.es.sidecar import Sidecar
-from isr.plugin.pipeline import SearchOptions
+from isr.plugin.pipeline import ES_EXACT_THRESHOLD, SearchOptions
 from isr.plugin.store.maxsim import MaxSimScorer
 
 __all__ = ["BulkIngestError", "CheckReport", "EsBackend", "PendingDocs"]
 
 REFRESH = (True, False, "wait_for")
 PAGE = 5_000  # ids per page when listing an index
+BULK_META = "bulk_load"  # _meta.isr_app entry: the settings a bulk load replaced
 
 
 class BulkIngestError(IsrError):
@@ -463,6 +465,61 @@ class EsBackend:
         with _es_errors(f"refreshing {self.index!r}"):
             self.client.indices.refresh(index=self.index)
 
+    # -- bulk-load settings --------------------------------------------------------------
+    def _index_settings(self) -> dict[str, Any]:
+        with _es_errors(f"reading the settings of {self.index!r}"):
+            got = self.client.indices.get_settings(index=self.index, flat_settings=True)
+        ((_, body),) = got.body.items()
+        out: dict[str, Any] = body.get("settings", {})
+        return out
+
+    def _put_settings(self, settings: dict[str, Any]) -> None:
+        with _es_errors(f"updating the settings of {self.index!r}"):
+            self.client.indices.put_settings(index=self.index, settings={"index": settings})
+
+    def begin_bulk_load(self, replicas: bool) -> dict[str, Any]:
+        """Set the index up for a bulk load: `refresh_interval: -1` (no periodic refresh:
+        Lucene writes few large segments instead of one per second, and merging HNSW segments,
+        which rebuilds their graphs, is what slows a long load down; a load that commits
+        refreshes explicitly, so committed documents stay searchable), and with `replicas`
+        `number_of_replicas: 0` (no replica indexing; recovered once by
+        :meth:`end_bulk_load`; for a new index, not one that is serving searches).
+
+        The settings it replaces are saved first in the mapping's `_meta.isr_app.bulk_load`
+        (a load killed before :meth:`end_bulk_load` leaves them there for the next writer to
+        restore); a saved entry is kept as it is, so a resumed load restores the original
+        values, not the bulk ones. Returns the saved settings."""
+        saved = self.mapping_app_meta().get(BULK_META)
+        cur = self._index_settings()
+        if not isinstance(saved, dict):
+            saved = {
+                "refresh_interval": cur.get("index.refresh_interval"),
+                "number_of_replicas": None,
+            }
+            auto = str(cur.get("index.auto_expand_replicas", "false")).lower()
+            if replicas and auto == "false":  # auto-expanding replicas are left alone
+                saved["number_of_replicas"] = cur.get("index.number_of_replicas")
+            self.put_mapping_app_meta({BULK_META: saved})  # before anything changes
+        want: dict[str, Any] = {"refresh_interval": "-1"}
+        if saved["number_of_replicas"] is not None:
+            want["number_of_replicas"] = 0
+        if any(str(cur.get(f"index.{k}")) != str(v) for k, v in want.items()):
+            self._put_settings(want)
+        return dict(saved)
+
+    def end_bulk_load(self) -> bool:
+        """Restore the settings :meth:`begin_bulk_load` saved (None: back to the cluster's
+        default) and clear the entry; False when no bulk load was open."""
+        saved = self.mapping_app_meta().get(BULK_META)
+        if not isinstance(saved, dict):
+            return False
+        back: dict[str, Any] = {"refresh_interval": saved.get("refresh_interval")}
+        if saved.get("number_of_replicas") is not None:
+            back["number_of_replicas"] = saved["number_of_replicas"]
+        self._put_settings(back)
+        self.put_mapping_app_meta({BULK_META: None})
+        return True
+
     # -- consistency ---------------------------------------------------------------------
     def iter_ids(self, query: dict[str, Any] | None = None) -> Iterator[str]:
         """Every `_id` in the index (matching `query`): a point in time walked with
@@ -555,6 +612,13 @@ class EsBackend:
         t0 = time.perf_counter()
         pool = [filter_query(opt.filter_tree)] if opt.filter_tree is not None else []
         kw = opt.keywords
+        if opt.use_keywords and labels and kw.r_i is not None and kw.r_i < self.config.r_i:
+            raise InvalidInput(
+                f"keywords.r_i {kw.r_i}: Elasticsearch index {self.index!r} stores each "
+                f"document's top {self.config.r_i} labels as one unordered keyword set, so the "
+                f"screen can only use all of them (r_i >= {self.config.r_i} or none); use the "
+                "embedded backend for a smaller r_i"
+            )
         screen = (
             keyword_query(labels, kw.mode, kw.minimum_should_match)
             if (opt.use_keywords and labels)
@@ -572,7 +636,8 @@ class EsBackend:
         if relaxed and screen is not None:
             admitted, filters = pool_n, pool
         requests = 1
-        exact = opt.use_knn and bool(filters) and admitted <= max(opt.k, opt.exact_threshold)
+        limit = ES_EXACT_THRESHOLD if opt.exact_threshold is None else opt.exact_threshold
+        exact = opt.use_knn and bool(filters) and admitted <= max(opt.k, limit)
         if (relaxed and screen is not None) or exact:
             res = self._msearch([self._body(query, opt, filters, exact, admitted)])[0]
             requests = 2
@@ -610,6 +675,34 @@ class EsBackend:
             maxsim=cands.maxsim,
             context=cands.context,
         )
+
+    def label_shares(self, labels: Sequence[str], r_i: int | None = None) -> dict[str, float]:
+        """Share of the live documents storing each label (the keyword "cost" rule's input):
+        one size-0 search, a `terms` aggregation on `isr.keywords` restricted to `labels`
+        (exact: every shard returns each of its included terms). Elasticsearch's shard
+        request cache keeps the answer until the shard's next refresh, so repeated queries
+        cost a cache hit and a refresh (a commit) brings fresh counts. Labels no document
+        stores are absent.
+
+        Elasticsearch stores each document's top R_I labels as one keyword set (unordered),
+        so only r_i None or >= R_I (every stored label) can be counted; a smaller r_i is
+        refused, as the screen itself cannot apply it here."""
+        r = self.config.r_i
+        if r_i is not None and r_i < r:
+            raise InvalidInput(
+                f"keywords.r_i {r_i}: Elasticsearch index {self.index!r} stores each "
+                f"document's top {r} labels as one unordered keyword set, so only r_i >= {r} "
+                "(or none) can be counted; use the embedded backend for a smaller r_i"
+            )
+        want = sorted({str(w) for w in labels})
+        if not want:
+            return {}
+        body = label_counts_body(want)
+        with _es_errors(f"counting keyword labels in {self.index!r}"):
+            resp = self.client.search(index=self.index, body=body, request_cache=True)
+        n = max(1, int(resp["hits"]["total"]["value"]))
+        counts = {b["key"]: int(b["doc_count"]) for b in resp["aggregations"]["labels"]["buckets"]}
+        return {w: counts[w] / n for w in labels if counts.get(w)}
 
     def _local_exhaustive(self, opt: SearchOptions, labels: tuple[str, ...]) -> Candidates:
         if opt.filter_tree is not None or (opt.use_keywords and labels):

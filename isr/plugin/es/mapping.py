@@ -58,6 +58,7 @@ __all__ = [
     "index_template_body",
     "keyword_query",
     "knn_body",
+    "label_counts_body",
     "layout_of_mapping",
     "mappings",
     "maxsim_from_rescore",
@@ -353,6 +354,24 @@ def stats_body(pool: list[dict[str, Any]], screen: dict[str, Any] | None) -> dic
         "track_total_hits": True,
         "query": {"bool": {"filter": pool}} if pool else {"match_all": {}},
         "aggs": aggs,
+    }
+
+
+def label_counts_body(labels: list[str]) -> dict[str, Any]:
+    """One size-0 search counting the live documents (hits.total) and, per label of `labels`,
+    the documents storing it (`terms` on `isr.keywords`, only those labels, all of them)."""
+    return {
+        "size": 0,
+        "track_total_hits": True,
+        "aggs": {
+            "labels": {
+                "terms": {
+                    "field": KEYWORDS_FIELD,
+                    "include": list(labels),
+                    "size": max(1, len(labels)),
+                }
+            }
+        },
     }
 
 

@@ -27,6 +27,14 @@ When things happen (the embedded index's contract, carried over to Elasticsearch
   :class:`~isr.plugin.es.backend.BulkIngestError` after deleting the sidecar fragments of
   the failed documents that Elasticsearch did not hold before.
 
+Index settings during a load: the first commit that sends documents sets
+``refresh_interval: -1`` (and, on an index this writer created, ``number_of_replicas: 0``),
+saving the replaced values in the mapping's ``_meta.isr_app.bulk_load`` first; :meth:`EsWriter.close`
+(or :meth:`EsWriter.finish`) restores them. Without periodic refreshes Lucene writes few large
+segments instead of one a second, and merging HNSW segments (which rebuilds their graphs) is what
+slowed long loads down; each commit still refreshes, so committed documents stay searchable. A
+load killed before it restores leaves the entry; the next :meth:`EsWriter.open` restores it.
+
 Where the progress lives (one rule): beside the fragments. With a sidecar, in the sidecar's
 meta rows (``app.ingest``, its own sqlite transaction right after the bulk); with fragments in
 Elasticsearch (rank_vectors), in the index mapping's ``_meta.isr_app.ingest``, next to and
@@ -120,9 +128,11 @@ def _display(url: str) -> str:
 class EsWriter:
     """Writes into an isr index in Elasticsearch; see the module doc for the commit rules."""
 
-    def __init__(self, backend: EsBackend, target: str) -> None:
+    def __init__(self, backend: EsBackend, target: str, new_index: bool = False) -> None:
         self.backend = backend
         self._target = target
+        self._new_index = new_index  # created by this writer: replicas off during the load
+        self._bulk = False  # begin_bulk_load done, end_bulk_load due
         self._pending: list[PendingDocs] = []
         self._pending_ids: set[str] = set()
         self._new: set[str] = set()  # kept ids Elasticsearch did not hold when they came
@@ -152,6 +162,12 @@ class EsWriter:
         except BaseException:
             client.close()
             raise
+        try:
+            backend.end_bulk_load()  # what a killed load left (its first commit sets it again)
+        except BaseException:
+            backend.close()
+            client.close()
+            raise
         return cls(backend, _display(url))
 
     @classmethod
@@ -175,15 +191,27 @@ class EsWriter:
         except BaseException:
             client.close()
             raise
-        return cls(backend, _display(url))
+        return cls(backend, _display(url), new_index=True)
+
+    def finish(self) -> None:
+        """End the bulk load: restore the index settings the first commit replaced (see
+        :meth:`EsBackend.begin_bulk_load`). :meth:`close` calls it; a caller holding the
+        backend open (:func:`isr.plugin.writer_for`) calls it after the load."""
+        if self._bulk:
+            self._bulk = False
+            self.backend.end_bulk_load()
 
     def close(self) -> None:
-        """Drop what was not committed (the kept documents, the sidecar's pending rows)."""
+        """Restore the bulk-load settings, drop what was not committed (the kept documents,
+        the sidecar's pending rows)."""
         self._drop_pending()
         try:
-            self.backend.close()  # the sidecar rolls back
+            self.finish()
         finally:
-            self.backend.client.close()
+            try:
+                self.backend.close()  # the sidecar rolls back
+            finally:
+                self.backend.client.close()
 
     # -- the IndexWriter face ------------------------------------------------------------
     @property
@@ -219,6 +247,9 @@ class EsWriter:
         entry = _json_copy(progress)  # checked before anything is sent
         pending, new = self._pending, self._new
         self._drop_pending()  # sent or failed, the kept documents are spent
+        if not self._bulk and pending:
+            self.backend.begin_bulk_load(replicas=self._new_index)
+            self._bulk = True
         # (1) fragments durable, (2) the bulk, (3) a refresh, also after a partial failure
         self.backend.write(pending, new, refresh_after=True)
         self.backend.put_app_meta({INGEST_KEY: entry})  # (4) beside the fragments

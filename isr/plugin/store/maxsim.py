@@ -8,6 +8,12 @@ L2-normalised fragments q_i . d_j is the cosine of the paper. The kernel is one 
 fragment of every candidate, (nq, d) @ (d, C*n), so its speed is the BLAS / cuBLAS speed; the
 max over j and the sum over i are two reductions of the (nq, C, n) result.
 
+On the CPU, sq8 codes are scored without decoding them (:class:`Int8Query`): the codes, shifted
+to int8, meet the query split into three int8 rows per fragment (hi, mid, lo: 24 bits of it) in
+one integer GEMM per candidate block (``torch._int_mm``, VNNI/AMX through oneDNN where the CPU
+has them), whose exact int32 sums recombine to the float32 result within float32 rounding; the
+gathered codes are read once, with no float copy of them.
+
 On CUDA the store's compact codes are copied to the device and decoded there
 (:meth:`FragmentCodec.decode_torch`), so only code bytes cross PCIe. CPU and CUDA run the same
 float32 arithmetic (no TF32 unless the caller enables it globally), so they give the same ranking
@@ -27,7 +33,7 @@ from isr.errors import InvalidInput
 from isr.plugin.store.codecs import FragmentCodec
 from isr.plugin.store.fragments import FragmentStore
 
-__all__ = ["MaxSimScorer", "maxsim"]
+__all__ = ["INT8_CPU", "Int8Query", "MaxSimScorer", "maxsim"]
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CPU_CHUNK = 256
@@ -99,6 +105,69 @@ def _fragment_maxima(
     if docs.device.type != "cpu" or not bool(doc_mask.all()):
         sim.masked_fill_(~doc_mask.reshape(1, c * n), float("-inf"))
     return sim.view(nv, c, n).amax(dim=2)  # (nq', C)
+
+
+def _int_mm_works() -> bool:
+    """Whether this torch has a CPU int8 GEMM (torch._int_mm, torch >= 2.2 on most builds)."""
+    try:
+        a = torch.ones((2, 8), dtype=torch.int8)
+        return bool((torch._int_mm(a, a.T.contiguous()) == 8).all())
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
+
+
+INT8_CPU = _int_mm_works()
+_LEVEL = 254.0  # each level's residual, in [-0.5, 0.5], times this fits int8's [-127, 127]
+
+
+class Int8Query:
+    """A query prepared to score sq8 codes in int8 arithmetic on the CPU.
+
+    With c = s + 128 (s: the code as int8) and sq8's decode a c + b, q . decode(c) =
+    a (q . s) + (128 a + b) sum(q). Each real query fragment q_i is scaled by S_i = 127 /
+    max|q_i| and split into int8 rows hi + mid / 254 + lo / 254**2 (error <= max|q_i| / (2 *
+    254**2 * 127) per component, ~1e-7 relative: float32 level). One GEMM of the (3 nq', d)
+    int8 rows against the candidates' (d, C*n) int8 codes gives exact int32 dot products;
+    recombined in float32, the max over each document's fragments, weighted by a / S_i and
+    summed over i, is the max-sim; add :attr:`const`.
+    """
+
+    def __init__(self, qv: torch.Tensor, affine: tuple[float, float]) -> None:
+        a, b = affine
+        # numpy float64 on a (nq', d) array: a dozen tiny torch ops would cost ~0.1 ms
+        x = qv.detach().cpu().numpy().astype(np.float64)  # (nq', d)
+        scale = 127.0 / np.maximum(np.abs(x).max(axis=1, keepdims=True), 1e-30)  # (nq', 1)
+        x = x * scale
+        hi = np.rint(x)
+        r = (x - hi) * _LEVEL
+        mid = np.rint(r)
+        lo = np.clip(np.rint((r - mid) * _LEVEL), -127, 127)
+        self.nv = int(qv.shape[0])
+        rows = np.concatenate([hi, mid, lo]).astype(np.int8)  # (3 nq', d)
+        self.rows = torch.from_numpy(rows)
+        qhat = (hi + mid / _LEVEL + lo / _LEVEL**2) / scale  # what the GEMM sees, (nq', d)
+        self.weight = torch.from_numpy((a / (scale[:, 0] * _LEVEL**2)).astype(np.float32))
+        self.const = float((128.0 * a + b) * qhat.sum())
+
+    def maxima(self, codes: torch.Tensor, cnt: torch.Tensor | None) -> torch.Tensor:
+        """codes (c, n, d) uint8, overwritten (shifted to int8 in place; pass a copy), cnt (c,)
+        real fragments per row or None when every slot is real -> weighted maxima (nq', c),
+        whose column sums plus :attr:`const` are the max-sim scores."""
+        c, n, d = codes.shape
+        s8 = codes.bitwise_xor_(0x80).view(torch.int8).view(c * n, d)
+        p = torch._int_mm(self.rows, s8.T)  # (3 nq', c*n) int32, exact
+        v = self.nv
+        t = p[:v].float().mul_(_LEVEL**2).add_(p[v : 2 * v].float().mul_(_LEVEL))
+        t.add_(p[2 * v :].float())  # (nq', c*n) = 254**2 S_i q_i . s_j
+        t = t.view(v, c, n)
+        if cnt is not None:  # padding slots must never win the max
+            pad = torch.arange(n)[None, :] >= cnt[:, None].long()  # (c, n)
+            t.masked_fill_(pad[None], float("-inf"))
+        return t.amax(dim=2).mul_(self.weight[:, None])  # (nq', c)
+
+
+def _int8_path(codec: FragmentCodec, device: torch.device, dtype: torch.dtype) -> bool:
+    return INT8_CPU and device.type == "cpu" and dtype == torch.float32 and codec.name == "sq8"
 
 
 def _scoring_query(
@@ -212,6 +281,16 @@ class MaxSimScorer:
         qt, qm = self._query(q, q_mask, store.d)
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty(rows.shape[0], np.float32)  # (C,)
+        if _int8_path(store.codec, self.device, self.dtype):
+            affine = store.codec.affine()
+            assert affine is not None
+            prep = Int8Query(qt[qm], affine)
+            for i in range(0, rows.shape[0], self.chunk_rows):
+                codes, cnt = store.gather_codes(rows[i : i + self.chunk_rows])  # a copy
+                full = int(cnt.min(initial=store.max_frags)) == store.max_frags
+                ct = None if full else torch.from_numpy(cnt)
+                out[i : i + len(cnt)] = prep.maxima(torch.from_numpy(codes), ct).sum(0).numpy()
+            return out + np.float32(prep.const)
         slot = torch.arange(store.max_frags, device=self.device)
         qs, shift = _scoring_query(store.codec, qt, qm)
         for i in range(0, rows.shape[0], self.chunk_rows):
@@ -256,8 +335,31 @@ class MaxSimScorer:
         rows_all = np.empty(total, dtype=np.int64)
         nv = int(qm.sum())
 
+        int8 = _int8_path(store.codec, self.device, self.dtype)
+        prep = Int8Query(qt[qm], store.codec.affine() or (1.0, 0.0)) if int8 else None
+
+        def scan8(start: int, stop: int) -> None:
+            """scan() on the int8 path: the chunk's codes copied once into a buffer, shifted."""
+            assert prep is not None
+            buf = torch.empty((self.chunk_rows, nf, store.codec.code_size), dtype=torch.uint8)
+            pos = start
+            part = None if rows is None else rows[start:stop]
+            span = (start, stop) if rows is None else None
+            for r, codes, cnt in store.iter_code_chunks(self.chunk_rows, part, span):
+                c = len(r)
+                x = buf[:c]
+                x.copy_(torch.from_numpy(codes))  # views of the map are never written
+                full = int(cnt.min(initial=nf)) == nf
+                mx = prep.maxima(x, None if full else torch.from_numpy(cnt))
+                scores_all[pos : pos + c] = mx.sum(0)
+                rows_all[pos : pos + c] = r
+                pos += c
+
         def scan(start: int, stop: int) -> None:
             """Score positions [start, stop) of the candidates (rows, or the whole store)."""
+            if int8:
+                scan8(start, stop)
+                return
             dec = torch.empty((0, nf, store.d), dtype=torch.float32, device=self.device)
             work = self._work(0)
             pos = start
@@ -284,7 +386,7 @@ class MaxSimScorer:
                 for f in [pool.submit(scan, lo, hi) for lo, hi in pairwise(bounds)]:
                     f.result()
 
-        scores_all += shift
+        scores_all += prep.const if prep is not None else shift
         top = torch.topk(scores_all, min(int(k), total))
         best_s, best_r = top.values, rows_all[top.indices.cpu().numpy()]
         scores, ids = best_s.cpu().numpy(), best_r
