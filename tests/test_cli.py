@@ -130,6 +130,11 @@ def test_errors_are_one_line_and_exit_nonzero(tmp_path: Path) -> None:
         main, ["index", "create", str(tmp_path / "x"), "--d-fast", "0", "--d-frag", "8"]
     )
     assert res.exit_code != 0 and "d_fast must be a positive integer" in res.output
+    # the server's own wording names the options, not Python's names (kept from the ES suite)
+    res = runner.invoke(main, ["serve", "--root", str(tmp_path), "--es-url", "http://127.0.0.1:1"])
+    assert res.exit_code != 0 and (
+        "exactly one of --root DIR (embedded indexes) and --es-url URL" in res.output
+    )
 
 
 def _params(cmd: click.Command) -> list[tuple[str | None, tuple[str, ...]]]:

@@ -241,3 +241,16 @@ def test_distilled_fast_model_moves_after_its_first_epoch(data, tmp_path: Path) 
     one = TrainConfig(**{**cfg.to_dict(), "epochs": 1, "init_from_teacher": False})
     out = train_stage("shrink-fast", one, tr, tmp_path / "f", vocab=VOCAB, teacher_dir=base, val=va)
     assert log_rows(out)[0]["val"]["rsum"] > 2 * CHANCE_RSUM_40
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_training_device_follows_the_one_device_rule(data, tmp_path: Path) -> None:
+    """train_stage picks its device with isr.device.pick_device: CUDA asked for where there
+    is none is a clear InvalidInput naming the setting, before anything is written."""
+    tr, va = data
+    cfg = TrainConfig(**{**CFG.to_dict(), "device": "cuda"})
+    with pytest.raises(InvalidInput, match=r"TrainConfig.device.*CUDA is not available"):
+        train_stage("fast", cfg, tr, tmp_path / "f", vocab=VOCAB, val=va)
+    assert not (tmp_path / "f" / "config.json").exists()

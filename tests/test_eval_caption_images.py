@@ -10,8 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from isr.errors import NotFound
-from isr.eval.caption_images import flickr_dir, token_regions, write_caption_images
+from isr.encoders.train import TrainConfig
+from isr.errors import InvalidInput, NotFound
+from isr.eval.caption_images import (
+    flickr_dir,
+    prepare,
+    token_regions,
+    training_splits,
+    write_caption_images,
+)
 from isr.ingest.precomp import PrecompSplit
 
 try:
@@ -79,3 +86,79 @@ def test_flickr_dir(tmp_path: Path) -> None:
     except NotFound:
         pytest.skip("../shared/data/flickr30k is absent on this machine")
     assert (path / "test_caps.txt").is_file() and (path / "dev_caps.txt").is_file()
+
+
+def _source(d: Path, splits: dict[str, int]) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    for split, n in splits.items():
+        lines = [CAPTIONS[j] + f" {split} {i}" for i in range(n) for j in range(5)]
+        (d / f"{split}_caps.txt").write_text("\n".join(lines) + "\n")
+    return d
+
+
+def test_missing_caption_files_are_named(tmp_path: Path) -> None:
+    src = _source(tmp_path / "src", {"test": 2})
+    with pytest.raises(NotFound, match=r"dev_caps.txt.*holds \['test_caps.txt'\]"):
+        prepare(tmp_path / "out", source=src, splits=["test", "dev"], progress=False)
+    with pytest.raises(NotFound, match="no caption files"):
+        prepare(tmp_path / "out", source=_source(tmp_path / "empty", {}), progress=False)
+    with pytest.raises(NotFound, match="not a folder"):
+        prepare(tmp_path / "out", source=tmp_path / "nope", splits=["test"], progress=False)
+    with pytest.raises(InvalidInput, match="unknown splits"):
+        prepare(tmp_path / "out", source=src, splits=["val"], progress=False)
+    # test alone cannot train: the error says what to do
+    with pytest.raises(NotFound, match="images only"):
+        prepare(tmp_path / "out", source=src, progress=False)
+    assert not (tmp_path / "out").exists()  # nothing written before the checks
+
+
+def test_training_and_validation_splits_never_overlap() -> None:
+    assert training_splits(["train", "dev", "test"]) == ("train", "dev")
+    assert training_splits(["dev", "test"]) == ("dev", "test")
+    for bad in (["test"], ["dev"], ["train", "test"]):
+        with pytest.raises(NotFound):
+            training_splits(bad)
+
+
+@needs_minilm
+def test_a_captions_file_not_five_per_image_is_refused(tmp_path: Path) -> None:
+    caps = tmp_path / "test_caps.txt"
+    caps.write_text("\n".join(CAPTIONS[:3]) + "\n")
+    with pytest.raises(InvalidInput, match="multiple of 5"):
+        write_caption_images(caps, tmp_path / "out", "test", MINILM, progress=False)
+
+
+@needs_minilm
+def test_command_writes_the_test_split_alone(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from isr.app.make_caption_images import main
+
+    src = _source(tmp_path / "src", {"test": 3})
+    res = CliRunner().invoke(main, ["--out", str(tmp_path / "out"), "--source", str(src),
+                                    "--splits", "test", "--no-train"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "['test']" in res.output and "bundle" not in res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "caption_images.json", "test_caps.txt", "test_ims.npy"
+    ]  # fmt: skip
+    assert PrecompSplit.open(tmp_path / "out", "test").n_images == 3
+    res = CliRunner().invoke(main, ["--out", str(tmp_path / "o2"), "--source", str(src),
+                                    "--splits", "dev"])  # fmt: skip
+    assert res.exit_code != 0 and "dev_caps.txt" in res.output
+    helptext = CliRunner().invoke(main, ["--help"]).output
+    assert "Flickr" not in helptext
+
+
+@needs_minilm
+def test_bundle_validates_on_a_split_it_never_trains_on(tmp_path: Path) -> None:
+    """dev + test captions: trained on every dev image, validated on the test images."""
+    src = _source(tmp_path / "src", {"dev": 8, "test": 6})
+    cfg = TrainConfig(epochs=1, batch_size=4, layers=1, dim=16, captions_per_epoch=1,
+                      progress=False, device="cpu", eval_batch_size=8)  # fmt: skip
+    bundle = prepare(tmp_path / "out", source=src, train=cfg, min_images=2, progress=False)
+    assert bundle is not None and (bundle / "config.json").is_file()
+    info = json.loads((tmp_path / "out" / "caption_images.json").read_text())
+    assert info["training"]["train_split"] == "dev" and info["training"]["val_split"] == "test"
+    m = json.loads((tmp_path / "out" / "train" / "base" / "metrics.json").read_text())
+    assert (m["n_train_images"], m["n_val_images"]) == (8, 6)

@@ -122,6 +122,12 @@ def test_select_labels_by_cost() -> None:
     assert select_labels(labels, probs, 3, shares=shares, stop=0.5) == ("dog", "frisbee")
     assert select_labels(labels, probs, 3, p_min=0.6) == ("man", "dog")
     assert select_labels(labels, probs, 3, mass=0.4) == ("man",)
+    # miss: stop once prod(1 - p) <= miss: 0.1 after man, 0.02 after dog, 0.01 after frisbee
+    assert select_labels(labels, probs, 3, miss=0.1) == ("man",)
+    assert select_labels(labels, probs, 3, miss=0.05) == ("man", "dog")
+    assert select_labels(labels, probs, 3, miss=0.001) == labels
+    assert select_labels(labels, (0.3, 0.2, 0.1), 2, miss=0.05) == ("man", "dog")  # r_t caps
+    assert KeywordOptions(r_t=3, miss=0.05).select(Keywords(labels, probs)) == ("man", "dog")
 
 
 def test_keyword_options_text_modes() -> None:
@@ -148,3 +154,32 @@ def test_per_rank_postings(tmp_path: Path) -> None:
     assert p.document_frequency(1) == {0: 1, 1: 1, 2: 1}
     with pytest.raises(InvalidInput, match="r_i"):
         p.rows_for([0], "any", r_i=4)
+
+
+def test_screen_curve_sweeps_rules_and_caches_the_probabilities(
+    stages: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from isr.eval.screen_curve import screen_curve
+
+    base, _ = stages
+    va = world(40, 1)
+    assert va.labels is not None
+    texts = list(va.captions)
+    truth = np.arange(len(texts)) // 5
+    cache = tmp_path / "p.npz"
+    kw = dict(r_i_values=(3, 8), r_t_values=(1, 3), alphas=(0.0, 1.0), modes=("pred",),
+              misses=(0.1,), miss_r_t=(5,), probs_file=cache)  # fmt: skip
+    res = screen_curve(base, va.images, texts, truth, va.labels, **kw)  # type: ignore[arg-type]
+    assert cache.exists()
+    pts = res["points"]
+    assert len(pts) == 2 * 2 * (2 + 1)  # R_I x alpha x (R_T values + miss points)
+    for p in pts:
+        assert 0 <= p["kept"] <= 1 and 0 < p["admitted"] <= 1
+    # more stored labels never keep less nor admit less (the same query labels)
+    get = {(p["r_i"], p["alpha"], p["r_t"], p["miss"]): p for p in pts}
+    for a, r_t, m in ((0.0, 1, 0.0), (0.0, 3, 0.0), (1.0, 3, 0.0)):
+        lo, hi = get[(3, a, r_t, m)], get[(8, a, r_t, m)]
+        assert hi["kept"] >= lo["kept"] and hi["admitted"] >= lo["admitted"]
+    # a second run reads the cache: same points without encoding (the images are not read)
+    res2 = screen_curve(base, np.zeros_like(va.images), texts, truth, va.labels, **kw)  # type: ignore[arg-type]
+    assert res2["points"] == pts

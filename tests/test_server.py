@@ -241,6 +241,8 @@ def test_bad_pipeline_options_and_limits(http: httpx.Client) -> None:
         (isr(ablation="magic"), "ext.isr.ablation 'magic'"),
         (isr(colour="red"), "unsupported key(s) ['colour']"),
         (isr(keywords={"mode": "most"}), "keywords.mode 'most'"),
+        (isr(keywords={"alpha": -1}), "ext.isr.keywords.alpha must be a number in [0.0, 10.0]"),
+        (isr(keywords={"r_i": 99}), "keywords.r_i must be an integer in [1, "),
         ({"ext": {"isr": {}}}, "exactly one of query_text and query_encoded"),
         (isr(query_text="x"), "exactly one of"),
         (

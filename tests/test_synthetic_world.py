@@ -136,6 +136,7 @@ def test_existing_world_and_bad_arguments(tmp_path: Path) -> None:
         ({"noise": -1.0}, "noise"),
         ({"near_duplicates": 0.9}, r"near_duplicates: expected a number in \[0.0, 0.5\]"),
         ({"seed": -3}, "seed"),
+        ({"paraphrase": 1.5}, r"paraphrase: expected a number in \[0.0, 1.0\]"),
     ):
         args = {"n_train": 10, "n_dev": 0, "n_test": 0, "m": 8, "D": 8, "overwrite": True} | kw
         with pytest.raises(InvalidInput, match=msg):
@@ -146,3 +147,43 @@ def test_refuses_a_world_larger_than_the_disk(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="GB free"):
         sw.generate_world(tmp_path, 10**9, 0, 0, m=100, D=4096)
     assert not list(tmp_path.iterdir())
+
+
+def _object_words(caps: list[str]) -> set[str]:
+    words = {w for c in caps for w in c.lower().replace(",", " ").replace(".", " ").split()}
+    return {w for _, _, ws in sw.OBJECTS for w in ws if w in words or sw.plural(w) in words}
+
+
+def test_paraphrase_sets_how_many_synonyms_captions_use(tmp_path: Path, world: Path) -> None:
+    """paraphrase 0 names every object by its first word; 1 (the default, the world fixture)
+    uses the synonyms; in between, some."""
+    kw = SMALL | {"n_train": 300, "n_dev": 0, "n_test": 0}
+    got = {}
+    for para in (0.0, 0.5):
+        sw.generate_world(tmp_path / str(para), seed=5, paraphrase=para, **kw)
+        caps = (tmp_path / str(para) / "train_caps.txt").read_text().splitlines()
+        got[para] = _object_words(caps)
+        meta = json.loads((tmp_path / str(para) / "world.json").read_text())
+        assert meta["paraphrase"] == para
+    first = {ws[0] for _, _, ws in sw.OBJECTS}
+    others = {w for _, _, ws in sw.OBJECTS for w in ws[1:]} - first
+    full = _object_words((world / "train_caps.txt").read_text().splitlines()[: 5 * 300])
+    assert not got[0.0] & others  # only canonical words
+    assert 0 < len(got[0.5] & others) < len(full & others)
+    assert json.loads((world / "world.json").read_text())["paraphrase"] == 1.0
+
+
+def test_world_command_passes_the_difficulty_settings(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from isr.app.cli import main
+
+    args = ["world", str(tmp_path / "w"), "--train", "20", "--dev", "0", "--test", "0",
+            "--regions", "8", "--feature-dim", "8", "--noise", "2.5", "--near-duplicates",
+            "0.2", "--paraphrase", "0.25"]  # fmt: skip
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    meta = json.loads((tmp_path / "w" / "world.json").read_text())
+    assert (meta["noise"], meta["near_duplicates"], meta["paraphrase"]) == (2.5, 0.2, 0.25)
+    res = CliRunner().invoke(main, [*args[:2], "--overwrite", "--paraphrase", "2"])
+    assert res.exit_code != 0 and "paraphrase" in res.output

@@ -91,14 +91,27 @@ def index() -> None:
 
 @index.command("create")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--d-fast", type=int, required=True, help="Dims of the fast vector.")
-@click.option("--d-frag", type=int, required=True, help="Dims of a fragment.")
+@click.option(
+    "--bundle",
+    "bundle_dir",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="The encoder bundle that will fill it: its dims, fingerprint and directory are "
+    "recorded (then `isr load ... --bundle` fills it and `isr serve` finds the bundle).",
+)
+@click.option(
+    "--fingerprint",
+    default=None,
+    help="Fingerprint of the bundle that encoded the features to load (`isr load encoded "
+    "--fingerprint`); default: none.",
+)
+@click.option("--d-fast", type=int, default=None, help="Dims of the fast vector (or --bundle).")
+@click.option("--d-frag", type=int, default=None, help="Dims of a fragment (or --bundle).")
 @click.option(
     "--max-frags",
     type=int,
-    default=32,
-    show_default=True,
-    help="Fragments kept per document (1-64).",
+    default=None,
+    help="Fragments kept per document (1-64; default: the bundle's, else 32).",
 )
 @click.option(
     "--codec", type=click.Choice(["fp32", "fp16", "sq8"]), default="fp16", show_default=True
@@ -107,30 +120,70 @@ def index() -> None:
     "--modality", type=click.Choice(["image", "text"]), default="image", show_default=True
 )
 @click.option(
-    "--r-i", type=int, default=15, show_default=True, help="Keywords stored per document."
+    "--r-i",
+    type=int,
+    default=None,
+    help="Keywords stored per document (default: the bundle's top_keywords, else 15).",
 )
 @click.option("--hnsw-m", type=int, default=16, show_default=True)
 @click.option("--ef-construction", type=int, default=100, show_default=True)
 @click.option(
     "--fast-storage", type=click.Choice(["flat", "sq8"]), default="flat", show_default=True
 )
-def index_create(path: Path, **kw: Any) -> None:
-    """Create an empty index at PATH."""
+@click.option(
+    "--keyword-defaults",
+    default=None,
+    help='Default keyword options as JSON, e.g. \'{"text": "merge", "rule": "cost", "r_i": 5}\' '
+    "(default: the screen defaults); a query's own options win.",
+)
+def index_create(path: Path, bundle_dir: Path | None, fingerprint: str | None, **kw: Any) -> None:
+    """Create an empty index at PATH (for a bundle: --bundle DIR)."""
+    from isr.app.presets import keyword_defaults
     from isr.plugin import EmbeddedIndex, IndexConfig
 
+    dims = {"d_fast": kw["d_fast"], "d_frag": kw["d_frag"]}
+    max_frags, r_i, bundle_path = kw["max_frags"] or 32, kw["r_i"] or 15, ""
+    if bundle_dir is not None:
+        from isr.encoders.bundle import Bundle
+
+        if fingerprint is not None:
+            raise InvalidInput("give --bundle DIR or --fingerprint FP, not both")
+        bundle = Bundle.load(bundle_dir, device="cpu")
+        have = {"d_fast": bundle.d_fast, "d_frag": bundle.d_frag}
+        bad = [f"--{k.replace('_', '-')} {v}" for k, v in dims.items() if v not in (None, have[k])]
+        if bad:
+            raise InvalidInput(
+                f"{', '.join(bad)} contradicts the bundle (d_fast {bundle.d_fast}, d_frag "
+                f"{bundle.d_frag}): leave them out with --bundle"
+            )
+        if kw["max_frags"] is not None and kw["max_frags"] < bundle.max_frags:
+            raise InvalidInput(
+                f"--max-frags {kw['max_frags']} is below the bundle's {bundle.max_frags}: its "
+                "items would not fit"
+            )
+        dims, fingerprint = have, bundle.fingerprint
+        max_frags = kw["max_frags"] or bundle.max_frags
+        r_i = kw["r_i"] or bundle.cfg.top_keywords
+        bundle_path = str(bundle_dir.resolve())
+    missing = [f"--{k.replace('_', '-')}" for k, v in dims.items() if v is None]
+    if missing:
+        raise InvalidInput(f"give {' and '.join(missing)}, or --bundle DIR (its dims)")
     config = IndexConfig(
-        d_fast=kw["d_fast"],
-        d_frag=kw["d_frag"],
-        max_frags=kw["max_frags"],
+        d_fast=dims["d_fast"],
+        d_frag=dims["d_frag"],
+        max_frags=max_frags,
         codec=kw["codec"],
         modality=kw["modality"],
-        r_i=kw["r_i"],
+        r_i=r_i,
         hnsw_m=kw["hnsw_m"],
         hnsw_ef_construction=kw["ef_construction"],
         fast_storage=kw["fast_storage"],
+        keywords=keyword_defaults(kw["keyword_defaults"]),
+        bundle_fingerprint=fingerprint or "",
+        bundle_path=bundle_path,
     )
     EmbeddedIndex.create(path, config).close()
-    click.echo(f"created {path}")
+    click.echo(f"created {path}" + (f" for bundle {fingerprint[:12]}..." if fingerprint else ""))
 
 
 @index.command("stats")
@@ -177,6 +230,18 @@ def index_delete(path: Path, yes: bool) -> None:
     click.echo(f"deleted {path}")
 
 
+# search's keyword flags -> KeywordOptions fields; a flag left out takes the index's default
+_KEYWORD_FLAGS = {
+    "r_t": "r_t", "mode": "mode", "minimum_should_match": "minimum_should_match",
+    "kw_text": "text", "rule": "rule", "alpha": "alpha", "p_min": "p_min", "mass": "mass",
+    "stop_share": "stop", "r_i": "r_i", "miss": "miss",
+}  # fmt: skip
+
+
+def _keyword_flags(kw: dict[str, Any]) -> dict[str, Any]:
+    return {f: kw[flag] for flag, f in _KEYWORD_FLAGS.items() if kw.get(flag) is not None}
+
+
 @main.command("search")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
@@ -205,15 +270,23 @@ def index_delete(path: Path, yes: bool) -> None:
 @click.option("--num-candidates", type=int, default=1000, show_default=True)
 @click.option("--rerank-window", type=int, default=200, show_default=True)
 @click.option(
-    "--r-t", type=int, default=3, show_default=True, help="Query keywords used by the screen."
+    "--r-t", type=int, default=None, help="Query keywords used by the screen (the paper's R_T)."
 )
+@click.option("--mode", type=click.Choice(["any", "all", "minimum_should_match"]), default=None)
+@click.option("--minimum-should-match", type=int, default=None)
 @click.option(
-    "--mode",
-    type=click.Choice(["any", "all", "minimum_should_match"]),
-    default="any",
-    show_default=True,
+    "--kw-text",
+    type=click.Choice(["pred", "ext", "merge"]),
+    default=None,
+    help="A text query's labels: predicted, its nouns, or both.",
 )
-@click.option("--minimum-should-match", type=int, default=1, show_default=True)
+@click.option("--rule", type=click.Choice(["top", "cost"]), default=None, help="Label choice.")
+@click.option("--alpha", type=float, default=None, help="Cost rule: weight of a label's share.")
+@click.option("--p-min", type=float, default=None, help="Leave out labels below this probability.")
+@click.option("--mass", type=float, default=None, help="Stop at this cumulative probability.")
+@click.option("--stop-share", type=float, default=None, help="Never use labels above this share.")
+@click.option("--r-i", type=int, default=None, help="Stored labels per document that count.")
+@click.option("--miss", type=float, default=None, help="Stop once prod(1 - p) is at most this.")
 @click.option(
     "--ablation",
     type=click.Choice(
@@ -229,6 +302,12 @@ def index_delete(path: Path, yes: bool) -> None:
     help="Elasticsearch filter DSL as JSON (term, terms, range, bool).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--save-query",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the encoded query as JSON (for --query FILE, ext.isr.query_encoded).",
+)
 def search_cmd(
     path: Path,
     query_file: Path | None,
@@ -237,10 +316,10 @@ def search_cmd(
     bundle_dir: Path | None,
     filter_json: str | None,
     as_json: bool,
+    save_query: Path | None,
     **kw: Any,
 ) -> None:
     """Search the index at PATH with a text query (--text, --bundle) or an encoded one (--query)."""
-    from isr.app.serve import encode_query_text
     from isr.eval.report import markdown_table
     from isr.plugin import EmbeddedIndex, KeywordOptions, SearchOptions, search
     from isr.plugin.http.queryfile import load_query
@@ -257,7 +336,7 @@ def search_cmd(
         size=max(size, 1),  # --size 0: only the total, as over HTTP
         num_candidates=kw["num_candidates"],
         rerank_window=kw["rerank_window"],
-        keywords=KeywordOptions(kw["r_t"], kw["mode"], kw["minimum_should_match"]),
+        keywords=KeywordOptions.partial(_keyword_flags(kw), "keyword option"),
         filter=filt,
     )
     if sum(x is not None for x in (query_file, query_text, query_image)) != 1:
@@ -268,11 +347,17 @@ def search_cmd(
 
             query = image_query(idx, bundle_dir, query_image)
         elif query_text is not None:
+            from isr.app.serve import encode_query_text  # torch + the bundle: --text only
+
             query = encode_query_text(idx.config, bundle_dir, query_text)
         else:
             assert query_file is not None
             query = load_query(query_file)
         result = search(idx, query, options)
+    if save_query is not None:
+        from isr.plugin.http.queryfile import query_to_json
+
+        save_query.write_text(json.dumps(query_to_json(query)) + "\n")
     if size == 0:
         from dataclasses import replace
 
@@ -325,6 +410,27 @@ def demo(workdir: Path, queries: int, seed: int) -> None:
 @click.option("--regions", "m", type=int, default=32, show_default=True, help="Regions per image.")
 @click.option("--feature-dim", "dim", type=int, default=256, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--noise",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Region noise norm relative to a unit prototype (harder above 1).",
+)
+@click.option(
+    "--near-duplicates",
+    type=float,
+    default=0.03,
+    show_default=True,
+    help="Share of images copying an earlier scene with one change (0-0.5).",
+)
+@click.option(
+    "--paraphrase",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Share of words drawn from all synonyms, else the first word (0-1; 0 is easiest).",
+)
 @click.option("--overwrite", is_flag=True)
 def world(
     out_dir: Path,
@@ -334,14 +440,19 @@ def world(
     m: int,
     dim: int,
     seed: int,
+    noise: float,
+    near_duplicates: float,
+    paraphrase: float,
     overwrite: bool,
 ) -> None:
-    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR."""
+    """Write a seeded synthetic world (SCAN precomp layout) to OUT_DIR; --noise,
+    --near-duplicates and --paraphrase set how hard it is (recorded in world.json)."""
     from isr.ingest.synthetic_world import generate_world
 
     info = generate_world(
-        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, overwrite=overwrite
-    )
+        out_dir, n_train, n_dev, n_test, seed=seed, m=m, D=dim, noise=noise,
+        near_duplicates=near_duplicates, paraphrase=paraphrase, overwrite=overwrite,
+    )  # fmt: skip
     click.echo(f"wrote {info.sizes} images to {info.out_dir} ({info.n_bytes / 1e9:.2f} GB)")
 
 
@@ -464,8 +575,17 @@ def train(
     if image_dir is not None:
         data_dir = _extract(image_dir, captions_file, image_backbone, k, out_dir)
     assert data_dir is not None
+    if val_split == train_split:
+        raise InvalidInput(
+            f"--val-split {val_split!r} is the training split: validate on a split the model "
+            "never trains on (e.g. --train-split train --val-split dev)"
+        )
     data, vocab = load_paired(data_dir, train_split, min_images=min_images, limit=limit)
     val, _ = load_paired(data_dir, val_split, vocab=vocab)
+    click.echo(
+        f"validation: per-epoch recall on the {len(val)} images of the {val_split!r} split "
+        f"(never trained on); training on {train_split!r}"
+    )
     command = " ".join(sys.argv)
     n, m, d_in = data.images.shape
     est = estimate_seconds(cfg, n, m, d_in, recipe or "plain", len(vocab.labels))
@@ -536,7 +656,11 @@ def _record_eyes(data_dir: Path, bundle_dir: Path, d_in: int) -> None:
 @click.option("--root", type=click.Path(path_type=Path), help="Embedded mode: index directories.")
 @click.option("--es-url", default=None, help="Elasticsearch mode: the cluster to front.")
 @click.option("--sidecar-root", type=click.Path(path_type=Path), help="Sidecars, one per index.")
-@click.option("--bundle", type=click.Path(path_type=Path), help="Encoder bundle for query_text.")
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path),
+    help="Encoder bundle for query_text/query_image (default: each index's own, as recorded).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9280, show_default=True)
 @click.option("--api-key", envvar="ISR_API_KEY", default=None, help="Require ApiKey auth.")
@@ -564,13 +688,7 @@ def serve_cmd(max_body_mb: float, **kw: Any) -> None:
 
     for key in ("api_key", "es_api_key"):  # an empty variable (ISR_API_KEY=) means none
         kw[key] = kw[key] or None
-    config = ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw)
-    images = None
-    if config.bundle is not None:
-        from isr.app.image_query import LazyImageQueries
-
-        images = LazyImageQueries(config.bundle, config.device)
-    serve(config, image_encoder=images)
+    serve(ServerConfig(max_body_bytes=int(max_body_mb * 2**20), **kw))
 
 
 @main.command("check")

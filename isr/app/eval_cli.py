@@ -1,4 +1,4 @@
-"""The evaluation and benchmark commands: ``isr eval trec|table2|make-caption-images|
+"""The evaluation and benchmark commands: ``isr eval trec|table2|appendix|make-caption-images|
 bench-ingest|bench-facade|bench-maxsim`` and ``isr bench`` (each also ``python eval/<name>.py``,
 the same command with the same options).
 
@@ -9,10 +9,12 @@ Each command parses its options, sets the threads and calls one library function
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 from isr.app.bench_facade import main as bench_facade
 from isr.app.make_caption_images import main as make_caption_images
@@ -23,10 +25,19 @@ from isr.encoders.train import TrainConfig
 from isr.errors import IsrError
 from isr.eval import bench_ingest as ingest_bench
 from isr.eval import bench_maxsim as maxsim_bench
+from isr.eval.appendix import TABLES as APPENDIX_TABLES
+from isr.eval.appendix import (
+    evaluate_appendix,
+    format_appendix,
+    plot_interactions,
+    train_appendix,
+)
 from isr.eval.bench import ScaleConfig, report, run, run_peer_sizes, sweep_point
-from isr.eval.table2 import CHAINS, format_tables, run_table2
+from isr.eval.table2 import CHAINS, ROWS, format_tables, run_table2
+from isr.ingest.training_data import load_paired
 
 __all__ = [
+    "appendix",
     "bench",
     "bench_facade",
     "bench_ingest",
@@ -129,6 +140,13 @@ def bench(sizes: str, workdir: Path, out: Path, sweep: str, peers: bool, **kw: A
     default=None,
     help="Matched training: every row gets this many epochs in all (teachers' included).",
 )
+@click.option(
+    "--row",
+    "rows",
+    type=click.Choice(list(ROWS)),
+    multiple=True,
+    help="With --total-epochs: train only these rows (repeatable; e.g. two processes).",
+)
 def table2(
     data_dir: Path,
     run_dir: Path,
@@ -139,6 +157,7 @@ def table2(
     eval_only: bool,
     threads: int,
     total_epochs: int | None,
+    rows: tuple[str, ...],
 ) -> None:
     """Train and evaluate the rows of Inflate and Shrink's Table 2."""
     set_threads(threads)
@@ -158,10 +177,72 @@ def table2(
         val_images=val_images,
         evaluate=not no_eval,
         total_epochs=total_epochs,
+        set_threads=set_threads,
+        only_rows=rows or None,
     )
     if res is not None:
         click.echo(format_tables(res))
         click.echo(f"\nwrote {res.json_path}")
+
+
+@click.command("appendix")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--out", "run_dir", type=click.Path(path_type=Path), required=True,
+    help="The run directory (the same as table2's --out: its tokenizer and rows are reused).",
+)  # fmt: skip
+@click.option("--config", "config_json", default=None, help="TrainConfig fields as JSON.")
+@click.option("--total-epochs", type=int, required=True, help="Epochs of every row in all.")
+@click.option(
+    "--table",
+    "tables",
+    type=click.Choice(APPENDIX_TABLES),
+    multiple=True,
+    help="Tables to train (default: all, cheapest first).",
+)
+@click.option("--val-images", type=int, default=200, show_default=True)
+@click.option("--train-only", is_flag=True, help="Train only.")
+@click.option("--eval-only", is_flag=True, help="Train nothing; evaluate finished rows.")
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="R@1 against interactions PNG (default OUT/appendix_interactions.png).",
+)
+@click.option("--threads", type=int, default=1, show_default=True, help="torch threads.")
+def appendix(
+    data_dir: Path,
+    run_dir: Path,
+    config_json: str | None,
+    total_epochs: int,
+    tables: tuple[str, ...],
+    val_images: int,
+    train_only: bool,
+    eval_only: bool,
+    plot: Path | None,
+    threads: int,
+) -> None:
+    """Train and evaluate the appendix sweeps (Tables 1, 6, 7) at matched total epochs."""
+    set_threads(threads)
+    try:
+        fields = json.loads(config_json) if config_json else {}
+    except json.JSONDecodeError as e:
+        raise click.BadParameter(f"not valid JSON ({e})", param_hint="--config") from e
+    if train_only and eval_only:
+        raise click.UsageError("--train-only and --eval-only exclude each other")
+    cfg = TrainConfig.from_dict(fields)
+    train, vocab = load_paired(data_dir, "train", min_images=100)
+    if not eval_only:
+        dev, _ = load_paired(data_dir, "dev", vocab=vocab)
+        val = dev.select(np.arange(min(val_images, len(dev))))
+        train_appendix(total_epochs, cfg, train, val, vocab, run_dir, " ".join(sys.argv),
+                       tables or APPENDIX_TABLES)  # fmt: skip
+    if not train_only:
+        test, _ = load_paired(data_dir, "test", vocab=vocab)
+        res = evaluate_appendix(total_epochs, cfg, test, run_dir)
+        png = plot_interactions(res, plot or run_dir / "appendix_interactions.png")
+        click.echo(format_appendix(res))
+        click.echo(f"\nwrote {run_dir / 'appendix.json'} and {png}")
 
 
 @click.command("bench-ingest", help=(ingest_bench.__doc__ or "").split("\n\n")[0])
@@ -238,6 +319,7 @@ def eval_group() -> None:
 for _cmd in (
     trec,
     table2,
+    appendix,
     make_caption_images,
     bench_ingest,
     bench_facade,

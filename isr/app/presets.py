@@ -10,11 +10,16 @@ will take) and :func:`stage_table` (the final table of a recipe's stages).
 - ``small``: a larger model and more epochs, for a first real gallery (tens of minutes);
 - ``paper``: the papers' settings (TrainConfig's defaults: hidden 256, 3 layers, 32 codes,
   10 epochs, batch 128), for a GPU.
+
+Screen defaults: :data:`SCREEN_DEFAULTS` (the keyword options a new index records when its
+creator names none, see BENCHMARKS.md "Keyword screen" for the curve they come from) and
+:func:`keyword_defaults` (``--keyword-defaults JSON`` of ``isr index create`` / ``isr load``).
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import time
 from dataclasses import fields
@@ -22,8 +27,31 @@ from pathlib import Path
 from typing import Any
 
 from isr.errors import InvalidInput
+from isr.plugin.keyword_rule import check_keyword_options
 
-__all__ = ["PRESETS", "estimate_seconds", "stage_table", "train_fields"]
+__all__ = [
+    "PRESETS", "SCREEN_DEFAULTS", "estimate_seconds", "keyword_defaults", "stage_table",
+    "train_fields",
+]  # fmt: skip
+
+# The keyword options a new index records when its creator names none (a query's own keys win).
+SCREEN_DEFAULTS: dict[str, Any] = {}
+
+
+def keyword_defaults(text: str | None, where: str = "--keyword-defaults") -> dict[str, Any]:
+    """An index's default keyword options from JSON (None: :data:`SCREEN_DEFAULTS`), checked
+    by the query options' own rule, so a bad key or value is refused at creation."""
+    if text is None:
+        return dict(SCREEN_DEFAULTS)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"{where}: not valid JSON ({e})") from e
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where}: expected a JSON object of keyword options, got {text!r}")
+    check_keyword_options(value, where)
+    return value
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {  # the demo's settings

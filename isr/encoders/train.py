@@ -38,6 +38,7 @@ import transformers
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from isr.device import pick_device
 from isr.encoders.backbone import backbone_fields, read_backbone
 from isr.encoders.bundle import write_bundle
 from isr.encoders.checkpoint import (
@@ -513,11 +514,8 @@ def run_recipe(
 
 
 def _device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise InvalidInput("device 'cuda' requested but CUDA is not available")
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    """The project's one device rule (:func:`isr.device.pick_device`) on ``cfg.device``."""
+    return pick_device(cfg.device, "TrainConfig.device")
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:

@@ -9,7 +9,7 @@ in training: max-sim over fragments for B and I, first-token cosine for F),
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ def keyword_report(
 def throughput(
     bundle_dir: Path,
     data: PairedData,
+    set_threads: Callable[[int], None],
     threads: Sequence[int] = (1, 2),
     batches: Sequence[int] = (256, 1),
     n_items: int = 1024,
@@ -85,8 +86,10 @@ def throughput(
 ) -> dict[str, Any]:
     """Encoding speed of the bundle (B and F both run, as when serving): images/s and texts/s
     for each torch thread count and batch size; batch 1 is timed on ``n_single`` items, larger
-    batches on ``n_items``. One untimed warm-up batch precedes each timing. The process's
-    thread count is restored afterwards."""
+    batches on ``n_items``. One untimed warm-up batch precedes each timing.
+    ``set_threads`` is the app layer's thread rule (:func:`isr.app.runtime.set_threads`: torch
+    and FAISS together), passed in because only the app sets process-wide threads; the
+    process's torch thread count is restored through it afterwards."""
     bundle = Bundle.load(Path(bundle_dir))
     feats = _feats(data)
     texts = data.row_captions()
@@ -94,7 +97,7 @@ def throughput(
     rows = []
     try:
         for th in threads:
-            torch.set_num_threads(th)
+            set_threads(th)
             for b in batches:
                 n = n_items if b > 1 else n_single
                 fi, tx = feats[:n], texts[:n]
@@ -114,7 +117,7 @@ def throughput(
                     }
                 )
     finally:
-        torch.set_num_threads(before)
+        set_threads(before)
     return {"rows": rows, "image_shape": list(feats.shape[1:])}
 
 

@@ -10,6 +10,10 @@ admitted when it stores one of the query's labels, ``mode="any"``), on matrices 
 bitmaps, so a sweep of hundreds of settings takes seconds. Lift = kept / admitted: a filter
 that admits a random share s keeps s of the ground truth (lift 1.0).
 
+Query rules swept: the paper's top R_T (alpha 0), the cost rule (alpha > 0) and, for each, the
+``miss`` stop (labels taken until prod(1 - p) <= miss, at most R_T). The two heads'
+probabilities are cached beside the result (``probs_file``), so a new sweep needs no encoding.
+
 Also reported: the collapse diagnostics (how many distinct top-3 label sets the text head gives
 over all queries, and the share of queries given the most common one).
 """
@@ -129,6 +133,8 @@ def screen_point(
     alpha: float = 0.0,
     p_min: float = 0.0,
     stop: float = 1.0,
+    miss: float = 0.0,
+    size: int = 10,
 ) -> tuple[float, float]:
     """(kept, admitted) of the screen: gallery items store their labels of rank < r_i."""
     g = rank < r_i  # (I, L)
@@ -137,9 +143,14 @@ def screen_point(
     shares = {w: float(share[col[w]]) for w in names}
     q = np.zeros((len(queries), g.shape[1]), dtype=np.float32)
     for t, (ls, ps) in enumerate(queries):
-        for w in select_labels(ls, ps, r_t, shares=shares, alpha=alpha, p_min=p_min, stop=stop):
+        for w in select_labels(ls, ps, r_t, shares=shares, alpha=alpha, p_min=p_min, stop=stop,
+                               miss=miss):  # fmt: skip
             q[t, col[w]] = 1.0
     shared = (q @ g.T.astype(np.float32)) > 0  # (T, I)
+    # As the engine: a query with no label, or whose screen admits fewer than `size`
+    # documents, is searched unscreened (relaxed), which admits the whole gallery.
+    relaxed = (q.sum(1) == 0) | (shared.sum(1) < min(size, g.shape[0]))
+    shared[relaxed] = True
     kept = shared[np.arange(len(truth)), truth]
     return float(kept.mean()), float(shared.mean())
 
@@ -155,12 +166,23 @@ def screen_curve(
     alphas: tuple[float, ...] = (0.0, 0.5, 1.0),
     modes: tuple[str, ...] = ("pred", "ext", "merge"),
     stop: float = 1.0,
+    misses: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01, 0.003),
+    miss_r_t: tuple[int, ...] = (3, 5, 8),
+    probs_file: Path | None = None,
 ) -> dict[str, Any]:
     bundle = _open(Path(bundle_dir))
     vocab = bundle.keyword_vocab
     assert vocab is not None
     col = {w: j for j, w in enumerate(vocab.labels)}
-    pi, pt = gallery_probs(bundle, images, texts)
+    if probs_file is not None and Path(probs_file).exists():
+        z = np.load(probs_file)
+        pi, pt = z["image"], z["text"]
+        if pi.shape[0] != len(images) or pt.shape[0] != len(texts):
+            raise ValueError(f"{probs_file}: cached for other data ({pi.shape}, {pt.shape})")
+    else:
+        pi, pt = gallery_probs(bundle, images, texts)
+        if probs_file is not None:
+            np.savez_compressed(probs_file, image=pi, text=pt)
     rank = np.argsort(np.argsort(-pi, axis=1), axis=1)  # (I, L) rank of each label
     out: dict[str, Any] = {"n_images": len(images), "n_queries": len(texts), "labels": len(vocab)}
     if image_labels is not None:
@@ -187,9 +209,13 @@ def screen_curve(
         qs = _query_lists(bundle, texts, pt, mode, bundle.top_keywords)
         for r_i in r_i_values:
             for alpha in alphas:
-                for r_t in r_t_values:
-                    k, a = screen_point(rank, truth, qs, col, r_i, r_t, alpha=alpha, stop=stop)
+                grid = [(r_t, 0.0) for r_t in r_t_values]
+                grid += [(r_t, m) for m in misses for r_t in miss_r_t]
+                for r_t, miss in grid:
+                    k, a = screen_point(rank, truth, qs, col, r_i, r_t, alpha=alpha, stop=stop,
+                                        miss=miss)  # fmt: skip
                     points.append({"mode": mode, "r_i": r_i, "alpha": alpha, "r_t": r_t,
-                                   "kept": k, "admitted": a, "lift": k / a if a else None})  # fmt: skip
+                                   "miss": miss, "kept": k, "admitted": a,
+                                   "lift": k / a if a else None})  # fmt: skip
     out["points"] = points
     return out

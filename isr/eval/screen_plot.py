@@ -1,7 +1,9 @@
-"""Plot kept vs admitted of :mod:`isr.eval.screen_curve` results (one line per rule).
+"""Plot and tabulate kept vs admitted of :mod:`isr.eval.screen_curve` results.
 
-Run: ``python -m isr.eval.screen_plot OUT.png NAME=curve.json ...``. For each result and each
-(text mode, alpha) rule, the lower-right frontier of its (admitted, kept) points over R_I x R_T.
+Run: ``python -m isr.eval.screen_plot OUT.png NAME=curve.json ...``: for each result, the
+lower-right frontier of the paper's rule (predicted text labels, top R_T, any R_I) and of every
+rule swept (text modes, cost rule, the miss stop); prints a markdown table (OUT.md beside the
+plot) of the least admitted share at given kept shares, the paper's rule and ours side by side.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["frontier", "plot"]
+__all__ = ["KEPT_LEVELS", "frontier", "is_paper_rule", "least_admitted", "plot", "table"]
+
+KEPT_LEVELS = (0.994, 0.99, 0.95)
 
 
 def frontier(points: list[dict[str, Any]]) -> list[tuple[float, float]]:
@@ -24,6 +28,43 @@ def frontier(points: list[dict[str, Any]]) -> list[tuple[float, float]]:
     return out
 
 
+def is_paper_rule(p: dict[str, Any]) -> bool:
+    """Cao et al.'s screen: the text head's labels, the top R_T, no cost, no miss stop."""
+    return p["mode"] == "pred" and p["alpha"] == 0 and p.get("miss", 0.0) == 0
+
+
+def least_admitted(points: list[dict[str, Any]], kept: float) -> dict[str, Any] | None:
+    ok = [p for p in points if p["kept"] >= kept]
+    return min(ok, key=lambda p: (p["admitted"], -p["kept"])) if ok else None
+
+
+def _rule(p: dict[str, Any]) -> str:
+    r = f"{p['mode']}, " + ("top" if p["alpha"] == 0 else f"cost a={p['alpha']:g}")
+    if p.get("miss"):
+        r += f", miss {p['miss']:g}"
+    return f"{r}, R_I {p['r_i']}, R_T {'<= ' if p.get('miss') else ''}{p['r_t']}"
+
+
+def table(curves: dict[str, dict[str, Any]]) -> str:
+    """Least admitted at each of KEPT_LEVELS: paper's rule vs every rule, per result."""
+    head = "| benchmark | mAP image / text | kept | paper's rule: admitted (setting) | ours: admitted (setting) |"
+    rows = [head, "|---|--:|--:|---|---|"]
+    for name, res in curves.items():
+        pts = res["points"]
+        m = res.get("map", {})
+        maps = f"{100 * m['image']:.1f} / {100 * m['text']:.1f}" if m else "-"
+        for k in KEPT_LEVELS:
+            cells = []
+            for sel in ([p for p in pts if is_paper_rule(p)], pts):
+                b = least_admitted(sel, k)
+                cells.append(
+                    "not reached" if b is None
+                    else f"**{100 * b['admitted']:.1f}%** (kept {100 * b['kept']:.1f}; {_rule(b)})"
+                )  # fmt: skip
+            rows.append(f"| {name} | {maps} | >= {100 * k:g}% | {cells[0]} | {cells[1]} |")
+    return "\n".join(rows) + "\n"
+
+
 def plot(out: Path, curves: dict[str, dict[str, Any]]) -> None:
     import matplotlib  # noqa: PLC0415  (slow import, only when plotting)
 
@@ -31,18 +72,14 @@ def plot(out: Path, curves: dict[str, dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    styles = {("pred", 0.0): "-", ("merge", 0.0): "--", ("pred", 0.5): "-.", ("merge", 0.5): ":"}
     for ci, (name, res) in enumerate(curves.items()):
         pts = res["points"]
-        color = f"C{ci}"
-        for mode, alpha in (("pred", 0.0), ("merge", 0.0), ("pred", 0.5), ("merge", 0.5)):
-            sel = [p for p in pts if p["mode"] == mode and p["alpha"] == alpha]
-            if not sel:
-                continue
+        for sel, ls, rule in (([p for p in pts if is_paper_rule(p)], "--", "paper's rule (pred, top R_T)"),
+                              (pts, "-", "ours (any rule swept)")):  # fmt: skip
             f = frontier(sel)
-            rule = "top R_T (paper)" if alpha == 0 else f"cost a={alpha}"
-            ax.plot([100 * a for a, _ in f], [100 * k for _, k in f], marker=".", color=color,
-                    ls=styles[(mode, alpha)], label=f"{name}: {mode}, {rule}")  # fmt: skip
+            ax.plot([100 * a for a, _ in f], [100 * k for _, k in f], marker=".", color=f"C{ci}",
+                    ls=ls, label=f"{name}: {rule}")  # fmt: skip
+    ax.axhline(99.4, color="k", lw=0.6, ls=":", label="99.4% kept (paper's R_I 15 / R_T 3)")
     ax.plot([0, 100], [0, 100], color="grey", lw=0.8, label="random filter (lift 1)")
     ax.set_xlabel("gallery admitted %")
     ax.set_ylabel("ground truth kept %")
@@ -54,5 +91,8 @@ def plot(out: Path, curves: dict[str, dict[str, Any]]) -> None:
 
 
 if __name__ == "__main__":
-    plot(Path(sys.argv[1]), {a.split("=")[0]: json.loads(Path(a.split("=")[1]).read_text())
-                             for a in sys.argv[2:]})  # fmt: skip
+    cs = {a.split("=")[0]: json.loads(Path(a.split("=")[1]).read_text()) for a in sys.argv[2:]}
+    plot(Path(sys.argv[1]), cs)
+    t = table(cs)
+    Path(sys.argv[1]).with_suffix(".md").write_text(t)
+    print(t)

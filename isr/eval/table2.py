@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,12 +177,25 @@ def run_table2(
     r_t: int = 3,
     speed_threads: Sequence[int] = (1, 2),
     total_epochs: int | None = None,
+    set_threads: Callable[[int], None] | None = None,
+    only_rows: Sequence[str] | None = None,
 ) -> Table2Result | None:
     """Train ``chains`` under ``run_dir``, then (``evaluate``) score every row on the test split.
 
     ``val_images``: the first N images of the dev split give the per-epoch validation recall
     (the test split is never seen in training). Returns None when ``evaluate`` is False.
+    ``set_threads``: the app's thread rule (:func:`isr.app.runtime.set_threads`), required to
+    evaluate (the throughput rows set threads through it).
+    ``only_rows`` (with ``total_epochs``): train just these rows (their stage directories are
+    disjoint from the other rows' but for shared prefixes, so two processes given disjoint
+    chains train side by side).
     """
+    if only_rows is not None:
+        bad = [r for r in only_rows if r not in ROWS]
+        if bad or total_epochs is None:
+            raise InvalidInput(f"only_rows needs total_epochs and names of {list(ROWS)}, got {bad}")
+    if evaluate and set_threads is None:
+        raise InvalidInput("run_table2: evaluating needs set_threads (the app's thread rule)")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     train, vocab = load_paired(Path(data_dir), "train", min_images=min_images)
@@ -193,8 +206,9 @@ def run_table2(
     bundle = run_dir / "paper" / "bundle"
     if total_epochs is not None:
         rows = train_matched(
-            total_epochs, cfg, train, val, vocab, run_dir, command, rows=None if chains else ()
-        )
+            total_epochs, cfg, train, val, vocab, run_dir, command,
+            rows=(None if only_rows is None else only_rows) if chains else (),
+        )  # fmt: skip
         bundle = run_dir / "matched" / "bundle"
     else:
         for chain in chains:
@@ -209,7 +223,8 @@ def run_table2(
     if total_epochs is not None and not (bundle / "config.json").exists():
         write_bundle(run_dir / rows["I->B"], run_dir / rows["I->B->F"], bundle)
     keywords = keyword_report(bundle, test, r_i=r_i, r_t=r_t)
-    speed = throughput(bundle, test, threads=speed_threads)
+    assert set_threads is not None
+    speed = throughput(bundle, test, set_threads, threads=speed_threads)
     seconds = {d: _stage_seconds(run_dir / d) for d in rows.values()}
     out = run_dir / "table2.json"
     write_json(

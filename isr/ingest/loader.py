@@ -56,8 +56,11 @@ class IngestOptions:
     next batch in a thread while this one is encoded and written.
     Used when the loader creates the index: codec, r_i (default: the bundle's top_keywords,
     else 15), max_frags (default: the bundle's, else 32), fast_storage. fingerprint: for
-    pre-encoded sources, the bundle that encoded them ("" if unknown). es: how to reach and
+    pre-encoded sources, the bundle that encoded them ("" if unknown). bundle_path: the
+    bundle's directory, recorded in a new index's config and in each commit (where `isr
+    serve` finds the index's bundle). es: how to reach and
     lay out an Elasticsearch target (``http(s)://host:port/INDEX``; unused for a directory).
+    keywords: the default keyword options a new index records (IndexConfig.keywords).
     """
 
     batch_size: int = 256
@@ -72,21 +75,28 @@ class IngestOptions:
     max_frags: int | None = None
     fast_storage: str = "flat"
     fingerprint: str = ""
+    bundle_path: str = ""
     es: EsOptions = field(default_factory=EsOptions)
+    keywords: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "commit_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InvalidInput(f"{name}: expected an integer >= 1, got {v!r}")
+                raise InvalidInput(f"{_flag(name)}: expected an integer >= 1, got {v!r}")
         for name in ("limit", "r_i", "max_frags"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise InvalidInput(f"{name}: expected an integer >= 1 or None, got {v!r}")
+                raise InvalidInput(f"{_flag(name)}: expected an integer >= 1, got {v!r}")
         if self.codec not in CODECS:
             raise InvalidInput(f"codec {self.codec!r} is not one of {CODECS}")
         if not isinstance(self.es, EsOptions):
             raise InvalidInput(f"es: expected EsOptions, got {type(self.es).__name__}")
+
+
+def _flag(name: str) -> str:
+    """An option's name as `isr load` spells it (errors speak the command line's words)."""
+    return "--" + name.replace("_", "-")
 
 
 # -- checks before anything is read ------------------------------------------------------------
@@ -102,6 +112,12 @@ def _check_target(
     if config.modality != source.modality:
         raise Conflict(
             f"the index holds {config.modality} documents, this source gives {source.modality}"
+        )
+    if config.bundle_fingerprint != fingerprint and not config.bundle_fingerprint:
+        raise Conflict(
+            f"the index records no bundle (pre-encoded features); this load uses bundle "
+            f"{_fp(fingerprint)}. Load into a new index, or create the index for this bundle "
+            "(`isr index create PATH --bundle DIR`)"
         )
     if config.bundle_fingerprint != fingerprint:
         raise Conflict(
@@ -185,6 +201,8 @@ class _Load:
             "complete": self.total is not None and position >= self.total,
             "bundle": self.fingerprint,
         }
+        if self.opt.bundle_path:  # where the server finds this bundle (it may have moved)
+            mine["bundle_path"] = self.opt.bundle_path
         others = [
             e
             for e in self.progress.get("sources", [])
@@ -371,4 +389,6 @@ def _new_config(
         fast_storage=opt.fast_storage,
         bundle_fingerprint=fingerprint,
         stored_fields=tuple(getattr(source, "text_fields", ())),
+        keywords=opt.keywords,
+        bundle_path=opt.bundle_path,
     )

@@ -330,7 +330,10 @@ _Scene = tuple[tuple[_Obj, ...], tuple[tuple[int, int, int], ...], int, int]
 class _Tables:
     """Index tables over the vocabulary, built once per call (they are cheap)."""
 
-    def __init__(self) -> None:
+    def __init__(self, paraphrase: float = 1.0) -> None:
+        # The share of word choices drawn from all synonyms (else the first, canonical word);
+        # 1.0 draws no extra number, so worlds of the default are those of version 1.
+        self.paraphrase = paraphrase
         cats = [c for _, c, _ in OBJECTS]
         self.cat = cats
         self.by_cat: dict[str, tuple[int, ...]] = {}
@@ -373,6 +376,14 @@ class _Tables:
             rs = tuple(r for r in range(len(RELATIONS)) if s in self.subj[r] and o in self.obj[r])
             self._pairs[(s, o)] = rs
         return rs
+
+
+def _word(rnd: random.Random, tb: _Tables, n: int) -> int:
+    """The index of one of n synonyms: uniform, or (with probability 1 - paraphrase) 0."""
+    k = int(rnd.random() * n)
+    if tb.paraphrase < 1.0 and rnd.random() >= tb.paraphrase:
+        return 0
+    return k
 
 
 def _pick(rnd: random.Random, seq: tuple[int, ...] | list[int]) -> int:
@@ -483,8 +494,8 @@ def _np(rnd: random.Random, tb: _Tables, x: _Obj) -> str:
     r = rnd.random
     o, count, attrs = x
     ws = tb.words[o]
-    k = int(r() * len(ws))
-    adjs = [tb.awords[a][int(r() * len(tb.awords[a]))] for a in attrs if r() < 0.55]
+    k = _word(rnd, tb, len(ws))
+    adjs = [tb.awords[a][_word(rnd, tb, len(tb.awords[a]))] for a in attrs if r() < 0.55]
     if count > 1:
         q = r()
         det = ("" if q < 0.3 else "some " if q < 0.4 else "several " if q < 0.5 and count > 2
@@ -498,10 +509,10 @@ def _place_phrase(rnd: random.Random, tb: _Tables, s: _Scene) -> str:
     r = rnd.random
     place, place_attr = s[2], s[3]
     preps, ws = tb.preps[place], tb.words[place]
-    noun = ws[int(r() * len(ws))]
+    noun = ws[_word(rnd, tb, len(ws))]
     if place_attr >= 0 and r() < 0.6:
         aws = tb.awords[place_attr]
-        noun = aws[int(r() * len(aws))] + " " + noun
+        noun = aws[_word(rnd, tb, len(aws))] + " " + noun
     det = "the" if r() < 0.6 else _article(noun)
     return f"{preps[int(r() * len(preps))]} {det} {noun}"
 
@@ -511,7 +522,7 @@ def _rel_clause(rnd: random.Random, tb: _Tables, s: _Scene, rel: tuple[int, int,
     a, r, b = rel
     subj = s[0][a]
     ws = tb.rwords[r]
-    verb = ws[int(rnd.random() * len(ws))]
+    verb = ws[_word(rnd, tb, len(ws))]
     if finite:
         verb = ("are " if subj[1] > 1 else "is ") + verb
     return f"{_np(rnd, tb, subj)} {verb} {_np(rnd, tb, s[0][b])}"
@@ -552,7 +563,7 @@ def _caption(rnd: random.Random, tb: _Tables, s: _Scene) -> str:
         x = objs[int(r() * len(objs))]
         if r() < 0.5:
             ws = tb.words[place]
-            noun = ws[int(r() * len(ws))]
+            noun = ws[_word(rnd, tb, len(ws))]
             body = f"{_article(noun)} {noun} with {_np(rnd, tb, x)}"
         else:
             body = f"{_np(rnd, tb, x)} {_place_phrase(rnd, tb, s)}"
@@ -654,12 +665,16 @@ def generate_world(
     noise: float = 1.0,
     near_duplicates: float = 0.03,
     overwrite: bool = False,
+    paraphrase: float = 1.0,
 ) -> WorldInfo:
     """Write a synthetic world of n_train + n_dev + n_test images into out_dir.
 
     m regions of D dims per image; ``noise`` is the norm of a region's noise relative to a unit
     prototype; ``near_duplicates`` the share of images that copy an earlier scene of the same
-    chunk with one change. Splits of 0 images are not written. Disk: 4*m*D bytes per image
+    chunk with one change; ``paraphrase`` the share of words (object, attribute, relation and
+    place words) drawn from all their synonyms rather than the first one: 1.0 (the default)
+    draws every synonym alike, 0.0 names each thing by one word (the easiest captions).
+    Splits of 0 images are not written. Disk: 4*m*D bytes per image
     (100,000 images: 3.3 GB at the default m=32, D=256, written in about 30 s on the project's
     2-core machine; 7.4 GB and about 40 s at SCAN's m=36, D=512; 0.41 GB at m=16, D=64).
     Raises InvalidInput on bad arguments or too little disk, Conflict if out_dir holds a world.
@@ -677,6 +692,7 @@ def generate_world(
             raise InvalidInput(f"{name}: expected an integer >= {lo}, got {v!r}")
     _check("noise", noise, 0.0)
     _check("near_duplicates", near_duplicates, 0.0, 0.5)
+    _check("paraphrase", paraphrase, 0.0, 1.0)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = ["world.json"] + [
@@ -697,7 +713,7 @@ def generate_world(
     for name in existing:
         (out_dir / name).unlink()
 
-    tb = _Tables()
+    tb = _Tables(float(paraphrase))
     t1, t2 = _prototypes(seed, D)
     n_bytes = 0
     for code, split in enumerate(_SPLITS):
@@ -715,6 +731,7 @@ def generate_world(
         "dtype": "float32",
         "noise": noise,
         "near_duplicates": near_duplicates,
+        "paraphrase": paraphrase,
         "chunk": _CHUNK,
         "objects": [{"label": lab, "category": c, "words": list(w)} for lab, c, w in OBJECTS],
         "attributes": [

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
+from isr.plugin.keyword_rule import check_keyword_options
 from isr.plugin.store.codecs import CODECS
 
 __all__ = [
     "FRAGMENT_HOMES",
+    "HINTS",
     "MANIFEST",
     "SCHEMA_VERSION",
     "IndexConfig",
@@ -35,6 +37,7 @@ FAST_STORAGE = ("flat", "sq8")
 FRAGMENT_HOMES = ("sidecar", "rank_vectors")  # where an Elasticsearch index keeps fragments
 INDEX_NAME_FORBIDDEN = frozenset('\\/*?"<>| ,#:')  # refused in Elasticsearch index names
 MAX_INDEX_NAME_BYTES = 255
+HINTS = frozenset({"bundle_path", "keywords"})  # recorded, not settings an index is checked against
 
 
 def index_name_problem(name: str) -> str:
@@ -69,6 +72,14 @@ class IndexConfig:
     encoder bundle the index was filled with ("" when filled with pre-encoded data);
     stored_fields: `_source` fields kept but never indexed for filters (free text such as
     captions, like Elasticsearch's `"index": false`).
+    keywords: the index's default keyword options (KeywordOptions fields, e.g. {"text":
+    "merge", "rule": "cost", "r_i": 5}), used for what a query does not name; a query-time
+    setting, so not compared by check_compatible.
+
+    bundle_path: where the bundle of `bundle_fingerprint` was when the index was created (""
+    when unknown): a hint for `isr serve`, which loads each index's own bundle. The
+    fingerprint is the check; the path is not compared (:data:`HINTS`), so a moved bundle
+    does not make the index another one.
     """
 
     d_fast: int
@@ -82,8 +93,13 @@ class IndexConfig:
     fast_storage: str = "flat"
     bundle_fingerprint: str = ""
     stored_fields: tuple[str, ...] = ()
+    # -- keyword screen defaults (issue 12) --
+    keywords: dict[str, Any] = field(default_factory=dict)
+    # -- where the bundle is (photos, issue 17) --
+    bundle_path: str = ""
 
     def __post_init__(self) -> None:
+        self._check_keywords()
         object.__setattr__(self, "stored_fields", tuple(self.stored_fields))  # JSON gives a list
         if not all(isinstance(f, str) and f for f in self.stored_fields):
             raise InvalidInput(
@@ -103,9 +119,31 @@ class IndexConfig:
             raise InvalidInput(
                 f"index config: modality {self.modality!r} is not one of {MODALITIES}"
             )
+        if not isinstance(self.bundle_path, str):
+            raise InvalidInput(
+                f"index config: bundle_path must be a path string, got {self.bundle_path!r}"
+            )
         if self.fast_storage not in FAST_STORAGE:
             raise InvalidInput(
                 f"index config: fast_storage {self.fast_storage!r} is not one of {FAST_STORAGE}"
+            )
+
+    def _check_keywords(self) -> None:
+        if not isinstance(self.keywords, dict):
+            raise InvalidInput(
+                f"index config: keywords must be an object of keyword options, got {self.keywords!r}"
+            )
+        object.__setattr__(self, "keywords", dict(self.keywords))  # not the caller's dict
+        check_keyword_options(self.keywords, "index config: keywords")
+        r_i = self.keywords.get("r_i")
+        if isinstance(self.r_i, int) and r_i is not None and r_i > self.r_i:
+            raise InvalidInput(
+                f"index config: keywords.r_i {r_i} is above the stored r_i {self.r_i}"
+            )
+        msm, r_t = self.keywords.get("minimum_should_match", 1), self.keywords.get("r_t", 3)
+        if msm > r_t:
+            raise InvalidInput(
+                f"index config: keywords.minimum_should_match {msm} is above r_t {r_t}"
             )
 
     def to_json(self) -> dict[str, Any]:
@@ -124,7 +162,7 @@ class IndexConfig:
         diffs = [
             f"{f.name}: index has {getattr(self, f.name)!r}, asked for {getattr(other, f.name)!r}"
             for f in fields(self)
-            if getattr(self, f.name) != getattr(other, f.name)
+            if f.name not in HINTS and getattr(self, f.name) != getattr(other, f.name)
         ]
         if diffs:
             raise Conflict("index settings differ: " + "; ".join(diffs))

@@ -5,17 +5,69 @@ paper keeps the top R_T. The cost rule weighs each label's evidence against what
 a label attached to a share s of the gallery admits about s of it, so a label scores
 log p - alpha * log s and a rare likely label beats a frequent one at equal evidence
 (alpha = 0 is the paper's rank order). Labels below ``p_min`` are left out (a probability
-threshold), selection stops once the kept labels hold ``mass`` of the query's probability, and
+threshold), selection stops once the kept labels hold ``mass`` of the query's probability, or
+once the chance that none of them is right, prod(1 - p), is at most ``miss`` (so a query sure of
+one label uses one, an unsure one uses several: the number of labels follows the evidence), and
 labels attached to more than ``stop`` of the gallery (stop labels) are never used: they cost
 nearly a full scan and screen nothing.
+
+The option names and their checks (:data:`KEYWORD_FIELDS`, :func:`check_keyword_options`) live
+here too, so that a query's options (``KeywordOptions``) and an index's recorded defaults
+(``IndexConfig.keywords``) are checked by one rule.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-__all__ = ["select_labels"]
+from isr.errors import InvalidInput
+from isr.plugin.backend import MODES
+
+__all__ = ["KEYWORD_FIELDS", "RULES", "TEXT_MODES", "check_keyword_options", "select_labels"]
+
+TEXT_MODES = ("pred", "ext", "merge")
+RULES = ("top", "cost")
+# Every keyword option a query (or an index's defaults) may name, in KeywordOptions' order.
+KEYWORD_FIELDS = (
+    "r_t", "mode", "minimum_should_match", "text", "rule", "alpha", "p_min", "mass", "stop", "r_i",
+    "miss",
+)  # fmt: skip
+_INTS = {"r_t": (1, 100), "minimum_should_match": (1, 100), "r_i": (1, 10_000)}
+_NUMBERS = {
+    "alpha": (0.0, 10.0), "p_min": (0.0, 1.0), "mass": (0.0, 1.0), "stop": (0.0, 1.0),
+    "miss": (0.0, 1.0),
+}  # fmt: skip
+_CHOICES = {"mode": MODES, "text": TEXT_MODES, "rule": RULES}
+
+
+def check_keyword_options(values: Mapping[str, Any], where: str = "keywords") -> None:
+    """Raise InvalidInput naming the first unknown key or bad value of ``values`` (a subset of
+    :data:`KEYWORD_FIELDS`; ``r_i`` may be None: all the index stores). Cross-field rules
+    (minimum_should_match <= r_t) are the caller's: a partial set cannot check them."""
+    bad = sorted(set(values) - set(KEYWORD_FIELDS))
+    if bad:
+        raise InvalidInput(
+            f"{where}: unsupported key(s) {bad}; supported: {', '.join(KEYWORD_FIELDS)}"
+        )
+    for name, v in values.items():
+        if name in _INTS:
+            if name == "r_i" and v is None:
+                continue
+            lo, hi = _INTS[name]
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InvalidInput(f"{where}.{name} must be an integer, got {v!r}")
+            if not lo <= v <= hi:
+                raise InvalidInput(f"{where}.{name} must be in [{lo}, {hi}], got {v}")
+        elif name in _NUMBERS:
+            flo, fhi = _NUMBERS[name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not flo <= v <= fhi:
+                raise InvalidInput(f"{where}.{name} must be a number in [{flo}, {fhi}], got {v!r}")
+            if name == "mass" and v <= 0:
+                raise InvalidInput(f"{where}.mass must be > 0, got {v!r}")
+        elif not isinstance(v, str) or v not in _CHOICES[name]:
+            raise InvalidInput(f"{where}.{name} {v!r} is not one of {_CHOICES[name]}")
 
 
 def select_labels(
@@ -28,9 +80,12 @@ def select_labels(
     p_min: float = 0.0,
     mass: float = 1.0,
     stop: float = 1.0,
+    miss: float = 0.0,
 ) -> tuple[str, ...]:
     """At most ``r_t`` of ``labels`` (best first by the rule). ``shares[label]``: the share of
-    the gallery carrying it (absent: 0, it admits nothing); needed when alpha > 0 or stop < 1."""
+    the gallery carrying it (absent: 0, it admits nothing); needed when alpha > 0 or stop < 1.
+    miss > 0: stop once prod(1 - p) over the kept labels is <= miss (the labels' probabilities
+    read as independent chances that the query's image stores them)."""
     eps = 1e-6
     cand = []
     for pos, (w, p) in enumerate(zip(labels, probs, strict=True)):
@@ -44,10 +99,11 @@ def select_labels(
     cand.sort(reverse=True)
     total = sum(max(p, 0.0) for p in probs) or 1.0
     out: list[str] = []
-    held = 0.0
+    held, none_right = 0.0, 1.0
     for _, _, w, p in cand[:r_t]:
         out.append(w)
         held += max(p, 0.0)
-        if held / total >= mass:
+        none_right *= 1.0 - min(max(p, 0.0), 1.0)
+        if held / total >= mass or none_right <= miss:
             break
     return tuple(out)

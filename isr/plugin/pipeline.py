@@ -18,9 +18,15 @@ import numpy as np
 
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import InvalidInput
-from isr.plugin.backend import MODES, SearchBackend, Stage, StageTimer
+from isr.plugin.backend import SearchBackend, Stage, StageTimer
 from isr.plugin.filters import Filter, parse_filter
-from isr.plugin.keyword_rule import select_labels
+from isr.plugin.keyword_rule import (
+    KEYWORD_FIELDS,
+    RULES,
+    TEXT_MODES,
+    check_keyword_options,
+    select_labels,
+)
 
 __all__ = [
     "ABLATIONS",
@@ -58,10 +64,6 @@ def _int_in(name: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-TEXT_MODES = ("pred", "ext", "merge")
-RULES = ("top", "cost")
-
-
 @dataclass(frozen=True)
 class KeywordOptions:
     """Which of the query's labels screen the gallery, and against how many stored labels.
@@ -73,7 +75,8 @@ class KeywordOptions:
     rule: "top", the first r_t (the paper's R_T); "cost", at most r_t ranked by
     log p - alpha * log(share of the gallery storing the label), leaving out labels below
     p_min and stop labels (stored by more than `stop` of the gallery), stopping once the kept
-    labels hold `mass` of the query's probability (see :mod:`isr.plugin.keyword_rule`).
+    labels hold `mass` of the query's probability, or once prod(1 - p) over them is at most
+    `miss` (see :mod:`isr.plugin.keyword_rule`).
     r_i: how many of each document's stored labels count (None: all the index stores); any
     value up to the stored R_I works without re-indexing.
     mode / minimum_should_match: how the kept labels combine (any, all, at least m).
@@ -89,25 +92,39 @@ class KeywordOptions:
     mass: float = 1.0
     stop: float = 1.0
     r_i: int | None = None
+    miss: float = 0.0
+    # The fields the caller named; None: all of them (these options are used as they are). A
+    # search fills the others from the index's recorded defaults (IndexConfig.keywords), so a
+    # query naming only r_t keeps the index's rule and text mode: see partial() and over().
+    given: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        _int_in("keywords.r_t", self.r_t, 1, 100)
-        if self.mode not in MODES:
-            raise InvalidInput(f"keywords.mode {self.mode!r} is not one of {MODES}")
-        _int_in("keywords.minimum_should_match", self.minimum_should_match, 1, self.r_t)
-        if self.text not in TEXT_MODES:
-            raise InvalidInput(f"keywords.text {self.text!r} is not one of {TEXT_MODES}")
-        if self.rule not in RULES:
-            raise InvalidInput(f"keywords.rule {self.rule!r} is not one of {RULES}")
-        for name, lo, hi in (("alpha", 0.0, 10.0), ("p_min", 0.0, 1.0), ("mass", 0.0, 1.0),
-                             ("stop", 0.0, 1.0)):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-                raise InvalidInput(f"keywords.{name} must be a number in [{lo}, {hi}], got {v!r}")
-        if self.mass <= 0:
-            raise InvalidInput("keywords.mass must be > 0")
-        if self.r_i is not None:
-            _int_in("keywords.r_i", self.r_i, 1, 10_000)
+        check_keyword_options({f: getattr(self, f) for f in KEYWORD_FIELDS})
+        if self.given is not None:
+            object.__setattr__(self, "given", tuple(self.given))
+            unknown = sorted(set(self.given) - set(KEYWORD_FIELDS))
+            if unknown:
+                raise InvalidInput(f"keywords.given: unknown option(s) {unknown}")
+        # a partial set without r_t is checked once merged (the index's r_t may be larger)
+        if (self.given is None or "r_t" in self.given) and self.minimum_should_match > self.r_t:
+            raise InvalidInput(
+                f"keywords.minimum_should_match must be in [1, {self.r_t}] (r_t), "
+                f"got {self.minimum_should_match}"
+            )
+
+    @classmethod
+    def partial(cls, values: dict[str, Any], where: str = "keywords") -> KeywordOptions:
+        """The options a query names (HTTP ext.isr.keywords, CLI flags), checked here with
+        `where` in the message; the rest come from the index's defaults at search time."""
+        check_keyword_options(values, where)
+        return cls(**values, given=tuple(sorted(values)))
+
+    def over(self, defaults: dict[str, Any]) -> KeywordOptions:
+        """These options over an index's defaults: the given fields win, the others come from
+        `defaults`, then the built-in ones. Fully given options are returned as they are."""
+        if self.given is None:
+            return self
+        return KeywordOptions(**{**defaults, **{f: getattr(self, f) for f in self.given}})
 
     def select(self, kw: Keywords, backend: Any = None) -> tuple[str, ...]:
         """The labels of one query's keywords that screen (see the class doc)."""
@@ -119,7 +136,7 @@ class KeywordOptions:
                 rest = [(w, p) for w, p in zip(labels, probs) if w not in set(kw.extracted)]
                 labels = kw.extracted + tuple(w for w, _ in rest)
                 probs = (1.0,) * len(kw.extracted) + tuple(p for _, p in rest)
-        if self.rule == "top" and self.p_min == 0 and self.mass >= 1:
+        if self.rule == "top" and self.p_min == 0 and self.mass >= 1 and self.miss == 0:
             return tuple(labels[: self.r_t])
         shares = None
         if self.rule == "cost" or self.stop < 1:
@@ -131,7 +148,8 @@ class KeywordOptions:
             shares = backend.label_shares(labels, self.r_i)
         alpha = self.alpha if self.rule == "cost" else 0.0
         return select_labels(labels, probs, self.r_t, shares=shares, alpha=alpha,
-                             p_min=self.p_min, mass=self.mass, stop=self.stop)  # fmt: skip
+                             p_min=self.p_min, mass=self.mass, stop=self.stop,
+                             miss=self.miss)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -152,7 +170,8 @@ class SearchOptions:
     size: int = 10
     num_candidates: int = 1000
     rerank_window: int = 200
-    keywords: KeywordOptions = field(default_factory=KeywordOptions)
+    # default: nothing named, so the index's recorded keyword defaults apply
+    keywords: KeywordOptions = field(default_factory=lambda: KeywordOptions(given=()))
     use_keywords: bool = True
     use_knn: bool = True
     use_rerank: bool = True
@@ -254,6 +273,8 @@ def search(
         raise InvalidInput(f"query fragments have {query.d_frag} dims, the index has {c.d_frag}")
     q_fast, q_frags, q_mask = query.fast[0], query.fragments[0], query.mask[0]
     t_start = time.perf_counter()
+    if opt.keywords.given is not None:  # fill what the query did not name from the index's defaults
+        opt = replace(opt, keywords=opt.keywords.over(c.keywords))
     labels = opt.keywords.select(query.keywords[0], backend) if opt.use_keywords else ()
     cands = backend.candidates(query, labels, opt)
     timer = StageTimer(cands.stages)

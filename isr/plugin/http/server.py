@@ -96,7 +96,7 @@ from isr.plugin.http.ui import html, register_ui, wants_html
 from isr.plugin.pipeline import search
 from isr.plugin.store.maxsim import MaxSimScorer
 
-__all__ = ["ERRORS", "ImageEncoder", "ServerConfig", "create_app", "serve"]
+__all__ = ["ERRORS", "BundleLoader", "ImageEncoder", "ServerConfig", "create_app", "serve"]
 
 log = logging.getLogger("isr.server")
 
@@ -155,6 +155,16 @@ class ImageEncoder(Protocol):
     def encode_image_bytes(self, data: bytes) -> Encoded: ...
 
 
+class BundleLoader(Protocol):
+    """The app's loader of encoder bundles (the engine loads none itself; `isr.app.serve`
+    has one): a bundle directory -> its text encoder, and that encoder -> its image encoder.
+    The facade calls each once per directory and keeps the result per fingerprint."""
+
+    def text_encoder(self, path: Path) -> TextEncoder: ...
+
+    def image_encoder(self, path: Path, text: TextEncoder) -> ImageEncoder: ...
+
+
 # -- configuration ---------------------------------------------------------------------------
 
 
@@ -162,8 +172,11 @@ class ImageEncoder(Protocol):
 class ServerConfig:
     """root: directory of embedded index directories; es_url: an Elasticsearch to front
     (exactly one of the two). sidecar_root: sidecar directories, one per Elasticsearch index
-    name (needed for indexes whose fragments live in a sidecar). bundle: encoder bundle for
-    `query_text`, loaded on first use. api_key: required as `Authorization: ApiKey <key>`
+    name (needed for indexes whose fragments live in a sidecar). bundle: an encoder bundle
+    for `query_text` / `query_image`, loaded on first use: optional, since each index records
+    its own bundle (fingerprint and directory) and the facade loads the ones its indexes
+    need; when given, it is used for every index whose fingerprint it has (an override of a
+    recorded directory that moved), for indexes that record none, and for `_isr/embed`. api_key: required as `Authorization: ApiKey <key>`
     when set. es_api_key: the facade's own credentials for Elasticsearch."""
 
     root: Path | None = None
@@ -182,21 +195,32 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         if (self.root is None) == (self.es_url is None):
-            raise InvalidInput("server: give exactly one of root (embedded) and es_url")
+            raise InvalidInput(
+                "server: give exactly one of --root DIR (embedded indexes) and --es-url URL "
+                "(Elasticsearch)"
+            )
         if self.root is not None and not Path(self.root).is_dir():
             raise NotFound(f"server: index root {self.root} is not a directory")
         if self.bundle is not None and not Path(self.bundle).is_dir():
             raise NotFound(f"server: bundle directory {self.bundle} does not exist")
         port = self.port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise InvalidInput(f"server: port must be an integer in [0, 65535], got {port!r}")
+            raise InvalidInput(f"server: --port must be an integer in [0, 65535], got {port!r}")
         if not isinstance(self.max_body_bytes, int) or self.max_body_bytes < 1024:
-            raise InvalidInput(f"server: max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+            raise InvalidInput(
+                f"server: the request body limit (--max-body-mb) must be at least 1024 bytes, "
+                f"got {self.max_body_bytes}"
+            )
         if self.api_key is not None and (not self.api_key or self.api_key != self.api_key.strip()):
-            raise InvalidInput("server: api_key must be a non-empty string without spaces around")
+            raise InvalidInput(
+                "server: the API key (--api-key, ISR_API_KEY) must be non-empty, without spaces "
+                "around it"
+            )
         ri = self.refresh_interval
         if isinstance(ri, bool) or not isinstance(ri, (int, float)) or not (ri == -1 or ri > 0):
-            raise InvalidInput(f"server: refresh_interval must be > 0 s or -1 (never), got {ri!r}")
+            raise InvalidInput(
+                f"server: --refresh-interval must be > 0 s or -1 (never), got {ri!r}"
+            )
 
     @property
     def loopback(self) -> bool:
@@ -228,12 +252,16 @@ class Facade:
         encoder: TextEncoder | None = None,
         es_client: Any = None,
         image_encoder: ImageEncoder | None = None,
-        load_encoder: Callable[[], TextEncoder] | None = None,
+        bundles: BundleLoader | None = None,
     ) -> None:
         self.config = config
-        self._encoder = encoder
+        self._encoder = encoder  # given: every index's (tests, the demo)
         self.image_encoder = image_encoder
-        self._load_encoder = load_encoder
+        self._bundles = bundles
+        self._by_path: dict[Path, TextEncoder] = {}  # bundle directory -> its loaded encoder
+        self._by_fp: dict[str, tuple[Path, TextEncoder]] = {}  # one load per fingerprint
+        self._images: dict[str, ImageEncoder] = {}  # fingerprint -> its image encoder
+        self._bundle_lock = threading.Lock()  # loading a bundle never blocks opening an index
         self._backends: dict[str, SearchBackend] = {}
         self._broken: dict[str, str] = {}  # index -> why its last refresh failed
         self._retired: list[tuple[float, SearchBackend]] = []
@@ -275,17 +303,86 @@ class Facade:
         )
 
     def encoder(self) -> TextEncoder:
+        """The encoder of requests that name no index (`_isr/embed`, `_isr/rerank`): the
+        given one, else --bundle's."""
         if self._encoder is not None:
             return self._encoder
-        if self._load_encoder is None:
+        if self._bundles is None or self.config.bundle is None:
             raise Unavailable(
                 "no text encoder: start `isr serve` with --bundle DIR, or send "
                 "ext.isr.query_encoded instead of query_text"
             )
-        with self._lock:
-            if self._encoder is None:  # loaded on first use: the facade starts at once
-                self._encoder = self._load_encoder()
+        return self._load(Path(self.config.bundle))
+
+    def _load(self, path: Path) -> TextEncoder:
+        """The bundle at `path`, loaded on first use (the facade starts at once), once."""
+        assert self._bundles is not None
+        key = path.resolve()
+        with self._bundle_lock:
+            got = self._by_path.get(key)
+            if got is None:
+                got = self._by_path[key] = self._bundles.text_encoder(key)
+                self._by_fp.setdefault(got.fingerprint, (key, got))
+            return got
+
+    def encoder_for(self, backend: SearchBackend, index: str) -> TextEncoder:
+        """The text encoder of `index`: the given one; else the bundle of the index's
+        fingerprint, loaded once per fingerprint: --bundle when it is that bundle, else the
+        directory the index records (its config, or the newest load's commit). An index
+        whose bundle is nowhere here gets a 404 naming the bundle."""
+        if self._encoder is not None:
             return self._encoder
+        fp = backend.config.bundle_fingerprint
+        if fp and fp in self._by_fp:
+            return self._by_fp[fp][1]
+        if self._bundles is None:
+            raise Unavailable(
+                f"no text encoder for index [{index}]: this facade loads no bundles; send "
+                "ext.isr.query_encoded instead of query_text"
+            )
+        given = None if self.config.bundle is None else self._load(Path(self.config.bundle))
+        if given is not None and (not fp or given.fingerprint == fp):
+            return given
+        if not fp:
+            raise Unavailable(
+                f"index [{index}] records no encoder bundle (pre-encoded features): start "
+                "`isr serve` with --bundle DIR, or send ext.isr.query_encoded"
+            )
+        notes = []
+        for path in _recorded_bundles(backend, fp):
+            if not path.is_dir():
+                notes.append(f"{path} does not exist")
+                continue
+            enc = self._load(path)
+            if enc.fingerprint == fp:
+                return enc
+            notes.append(f"{path} is now bundle {enc.fingerprint[:12]}...")
+        if given is not None:  # refused by the fingerprint check, naming both bundles
+            return given
+        where = "; ".join(notes) or "the index records no bundle directory"
+        raise NotFound(
+            f"index [{index}] was filled with encoder bundle {fp[:12]}..., which this server "
+            f"cannot find ({where}): start `isr serve` with --bundle DIR (that bundle)"
+        )
+
+    def image_encoder_for(self, backend: SearchBackend, index: str) -> ImageEncoder:
+        """The image encoder of `index` (the given one; else its bundle's, loaded once)."""
+        if self.image_encoder is not None:
+            return self.image_encoder
+        if self._bundles is None:
+            raise Unavailable(
+                "no image encoder: start `isr serve` with --bundle DIR (a bundle that "
+                "records its image backbone) for ext.isr.query_image"
+            )
+        text = self.encoder_for(backend, index)
+        self._check_bundle(text, backend, index)
+        fp = text.fingerprint
+        with self._bundle_lock:
+            got = self._images.get(fp)
+            if got is None:
+                path = next(p for p, e in self._by_path.items() if e is text)
+                got = self._images[fp] = self._bundles.image_encoder(path, text)
+            return got
 
     def _check_bundle(self, enc: TextEncoder, backend: SearchBackend, index: str) -> None:
         check_encoder(enc, backend.config, index)
@@ -368,18 +465,14 @@ class Facade:
         req = parse_search(_apply_params(body, params))
         query, encode_ms = req.query, 0.0
         if req.query_image is not None:
-            if self.image_encoder is None:
-                raise Unavailable(
-                    "no image encoder: start `isr serve` with --bundle DIR (a bundle that "
-                    "records its image backbone) for ext.isr.query_image"
-                )
-            self._check_bundle(self.image_encoder, backend, index)  # type: ignore[arg-type]
+            images = self.image_encoder_for(backend, index)
+            self._check_bundle(images, backend, index)  # type: ignore[arg-type]
             t = time.perf_counter()
-            query = self.image_encoder.encode_image_bytes(req.query_image)
+            query = images.encode_image_bytes(req.query_image)
             encode_ms = (time.perf_counter() - t) * 1e3
         elif query is None:
             assert req.query_text is not None
-            enc = self.encoder()
+            enc = self.encoder_for(backend, index)
             self._check_bundle(enc, backend, index)
             t = time.perf_counter()
             query = enc.encode_texts([req.query_text])
@@ -412,7 +505,8 @@ class Facade:
 
     def rerank(self, body: Any, index: str | None) -> Response:
         query, docs, top_n = parse_rerank(body)
-        enc = self.encoder()
+        backend = None if index is None else self.backend(index)
+        enc = self.encoder() if backend is None else self.encoder_for(backend, str(index))
         q = enc.encode_texts([query])
         qf, qm = q.fragments[0], q.mask[0]
         n_q = int(qm.sum())
@@ -420,7 +514,7 @@ class Facade:
             d = enc.encode_texts(docs)
             ms = self.scorer().score(qf, qm, d.fragments, d.mask)
         else:  # documents are ids of an index: its stored fragments
-            backend = self.backend(index)
+            assert backend is not None
             self._check_bundle(enc, backend, index)
             if q.d_frag != backend.config.d_frag:
                 raise InvalidInput(
@@ -482,11 +576,28 @@ class Facade:
             ok, state["reason"] = False, scrub_paths(str(e))
         state["encoder"] = (
             "loaded"
-            if self._encoder is not None
-            else ("lazy" if self._load_encoder is not None else "none")
+            if self._encoder is not None or self._by_fp
+            else ("lazy" if self._bundles is not None else "none")
         )
+        state["bundles"] = sorted(fp[:12] for fp in self._by_fp)  # loaded, one per fingerprint
         state["ready"] = ok
         return json_response(state, 200 if ok else 503)
+
+
+def _recorded_bundles(backend: SearchBackend, fp: str) -> list[Path]:
+    """The bundle directories an index records for fingerprint `fp`: the newest load's
+    first (each commit of a load names its bundle's directory), then the index config's."""
+    out: list[Path] = []
+    # the embedded index's last commit, or what an Elasticsearch load commits beside its fragments
+    meta = getattr(backend, "committed_meta", None) or getattr(backend, "app_meta", None)
+    sources = (meta() if meta is not None else {}).get("ingest", {}).get("sources", [])
+    for e in reversed(sources if isinstance(sources, list) else []):
+        path = e.get("bundle_path") if isinstance(e, dict) and e.get("bundle") == fp else None
+        if isinstance(path, str) and path and Path(path) not in out:
+            out.append(Path(path))
+    if backend.config.bundle_path and Path(backend.config.bundle_path) not in out:
+        out.append(Path(backend.config.bundle_path))
+    return out
 
 
 def _es_healthy(es: Any) -> bool:
@@ -620,7 +731,9 @@ class _Guard:
     def _product(send: Send) -> Send:
         async def send_product(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0] != b"x-elastic-product"]
+                headers = [
+                    h for h in message.get("headers", []) if h[0].lower() != b"x-elastic-product"
+                ]
                 headers.append((b"x-elastic-product", b"Elasticsearch"))
                 message = {**message, "headers": headers}
             await send(message)
@@ -689,18 +802,18 @@ def create_app(
     encoder: TextEncoder | None = None,
     es_client: Any = None,
     image_encoder: ImageEncoder | None = None,
-    load_encoder: Callable[[], TextEncoder] | None = None,
+    bundles: BundleLoader | None = None,
 ) -> FastAPI:
-    """The facade as an ASGI app. encoder: the text encoder of `query_text` (tests pass a small
-    deterministic one); load_encoder: or a function that loads it on first use (the app's
-    loader of `config.bundle`); es_client: an Elasticsearch client to use instead of one built
-    from `config.es_url`; image_encoder: for `ext.isr.query_image` (the app layer builds it
-    from the bundle)."""
-    if config.bundle is not None and encoder is None and load_encoder is None:
+    """The facade as an ASGI app. encoder: the text encoder of `query_text` for every index
+    (tests pass a small deterministic one); bundles: or the app's loader of bundles, with
+    which each index's own bundle (and `config.bundle`) is loaded on first use; es_client: an
+    Elasticsearch client to use instead of one built from `config.es_url`; image_encoder:
+    for `ext.isr.query_image` on every index (else each bundle's, through `bundles`)."""
+    if config.bundle is not None and encoder is None and bundles is None:
         raise InvalidInput(
             f"server: bundle {config.bundle} needs a loader (isr.app.serve.create_app has one)"
         )
-    facade = Facade(config, encoder, es_client, image_encoder, load_encoder)
+    facade = Facade(config, encoder, es_client, image_encoder, bundles)
     proxy: httpx.AsyncClient | None = None
 
     @asynccontextmanager

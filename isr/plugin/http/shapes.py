@@ -23,6 +23,7 @@ from isr.encoders.record import Encoded
 from isr.errors import InvalidInput
 from isr.plugin.filters import MatchAll, parse_filter
 from isr.plugin.http.queryfile import query_from_json
+from isr.plugin.keyword_rule import KEYWORD_FIELDS
 from isr.plugin.pipeline import ABLATIONS, MAX_K, KeywordOptions, SearchOptions, SearchResult
 
 __all__ = [
@@ -64,7 +65,9 @@ EXT_KEYS = (
     "exact_threshold",
     "explain",
 )
-KEYWORD_KEYS = ("r_t", "mode", "minimum_should_match")
+# every KeywordOptions field (r_t, mode, minimum_should_match, text, rule, alpha, p_min, mass,
+# stop, r_i); what a query leaves out comes from the index's defaults (IndexConfig.keywords)
+KEYWORD_KEYS = KEYWORD_FIELDS
 SHARDS = {"total": 1, "successful": 1, "skipped": 0, "failed": 0}
 MAX_TEXTS = 1_000  # texts per rerank / embed request
 MAX_TEXT_CHARS = 10_000  # characters per text
@@ -202,7 +205,7 @@ def parse_search(body: Any) -> IsrSearch:
         size=n,
         num_candidates=ext.get("num_candidates", max(1000, k)),
         rerank_window=window,
-        keywords=KeywordOptions(**kw),
+        keywords=KeywordOptions.partial(kw, "ext.isr.keywords"),
         filter=filters or None,
         with_source=_source_flag(body),
         **extra,
