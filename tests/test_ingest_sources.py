@@ -212,3 +212,34 @@ def test_karpathy_images_load_and_bad_files_are_skipped(vit_dir: Path, tmp_path:
         KarpathySource(js, imgs, src.backbone, "val")
     with pytest.raises(InvalidInput, match="32 dims, the bundle's image tower takes 16"):
         load_gallery(src, str(tmp_path / "idx2"), tiny_bundle(16), opts())
+
+
+def test_karpathy_applies_exif_orientation(vit_dir: Path, tmp_path: Path) -> None:
+    """One decoder with the image folder (isr.ingest.images.decode_image): a photo stored
+    sideways with EXIF "rotate 90" gives the features of its upright pixels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    stored = Image.fromarray(rng.integers(0, 255, (20, 40, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to view
+    stored.save(imgs / "r.jpg", exif=exif, quality=95)
+    (imgs / "empty.jpg").write_bytes(b"")
+    entries = [
+        {"filename": n, "imgid": i, "split": "test", "sentences": [{"raw": "x"}]}
+        for i, n in enumerate(["r.jpg", "empty.jpg"])
+    ]
+    js = tmp_path / "d.json"
+    js.write_text(json.dumps({"images": entries}))
+    bb = ImageBackbone.load(vit_dir, k=8)
+    (batch,) = all_batches(KarpathySource(js, imgs, bb, "test"), 4)
+    assert [(s.id, s.reason) for s in batch.skipped] == [("empty.jpg", "empty file")]
+    with Image.open(imgs / "r.jpg") as im:
+        upright = im.convert("RGB").transpose(Image.Transpose.ROTATE_270)
+        sideways = im.convert("RGB")
+    assert upright.size == (20, 40)
+    want, other = bb.features([upright]).regions, bb.features([sideways]).regions
+    got = batch.payload.feats
+    assert np.allclose(got, want, atol=1e-5) and not np.allclose(got, other, atol=1e-3)

@@ -302,6 +302,12 @@ def _keyword_flags(kw: dict[str, Any]) -> dict[str, Any]:
     help="Elasticsearch filter DSL as JSON (term, terms, range, bool).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option(
+    "--save-query",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also write the encoded query as JSON (for --query FILE, ext.isr.query_encoded).",
+)
 def search_cmd(
     path: Path,
     query_file: Path | None,
@@ -310,10 +316,10 @@ def search_cmd(
     bundle_dir: Path | None,
     filter_json: str | None,
     as_json: bool,
+    save_query: Path | None,
     **kw: Any,
 ) -> None:
     """Search the index at PATH with a text query (--text, --bundle) or an encoded one (--query)."""
-    from isr.app.serve import encode_query_text
     from isr.eval.report import markdown_table
     from isr.plugin import EmbeddedIndex, KeywordOptions, SearchOptions, search
     from isr.plugin.http.queryfile import load_query
@@ -341,11 +347,17 @@ def search_cmd(
 
             query = image_query(idx, bundle_dir, query_image)
         elif query_text is not None:
+            from isr.app.serve import encode_query_text  # torch + the bundle: --text only
+
             query = encode_query_text(idx.config, bundle_dir, query_text)
         else:
             assert query_file is not None
             query = load_query(query_file)
         result = search(idx, query, options)
+    if save_query is not None:
+        from isr.plugin.http.queryfile import query_to_json
+
+        save_query.write_text(json.dumps(query_to_json(query)) + "\n")
     if size == 0:
         from dataclasses import replace
 
@@ -563,8 +575,17 @@ def train(
     if image_dir is not None:
         data_dir = _extract(image_dir, captions_file, image_backbone, k, out_dir)
     assert data_dir is not None
+    if val_split == train_split:
+        raise InvalidInput(
+            f"--val-split {val_split!r} is the training split: validate on a split the model "
+            "never trains on (e.g. --train-split train --val-split dev)"
+        )
     data, vocab = load_paired(data_dir, train_split, min_images=min_images, limit=limit)
     val, _ = load_paired(data_dir, val_split, vocab=vocab)
+    click.echo(
+        f"validation: per-epoch recall on the {len(val)} images of the {val_split!r} split "
+        f"(never trained on); training on {train_split!r}"
+    )
     command = " ".join(sys.argv)
     n, m, d_in = data.images.shape
     est = estimate_seconds(cfg, n, m, d_in, recipe or "plain", len(vocab.labels))

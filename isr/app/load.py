@@ -148,6 +148,32 @@ def _with_bundle(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--device", default="cpu", show_default=True)(f)
 
 
+def _with_backbone(default_k: int | None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--backbone and --k of the image sources: required with a fixed k (Karpathy), or taken
+    from what the bundle records (default_k None: an image folder)."""
+    recorded = default_k is None
+
+    def add(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option(
+            "--k",
+            "k",
+            type=int,
+            default=default_k,
+            show_default=not recorded,
+            help="Regions per image" + (" (default: the bundle's)." if recorded else "."),
+        )(f)
+        return click.option(
+            "--backbone",
+            type=click.Path(path_type=Path, exists=True, file_okay=False),
+            required=not recorded,
+            default=None,
+            help="Local Hugging Face vision model directory (config, safetensors, "
+            "preprocessor)" + ("; default: the one the bundle records." if recorded else "."),
+        )(f)
+
+    return add
+
+
 def _run(
     source: Any, target: str, bundle: tuple[Path, str] | None, kw: dict[str, Any], **extra: Any
 ) -> None:
@@ -211,14 +237,8 @@ def precomp(
     required=True,
     help="The image folder.",
 )
-@click.option(
-    "--backbone",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    required=True,
-    help="Local Hugging Face vision model directory (config, safetensors, preprocessor).",
-)
 @click.option("--split", default="test", show_default=True, help="Split, or 'all'.")
-@click.option("--k", "k", type=int, default=32, show_default=True, help="Regions per image.")
+@_with_backbone(default_k=32)
 @_with_bundle
 @_common
 def karpathy(
@@ -239,13 +259,7 @@ def karpathy(
 
 @main.command()
 @click.argument("image_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option(
-    "--backbone",
-    type=click.Path(path_type=Path, exists=True, file_okay=False),
-    default=None,
-    help="Local Hugging Face vision model directory (default: the one the bundle records).",
-)
-@click.option("--k", "k", type=int, default=None, help="Regions per image (default: the bundle's).")
+@_with_backbone(default_k=None)
 @click.option(
     "--min-side", type=int, default=16, show_default=True, help="Skip smaller images (px)."
 )

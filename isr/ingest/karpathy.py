@@ -4,8 +4,9 @@ backbone.
 Entry point: :class:`KarpathySource`. The JSON is the ``dataset_flickr30k.json`` /
 ``dataset_coco.json`` format: ``images[]`` with ``filename`` (and ``filepath`` for COCO),
 ``split`` ("train", "val", "test", "restval"), ``sentences[].raw`` and ``imgid``. Images are
-decoded with Pillow; an image that is missing, unreadable or truncated is skipped and
-reported. Document id: the file name; ``_source``: ``{"filename", "imgid", "captions"}``.
+decoded as an image folder's are (:func:`isr.ingest.images.decode_image`: EXIF orientation
+applied, an animation's first frame); an image that is missing, empty, unreadable, truncated
+or too large is skipped and reported. Document id: the file name; ``_source``: ``{"filename", "imgid", "captions"}``.
 Position: the image's index among the JSON entries of the chosen split, in file order.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 from isr.encoders.eyes import Eyes
 from isr.errors import InvalidInput, NotFound
 from isr.ingest.image_backbone import ImageBackbone
+from isr.ingest.images import decode_image
 from isr.ingest.source import Regions, Skip, SourceBatch, check_start
 
 __all__ = ["KarpathySource", "read_karpathy"]
@@ -44,20 +46,6 @@ def read_karpathy(path: Path, split: str) -> list[Any]:
         have = sorted({str(e.get("split")) for e in images if isinstance(e, dict)})
         raise InvalidInput(f"{path}: no image has split {split!r}; splits present: {have}")
     return picked
-
-
-def _decode(path: Path, pos: int, doc_id: str) -> Any:
-    """An RGB PIL image, or the Skip that says why it cannot be read."""
-    from PIL import Image  # noqa: PLC0415  (pillow only for an image source)
-
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now: a truncated file fails here, not inside the processor
-            return im.convert("RGB")
-    except FileNotFoundError:
-        return Skip(pos, doc_id, "missing image", str(path))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        return Skip(pos, doc_id, "unreadable image", f"{path.name}: {e}")
 
 
 class KarpathySource:
@@ -134,9 +122,9 @@ class KarpathySource:
                 if isinstance(got, Skip):
                     skipped.append(got)
                     continue
-                im = _decode(got[1], p, got[0])
-                if isinstance(im, Skip):
-                    skipped.append(im)
+                im = decode_image(got[1])  # upright (EXIF), first frame, or why not
+                if isinstance(im, tuple):
+                    skipped.append(Skip(p, got[0], im[0], im[1]))
                     continue
                 ids.append(got[0])
                 pos.append(p)

@@ -83,15 +83,20 @@ class IngestOptions:
         for name in ("batch_size", "commit_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise InvalidInput(f"{name}: expected an integer >= 1, got {v!r}")
+                raise InvalidInput(f"{_flag(name)}: expected an integer >= 1, got {v!r}")
         for name in ("limit", "r_i", "max_frags"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-                raise InvalidInput(f"{name}: expected an integer >= 1 or None, got {v!r}")
+                raise InvalidInput(f"{_flag(name)}: expected an integer >= 1, got {v!r}")
         if self.codec not in CODECS:
             raise InvalidInput(f"codec {self.codec!r} is not one of {CODECS}")
         if not isinstance(self.es, EsOptions):
             raise InvalidInput(f"es: expected EsOptions, got {type(self.es).__name__}")
+
+
+def _flag(name: str) -> str:
+    """An option's name as `isr load` spells it (errors speak the command line's words)."""
+    return "--" + name.replace("_", "-")
 
 
 # -- checks before anything is read ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Read an already-encoded query from a JSON or NPZ file (for `isr search --query FILE`).
 
-Entry point: :func:`load_query`. JSON: {"fast": [...], "fragments": [[...], ...],
+Entry points: :func:`load_query`, :func:`query_to_json` (what `isr search --save-query`
+writes). JSON: {"fast": [...], "fragments": [[...], ...],
 "mask": [...] (optional), "keywords": ["dog", ...] or {"labels": [...], "probs": [...]}}.
 NPZ: arrays `fast` (d,), `fragments` (n, d), optional `mask` (n,), `keywords` (str array),
 optional `keyword_probs`. The same shapes with a leading batch axis are accepted for one item.
@@ -23,6 +24,7 @@ __all__ = [
     "MAX_QUERY_FRAGMENTS",
     "load_query",
     "query_from_json",
+    "query_to_json",
 ]
 
 MAX_QUERY_FRAGMENTS = 1024  # a text query has one fragment per token; the model caps far lower
@@ -113,6 +115,18 @@ def query_from_json(body: dict[str, Any]) -> Encoded:
         return Encoded(fast[None], frags[None], mask.astype(bool)[None], (keywords,))
     except (TypeError, ValueError) as e:
         raise InvalidInput(f"query: {str(e)[:300]}") from e
+
+
+def query_to_json(q: Encoded) -> dict[str, Any]:
+    """The first query of `q` in the shape :func:`query_from_json` reads (the `--query` file,
+    `ext.isr.query_encoded`): its kept fragments only, keywords with their probabilities."""
+    keep = np.asarray(q.mask[0], dtype=bool)
+    kw = q.keywords[0]
+    return {
+        "fast": np.asarray(q.fast[0], dtype=np.float32).tolist(),
+        "fragments": np.asarray(q.fragments[0], dtype=np.float32)[keep].tolist(),
+        "keywords": {"labels": list(kw.labels), "probs": [float(p) for p in kw.probs]},
+    }
 
 
 def load_query(path: str | Path) -> Encoded:

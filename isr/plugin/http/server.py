@@ -205,14 +205,22 @@ class ServerConfig:
             raise NotFound(f"server: bundle directory {self.bundle} does not exist")
         port = self.port
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise InvalidInput(f"server: port must be an integer in [0, 65535], got {port!r}")
+            raise InvalidInput(f"server: --port must be an integer in [0, 65535], got {port!r}")
         if not isinstance(self.max_body_bytes, int) or self.max_body_bytes < 1024:
-            raise InvalidInput(f"server: max_body_bytes must be >= 1024, got {self.max_body_bytes}")
+            raise InvalidInput(
+                f"server: the request body limit (--max-body-mb) must be at least 1024 bytes, "
+                f"got {self.max_body_bytes}"
+            )
         if self.api_key is not None and (not self.api_key or self.api_key != self.api_key.strip()):
-            raise InvalidInput("server: api_key must be a non-empty string without spaces around")
+            raise InvalidInput(
+                "server: the API key (--api-key, ISR_API_KEY) must be non-empty, without spaces "
+                "around it"
+            )
         ri = self.refresh_interval
         if isinstance(ri, bool) or not isinstance(ri, (int, float)) or not (ri == -1 or ri > 0):
-            raise InvalidInput(f"server: refresh_interval must be > 0 s or -1 (never), got {ri!r}")
+            raise InvalidInput(
+                f"server: --refresh-interval must be > 0 s or -1 (never), got {ri!r}"
+            )
 
     @property
     def loopback(self) -> bool:
@@ -580,7 +588,8 @@ def _recorded_bundles(backend: SearchBackend, fp: str) -> list[Path]:
     """The bundle directories an index records for fingerprint `fp`: the newest load's
     first (each commit of a load names its bundle's directory), then the index config's."""
     out: list[Path] = []
-    meta = getattr(backend, "committed_meta", None)
+    # the embedded index's last commit, or what an Elasticsearch load commits beside its fragments
+    meta = getattr(backend, "committed_meta", None) or getattr(backend, "app_meta", None)
     sources = (meta() if meta is not None else {}).get("ingest", {}).get("sources", [])
     for e in reversed(sources if isinstance(sources, list) else []):
         path = e.get("bundle_path") if isinstance(e, dict) and e.get("bundle") == fp else None
@@ -722,7 +731,9 @@ class _Guard:
     def _product(send: Send) -> Send:
         async def send_product(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0] != b"x-elastic-product"]
+                headers = [
+                    h for h in message.get("headers", []) if h[0].lower() != b"x-elastic-product"
+                ]
                 headers.append((b"x-elastic-product", b"Elasticsearch"))
                 message = {**message, "headers": headers}
             await send(message)

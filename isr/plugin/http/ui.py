@@ -13,7 +13,9 @@ Entry points: :func:`register_ui(app, facade)` (called by
   profile. The page holds no data, so it is open even when the facade wants an API key; the
   key typed into the page is sent with every request it makes.
 - ``GET /_isr/file/{index}/{id}[?w=N]``: the photo of a document of an image-folder gallery
-  (``isr load images``), or a JPEG thumbnail at most N pixels wide. Only a document id of the
+  (``isr load images``; embedded or Elasticsearch, where the facade asks Elasticsearch for the
+  document's ``_source.path`` and reads the folder from the ingest record the loader commits
+  beside the fragments), or a JPEG thumbnail at most N pixels wide. Only a document id of the
   index is served, only from a folder the index's own ingest record names, and only when the
   resolved file (symlinks followed) is inside that folder: ``..``, absolute paths and links
   pointing elsewhere are refused, whatever the id says.
@@ -33,8 +35,9 @@ from starlette.concurrency import run_in_threadpool
 
 from isr.errors import InvalidInput, NotFound
 from isr.plugin.embedded.index import EmbeddedIndex
+from isr.plugin.es.backend import EsBackend
 
-__all__ = ["IMAGE_TYPES", "gallery_file", "page", "register_ui"]
+__all__ = ["IMAGE_TYPES", "es_gallery_file", "gallery_file", "page", "register_ui"]
 
 IMAGE_TYPES = {
     ".jpg": "image/jpeg",
@@ -73,13 +76,31 @@ def gallery_file(index: Any, doc_id: str) -> Path:
         raise NotFound(f"no document [{doc_id}] in this index")
     _, raw = index.docs_at([rows[doc_id]])[rows[doc_id]]
     rel = (json.loads(raw) if raw else {}).get("path")
+    return _checked(rel, doc_id, _folders(index.committed_meta()))
+
+
+def es_gallery_file(backend: EsBackend, doc_id: str) -> Path:
+    """The same for an Elasticsearch index: `_source.path` from Elasticsearch, the folders
+    from the ingest record the loader commits beside the fragments (sidecar or `_meta`)."""
+    # _mget, not GET _doc/{id}: ids of photos hold '/' (relative paths), safe in a body
+    docs = backend.client.mget(index=backend.index, ids=[doc_id], source_includes=["path"])
+    got = (docs.get("docs") or [{}])[0]
+    if not got.get("found"):
+        raise NotFound(f"no document [{doc_id}] in this index")
+    rel = (got.get("_source") or {}).get("path")
+    return _checked(rel, doc_id, _folders(backend.app_meta()))
+
+
+def _checked(rel: Any, doc_id: str, folders: list[Path]) -> Path:
+    """`rel` (a document's `_source.path`) inside one of the index's image `folders`,
+    resolved (symlinks followed) and checked to stay there."""
     if not isinstance(rel, str) or not rel:
         raise NotFound(f"document [{doc_id}] has no photo (no _source.path)")
     if Path(rel).is_absolute() or ".." in Path(rel).parts or "\\" in rel:
         raise InvalidInput(f"document [{doc_id}]: _source.path {rel!r} leaves the gallery folder")
     if Path(rel).suffix.lower() not in IMAGE_TYPES:
         raise InvalidInput(f"document [{doc_id}]: {rel!r} is not an image file")
-    for folder in _folders(index.committed_meta()):
+    for folder in folders:
         base = folder.resolve()
         p = (base / rel).resolve()
         if p.is_relative_to(base) and p.is_file():
@@ -112,9 +133,12 @@ def register_ui(app: FastAPI, facade: Any) -> None:
         if bad:
             raise InvalidInput(f"unsupported parameter(s) {bad}; supported: w")
         idx = facade.backend(index)
-        if not isinstance(idx, EmbeddedIndex):
-            raise NotFound("photos are served for embedded indexes only")
-        path = gallery_file(idx, doc_id)
+        if isinstance(idx, EmbeddedIndex):
+            path = gallery_file(idx, doc_id)
+        elif isinstance(idx, EsBackend):
+            path = es_gallery_file(idx, doc_id)
+        else:
+            raise NotFound("photos are served for embedded and Elasticsearch indexes only")
         headers = {"cache-control": "private, max-age=300", "x-content-type-options": "nosniff"}
         if "w" in params:
             try:
