@@ -11,7 +11,14 @@ import torch
 
 from isr.encoders.train import TrainConfig
 from isr.errors import InvalidInput
-from isr.eval.appendix import FRAGMENTS, appendix_plan, evaluate_appendix, train_appendix
+from isr.eval.appendix import (
+    FRAGMENTS,
+    appendix_plan,
+    evaluate_appendix,
+    format_appendix,
+    plot_interactions,
+    train_appendix,
+)
 from isr.ingest.synthetic_world import generate_world
 from isr.ingest.training_data import load_paired
 
@@ -61,6 +68,9 @@ def test_fragment_sweep_and_students_train_then_evaluate(tmp_path: Path) -> None
     assert cfg["max_frags"] == 2
     lines = (run / "appendix_progress.jsonl").read_text().splitlines()
     assert len(lines) == len(FRAGMENTS) + 1 + len(FRAGMENTS)  # table6, the teacher once, table7
+    png = plot_interactions(res, tmp_path / "plot" / "r1.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "B->B n=2" in format_appendix(res) and "not trained: table1" in format_appendix(res)
     # a second call trains nothing
     train_appendix(2, CFG, train, val, vocab, run, "t", tables=("table6", "table7"))
     assert len((run / "appendix_progress.jsonl").read_text().splitlines()) == len(lines)

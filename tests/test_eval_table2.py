@@ -120,3 +120,17 @@ def test_throughput_sets_threads_through_the_given_rule(tmp_path: Path) -> None:
     out = throughput(b, test, rule, threads=(2, 1), batches=(4,), n_items=8)
     assert calls == [2, 1, before] and torch.get_num_threads() == before
     assert [r["threads"] for r in out["rows"]] == [2, 1]
+
+
+def test_matched_rows_can_train_in_disjoint_processes(tmp_path: Path) -> None:
+    """only_rows trains just the named rows (what two side-by-side processes use)."""
+    generate_world(tmp_path / "w", 64, 12, 12, seed=0, m=8, D=8)
+    run = tmp_path / "run"
+    kw = {"val_images": 6, "min_images": 5, "evaluate": False}
+    with pytest.raises(InvalidInput, match="only_rows"):
+        run_table2(tmp_path / "w", run, CFG, total_epochs=3, only_rows=["F"], **kw)
+    with pytest.raises(InvalidInput, match="only_rows needs total_epochs"):
+        run_table2(tmp_path / "w", run, CFG, only_rows=["F w/o"], **kw)
+    run_table2(tmp_path / "w", run, CFG, total_epochs=3, only_rows=["F w/o", "B->F"], **kw)
+    trained = sorted(p.name for p in (run / "matched").iterdir())
+    assert trained == ["base1", "base1.shrink-fast2", "fast3"]

@@ -144,6 +144,11 @@ def test_calibration_is_measured_recorded_and_reloaded(tmp_path: Path) -> None:
     fi.close()
     again = FastIndex(tmp_path / "f", fi.config, N, readonly=True)
     assert again.cost == KnnCost(**raw)
+    # a refreshing reader takes in the writer's next calibration
+    newer = dict(raw, scan_row_ns=raw["scan_row_ns"] + 1.0, rows=2 * N)
+    (tmp_path / "f" / FastIndex.COST).write_text(json.dumps(newer))
+    again.take(N)
+    assert again.cost == KnnCost(**newer)
     assert again.plan(10, 100, 5) in fast_index.METHODS
     again.close()
 

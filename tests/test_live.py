@@ -90,7 +90,7 @@ def test_readers_opened_while_a_writer_commits_are_consistent(live: Path) -> Non
         try:
             with EmbeddedIndex.open(live) as idx:
                 b = 1
-                while not stop.is_set() and b < 400:
+                while not stop.is_set() and b < 4000:
                     _writer_batch(idx, b)
                     if b % 5 == 0:
                         idx.fast.snapshot()  # keeps reader opens cheap
@@ -103,7 +103,9 @@ def test_readers_opened_while_a_writer_commits_are_consistent(live: Path) -> Non
     thread.start()
     opens = bad = refreshes = 0
     gens = set()
-    deadline = time.monotonic() + 40
+    # Counted, not timed: the soak ends after 200 opens (a loaded 2-core machine managed 181 in
+    # 40 s); the deadline only stops a hung run.
+    deadline = time.monotonic() + 600
     try:
         with EmbeddedIndex.open(live, readonly=True) as long_lived:
             while time.monotonic() < deadline and opens < 200 and thread.is_alive():
@@ -117,7 +119,7 @@ def test_readers_opened_while_a_writer_commits_are_consistent(live: Path) -> Non
         stop.set()
         thread.join(timeout=60)
     assert not errors, errors
-    assert opens >= 200, f"only {opens} reader opens in 40 s"
+    assert opens >= 200, f"only {opens} reader opens before the writer stopped or 600 s passed"
     assert len(gens) >= 10 and refreshes >= 10, (len(gens), refreshes)
     assert bad == 0, f"{bad} inconsistent snapshots of {opens} opens + refreshes"
 

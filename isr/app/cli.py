@@ -575,8 +575,17 @@ def train(
     if image_dir is not None:
         data_dir = _extract(image_dir, captions_file, image_backbone, k, out_dir)
     assert data_dir is not None
+    if val_split == train_split:
+        raise InvalidInput(
+            f"--val-split {val_split!r} is the training split: validate on a split the model "
+            "never trains on (e.g. --train-split train --val-split dev)"
+        )
     data, vocab = load_paired(data_dir, train_split, min_images=min_images, limit=limit)
     val, _ = load_paired(data_dir, val_split, vocab=vocab)
+    click.echo(
+        f"validation: per-epoch recall on the {len(val)} images of the {val_split!r} split "
+        f"(never trained on); training on {train_split!r}"
+    )
     command = " ".join(sys.argv)
     n, m, d_in = data.images.shape
     est = estimate_seconds(cfg, n, m, d_in, recipe or "plain", len(vocab.labels))

@@ -23,7 +23,7 @@ import click
 import numpy as np
 from elasticsearch import Elasticsearch
 
-from isr.app.presets import PRESETS
+from isr.app.presets import PRESETS, SCREEN_DEFAULTS
 from isr.app.serve import create_app
 from isr.encoders.bundle import Bundle
 from isr.encoders.train import TrainConfig, run_recipe
@@ -48,9 +48,13 @@ TRAIN: dict[str, Any] = {
 }  # isr train --preset tiny
 
 
-# The dedicated keyword-head stage and the screen's query-side defaults (docs/results/screen_*.md).
+# The dedicated keyword-head stage and the screen's defaults, recorded in the demo's index like
+# any index `isr load` makes (presets.SCREEN_DEFAULTS; docs/results/screen_*.md for the curve).
 HEADS: dict[str, Any] = {"head": "attn", "loss": "bce", "epochs": 10}
-KEYWORDS: dict[str, Any] = {"r_t": 3, "text": "pred", "rule": "top"}
+# The heads' vocabulary threshold, the paper's scaled to the training set (100 of ~29K Flickr30K
+# images -> 7 of the demo's 2,000; the recipe's multi-task heads keep their stricter 50).
+HEAD_MIN_IMAGES = max(1, round(WORLD["n_train"] * 100 / 29_000))
+KEYWORDS: dict[str, Any] = {"r_t": 3, **SCREEN_DEFAULTS}
 
 
 def _step(n: int, text: str) -> float:
@@ -113,10 +117,11 @@ def run_demo(workdir: Path, seed: int = 0, queries: int = 200) -> None:
         val=val,
         command="isr demo",
     )
-    bundle_dir = _train_heads(workdir / "run", world, vocab)
+    bundle_dir = _train_heads(workdir / "run", world)
     bundle = Bundle.load(bundle_dir)
     click.echo(
-        f"bundle {bundle_dir} ({len(vocab.labels)} keyword labels; {time.perf_counter() - t0:.1f} s)"
+        f"bundle {bundle_dir} ({len(bundle.keyword_vocab or ())} keyword labels; "
+        f"{time.perf_counter() - t0:.1f} s)"
     )
 
     t0 = _step(3, "load the test images into an embedded index")
@@ -126,12 +131,15 @@ def run_demo(workdir: Path, seed: int = 0, queries: int = 200) -> None:
         PrecompSource(world, "test"),
         str(index_dir),
         bundle,
-        IngestOptions(resume=True, commit_every=250),
+        IngestOptions(resume=True, commit_every=250, keywords=KEYWORDS),
     )
     click.echo(report.summary() if hasattr(report, "summary") else str(report))
 
     t0 = _step(4, "text queries through the full isr pipeline")
     with EmbeddedIndex.open(index_dir, readonly=True) as index:
+        click.echo(
+            f"the index's keyword defaults (a query's own options win): {index.config.keywords}"
+        )
         for i in (0, 1, 2):
             text = test.captions_of(i)[4]
             click.echo(f"\nquery {text!r} (its image: {i})")
@@ -139,12 +147,7 @@ def run_demo(workdir: Path, seed: int = 0, queries: int = 200) -> None:
                 search(
                     index,
                     bundle.encode_texts([text]),
-                    SearchOptions(
-                        size=5,
-                        rerank_window=100,
-                        num_candidates=200,
-                        keywords=KeywordOptions(**KEYWORDS),
-                    ),
+                    SearchOptions(size=5, rerank_window=100, num_candidates=200),
                 )
             )
     click.echo(f"({time.perf_counter() - t0:.1f} s)")
@@ -161,7 +164,10 @@ def run_demo(workdir: Path, seed: int = 0, queries: int = 200) -> None:
             title="isr demo (synthetic world)",
             command="isr demo",
             r_t=KEYWORDS["r_t"],
-            keywords=KeywordOptions(**{k: v for k, v in KEYWORDS.items() if k != "r_t"}),
+            r_i=KEYWORDS.get("r_i", 15),
+            keywords=KeywordOptions(
+                **{k: v for k, v in KEYWORDS.items() if k not in ("r_t", "r_i")}
+            ),
         )
     )
     click.echo(
@@ -186,17 +192,19 @@ def run_demo(workdir: Path, seed: int = 0, queries: int = 200) -> None:
     )
 
 
-def _train_heads(run: Path, world: Path, vocab: Any) -> Path:
+def _train_heads(run: Path, world: Path) -> Path:
     """The dedicated head stage on the frozen shrink-base B; returns its bundle directory."""
     from isr.encoders.bundle import write_bundle
     from isr.encoders.head_stage import HeadConfig, train_heads
+    from isr.encoders.vocabulary import KeywordVocab
     from isr.eval.keywords import mean_average_precision
     from isr.ingest.precomp import PrecompSplit, group_captions
 
-    out = run / f"heads-{HEADS['head']}"
+    out = run / f"heads-{HEADS['head']}-v{HEAD_MIN_IMAGES}"
     tr, va = PrecompSplit.open(world, "train"), PrecompSplit.open(world, "dev")
     c, cv = tr.caps_per_image, va.caps_per_image
     tr_caps, va_caps = list(tr.captions), list(va.captions)
+    vocab = KeywordVocab.build(group_captions(tr_caps, c), min_images=HEAD_MIN_IMAGES)
     train_heads(
         run / "shrink-base", out, vocab=vocab, train_images=tr.images, train_texts=tr_caps,
         train_labels=vocab.multi_hot(group_captions(tr_caps, c)),
@@ -206,7 +214,8 @@ def _train_heads(run: Path, world: Path, vocab: Any) -> Path:
         map_fn=mean_average_precision, command="isr demo", log=click.echo,
     )  # fmt: skip
     m = json.loads((out / "metrics.json").read_text())["val"]
-    click.echo(f"keyword heads ({HEADS}): held-out mAP image {100 * m['map_image']:.1f}, "
+    click.echo(f"keyword heads ({HEADS}, {len(vocab)} labels on >= {HEAD_MIN_IMAGES} training "
+               f"images): held-out mAP image {100 * m['map_image']:.1f}, "
                f"text {100 * m['map_text']:.1f}")  # fmt: skip
     bundle = out / "bundle"
     if not (bundle / "config.json").exists():

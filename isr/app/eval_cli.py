@@ -26,9 +26,14 @@ from isr.errors import IsrError
 from isr.eval import bench_ingest as ingest_bench
 from isr.eval import bench_maxsim as maxsim_bench
 from isr.eval.appendix import TABLES as APPENDIX_TABLES
-from isr.eval.appendix import evaluate_appendix, format_appendix, train_appendix
+from isr.eval.appendix import (
+    evaluate_appendix,
+    format_appendix,
+    plot_interactions,
+    train_appendix,
+)
 from isr.eval.bench import ScaleConfig, report, run, run_peer_sizes, sweep_point
-from isr.eval.table2 import CHAINS, format_tables, run_table2
+from isr.eval.table2 import CHAINS, ROWS, format_tables, run_table2
 from isr.ingest.training_data import load_paired
 
 __all__ = [
@@ -135,6 +140,13 @@ def bench(sizes: str, workdir: Path, out: Path, sweep: str, peers: bool, **kw: A
     default=None,
     help="Matched training: every row gets this many epochs in all (teachers' included).",
 )
+@click.option(
+    "--row",
+    "rows",
+    type=click.Choice(list(ROWS)),
+    multiple=True,
+    help="With --total-epochs: train only these rows (repeatable; e.g. two processes).",
+)
 def table2(
     data_dir: Path,
     run_dir: Path,
@@ -145,6 +157,7 @@ def table2(
     eval_only: bool,
     threads: int,
     total_epochs: int | None,
+    rows: tuple[str, ...],
 ) -> None:
     """Train and evaluate the rows of Inflate and Shrink's Table 2."""
     set_threads(threads)
@@ -165,6 +178,7 @@ def table2(
         evaluate=not no_eval,
         total_epochs=total_epochs,
         set_threads=set_threads,
+        only_rows=rows or None,
     )
     if res is not None:
         click.echo(format_tables(res))
@@ -189,6 +203,12 @@ def table2(
 @click.option("--val-images", type=int, default=200, show_default=True)
 @click.option("--train-only", is_flag=True, help="Train only.")
 @click.option("--eval-only", is_flag=True, help="Train nothing; evaluate finished rows.")
+@click.option(
+    "--plot",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="R@1 against interactions PNG (default OUT/appendix_interactions.png).",
+)
 @click.option("--threads", type=int, default=1, show_default=True, help="torch threads.")
 def appendix(
     data_dir: Path,
@@ -199,6 +219,7 @@ def appendix(
     val_images: int,
     train_only: bool,
     eval_only: bool,
+    plot: Path | None,
     threads: int,
 ) -> None:
     """Train and evaluate the appendix sweeps (Tables 1, 6, 7) at matched total epochs."""
@@ -219,8 +240,9 @@ def appendix(
     if not train_only:
         test, _ = load_paired(data_dir, "test", vocab=vocab)
         res = evaluate_appendix(total_epochs, cfg, test, run_dir)
+        png = plot_interactions(res, plot or run_dir / "appendix_interactions.png")
         click.echo(format_appendix(res))
-        click.echo(f"\nwrote {run_dir / 'appendix.json'}")
+        click.echo(f"\nwrote {run_dir / 'appendix.json'} and {png}")
 
 
 @click.command("bench-ingest", help=(ingest_bench.__doc__ or "").split("\n\n")[0])

@@ -35,7 +35,17 @@ from isr.eval.encoder_eval import evaluate_stage
 from isr.eval.report import markdown_table
 from isr.eval.table2 import _shared_tokenizer
 
-__all__ = ["FRAGMENTS", "TABLES", "Step", "appendix_plan", "evaluate_appendix", "train_appendix"]
+__all__ = [
+    "FRAGMENTS",
+    "PAPER_ENDPOINTS",
+    "TABLES",
+    "Step",
+    "appendix_plan",
+    "evaluate_appendix",
+    "format_appendix",
+    "plot_interactions",
+    "train_appendix",
+]
 
 TABLES: tuple[str, ...] = ("table6", "table7", "table1")  # the order they train in (cheap first)
 CODES: tuple[int, ...] = (8, 16, 32)
@@ -145,3 +155,50 @@ def format_appendix(res: dict[str, Any]) -> str:
     if res["missing"]:
         parts.append("not trained: " + ", ".join(res["missing"]))
     return "\n\n".join(parts)
+
+
+# The paper's figures on Flickr30K (T->I R@1) that bound the curve of Table 7, from the project's
+# DESIGN.md anchors: one interaction (B->F, F distilled from B) and 32^2 (B, trained alone).
+# Its intermediate points are not in the project's reference material, so none is drawn.
+PAPER_ENDPOINTS: tuple[tuple[int, float], ...] = ((1, 58.2), (32 * 32, 60.6))
+
+
+def plot_interactions(res: dict[str, Any], path: Path) -> Path:
+    """T->I R@1 against interactions per pair (n^2, log scale) for Table 6 (B alone) and
+    Table 7 (students of B), each as a share of its own 32^2 row, beside the paper's two
+    endpoints as the same share; a second panel gives our absolute R@1. Returns ``path``."""
+    import matplotlib  # noqa: PLC0415  (slow import, only when plotting)
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (ax, ab) = plt.subplots(1, 2, figsize=(10, 4))
+    for table, label, mark in (("table6", "B alone (Table 6)", "o-"),
+                               ("table7", "B -> student (Table 7)", "s-")):  # fmt: skip
+        rows = [r for r in res["tables"].get(table, {}).values() if "max_frags" in r]
+        if not rows:
+            continue
+        rows.sort(key=lambda r: r["max_frags"])
+        x = [r["max_frags"] ** 2 for r in rows]
+        y = [r["t2i_r1"] for r in rows]
+        top = next((r["t2i_r1"] for r in rows if r["max_frags"] == FRAGMENTS[-1]), None)
+        if top:
+            ax.plot(x, [v / top for v in y], mark, label=f"ours: {label}")
+        ab.plot(x, y, mark, label=f"ours: {label}")
+    px, py = zip(*PAPER_ENDPOINTS, strict=True)
+    ax.plot(px, [v / py[-1] for v in py], "k--", marker="x",
+            label="paper, Flickr30K (endpoints only)")  # fmt: skip
+    for a, yl in ((ax, "T->I R@1 / R@1 at 32^2"), (ab, "T->I R@1 (%)")):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("interactions per pair (n^2 fragments)")
+        a.set_ylabel(yl)
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    ax.set_title("shape (each curve / its 32^2 point)")
+    ab.set_title("synthetic world, test split")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -134,6 +134,7 @@ def screen_point(
     p_min: float = 0.0,
     stop: float = 1.0,
     miss: float = 0.0,
+    size: int = 10,
 ) -> tuple[float, float]:
     """(kept, admitted) of the screen: gallery items store their labels of rank < r_i."""
     g = rank < r_i  # (I, L)
@@ -146,6 +147,10 @@ def screen_point(
                                miss=miss):  # fmt: skip
             q[t, col[w]] = 1.0
     shared = (q @ g.T.astype(np.float32)) > 0  # (T, I)
+    # As the engine: a query with no label, or whose screen admits fewer than `size`
+    # documents, is searched unscreened (relaxed), which admits the whole gallery.
+    relaxed = (q.sum(1) == 0) | (shared.sum(1) < min(size, g.shape[0]))
+    shared[relaxed] = True
     kept = shared[np.arange(len(truth)), truth]
     return float(kept.mean()), float(shared.mean())
 

@@ -178,6 +178,7 @@ def run_table2(
     speed_threads: Sequence[int] = (1, 2),
     total_epochs: int | None = None,
     set_threads: Callable[[int], None] | None = None,
+    only_rows: Sequence[str] | None = None,
 ) -> Table2Result | None:
     """Train ``chains`` under ``run_dir``, then (``evaluate``) score every row on the test split.
 
@@ -185,7 +186,14 @@ def run_table2(
     (the test split is never seen in training). Returns None when ``evaluate`` is False.
     ``set_threads``: the app's thread rule (:func:`isr.app.runtime.set_threads`), required to
     evaluate (the throughput rows set threads through it).
+    ``only_rows`` (with ``total_epochs``): train just these rows (their stage directories are
+    disjoint from the other rows' but for shared prefixes, so two processes given disjoint
+    chains train side by side).
     """
+    if only_rows is not None:
+        bad = [r for r in only_rows if r not in ROWS]
+        if bad or total_epochs is None:
+            raise InvalidInput(f"only_rows needs total_epochs and names of {list(ROWS)}, got {bad}")
     if evaluate and set_threads is None:
         raise InvalidInput("run_table2: evaluating needs set_threads (the app's thread rule)")
     run_dir = Path(run_dir)
@@ -198,8 +206,9 @@ def run_table2(
     bundle = run_dir / "paper" / "bundle"
     if total_epochs is not None:
         rows = train_matched(
-            total_epochs, cfg, train, val, vocab, run_dir, command, rows=None if chains else ()
-        )
+            total_epochs, cfg, train, val, vocab, run_dir, command,
+            rows=(None if only_rows is None else only_rows) if chains else (),
+        )  # fmt: skip
         bundle = run_dir / "matched" / "bundle"
     else:
         for chain in chains:

@@ -138,6 +138,8 @@ def _pack_rows(
 
 
 def _take(p: Payload | _Packed, keep: np.ndarray) -> Payload | _Packed:
+    if keep.all():
+        return p  # the usual batch: no copy, and no second validation of an Encoded
     if isinstance(p, Encoded):
         idx = np.flatnonzero(keep)
         return Encoded(

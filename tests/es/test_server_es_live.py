@@ -89,13 +89,6 @@ def test_other_requests_are_proxied_untouched(setup) -> None:
     assert ready.status_code == 200 and ready.json()["elasticsearch"] == "reachable"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found on the live node: the facade's _product() (isr/plugin/http/server.py) drops "
-    "the upstream 'x-elastic-product' header case-sensitively, Elasticsearch 9 sends "
-    "'X-elastic-product', so a proxied answer carries the header twice and the official "
-    "client's product check fails when its first request is proxied (fix: h[0].lower())",
-)
 def test_official_client_through_the_facade_first_request_proxied(setup) -> None:
     name, _, url, _ = setup
     via = httpx.get(f"{url}/{name}/_count", timeout=60)

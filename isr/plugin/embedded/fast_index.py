@@ -222,6 +222,7 @@ class FastIndex:
         self.published = 0
         self.publish(n_rows)
         self.snapshot_rows = self.hnsw.ntotal if (path / self.HNSW).exists() else 0
+        self._cost_stamp = self._stamp()
         self.cost = KnnCost.load(path / self.COST) or KnnCost()
 
     def _load_hnsw(self, n_rows: int) -> faiss.Index:
@@ -323,6 +324,17 @@ class FastIndex:
                 new.add(x[i : i + 65_536])
             self.hnsw = new  # one assignment: a search holds the graph it started with
         self.published = n_rows
+        stamp = self._stamp()
+        if stamp != self._cost_stamp:  # the writer recalibrated (the index doubled)
+            self._cost_stamp = stamp
+            self.cost = KnnCost.load(self.path / self.COST) or self.cost
+
+    def _stamp(self) -> tuple[int, int] | None:
+        try:
+            st = (self.path / self.COST).stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
 
     # -- reads ---------------------------------------------------------------------------
     def plan(self, k: int, ef: int, admitted: int | None, n_rows: int | None = None) -> str:

@@ -8,6 +8,7 @@ the stored one (``r_i=``) without re-indexing. Term strings <-> ids live in the 
 
 from __future__ import annotations
 
+import array
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +52,14 @@ class KeywordPostings:
         cuts = np.flatnonzero(np.diff(key)) + 1
         for part_rows, k in zip(np.split(rows, cuts), key[np.r_[0, cuts]] if key.size else []):
             tid, rank = divmod(int(k), self.r_i)
-            self.postings.setdefault(tid, BitMap()).update(part_rows)
-            per = self.by_rank.setdefault(tid, [BitMap() for _ in range(self.r_i)])
-            per[rank].update(part_rows)
+            # from a buffer: pyroaring iterates a numpy array element by element (6x slower)
+            part = BitMap(array.array("I", part_rows.tobytes()))
+            per = self.by_rank.get(tid)
+            if per is None:
+                per = self.by_rank[tid] = [BitMap() for _ in range(self.r_i)]
+                self.postings[tid] = BitMap()
+            per[rank] |= part
+            self.postings[tid] |= part
         self.published = n_rows
 
     def _check_r_i(self, r_i: int | None) -> int:

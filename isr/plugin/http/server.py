@@ -731,7 +731,9 @@ class _Guard:
     def _product(send: Send) -> Send:
         async def send_product(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", []) if h[0] != b"x-elastic-product"]
+                headers = [
+                    h for h in message.get("headers", []) if h[0].lower() != b"x-elastic-product"
+                ]
                 headers.append((b"x-elastic-product", b"Elasticsearch"))
                 message = {**message, "headers": headers}
             await send(message)
