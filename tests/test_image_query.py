@@ -137,3 +137,20 @@ def test_http_query_image_without_an_image_encoder(gallery) -> None:
     with serve(create_app(ServerConfig(root=root))) as url:
         r = httpx.post(url + "/photos/_search", json={"ext": {"isr": {"query_image": b64}}})
     assert r.status_code == 503 and "no image encoder" in r.json()["error"]["reason"]
+
+
+def test_http_query_image_through_the_apps_bundle_loader(gallery) -> None:
+    """`isr serve --bundle B` (the app's AppBundles): the image encoder is built from the
+    bundle's recorded backbone on the first image query, once per fingerprint."""
+    from isr.app.serve import create_app as app_create_app
+
+    root, bundle, photos = gallery
+    b64 = base64.b64encode((photos / "trips" / "b.png").read_bytes()).decode()
+    app = app_create_app(ServerConfig(root=root, bundle=bundle))
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        for _ in range(2):
+            body = {"size": 1, "ext": {"isr": {"query_image": b64, "ablation": "exhaustive"}}}
+            r = c.post("/photos/_search", json=body)
+            assert r.status_code == 200, r.text
+            assert r.json()["hits"]["hits"][0]["_id"] == "trips/b.png"
+    assert len(app.state.facade._images) == 1

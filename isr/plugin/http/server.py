@@ -369,18 +369,18 @@ class Facade:
         """The image encoder of `index` (the given one; else its bundle's, loaded once)."""
         if self.image_encoder is not None:
             return self.image_encoder
-        if self._bundles is None:
+        text = None if self._bundles is None else self.encoder_for(backend, index)
+        path = next((p for p, e in self._by_path.items() if e is text), None)
+        if self._bundles is None or text is None or path is None:  # a given text encoder only
             raise Unavailable(
                 "no image encoder: start `isr serve` with --bundle DIR (a bundle that "
                 "records its image backbone) for ext.isr.query_image"
             )
-        text = self.encoder_for(backend, index)
         self._check_bundle(text, backend, index)
         fp = text.fingerprint
         with self._bundle_lock:
             got = self._images.get(fp)
             if got is None:
-                path = next(p for p, e in self._by_path.items() if e is text)
                 got = self._images[fp] = self._bundles.image_encoder(path, text)
             return got
 
