@@ -46,7 +46,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import torch
 from pyroaring import BitMap
 
 from isr.errors import CorruptIndex, InvalidInput
@@ -507,6 +506,9 @@ class FastIndex:
         GATHER_BLOCK rows at a time (the block stays in cache) and a torch matvec, whose
         threads set_threads caps, rather than numpy's OpenBLAS pool.
         """
+        # torch only here: opening an index (isr index stats, a writer) stays torch-free
+        import torch  # noqa: PLC0415
+
         view = self.vectors.view()
         out = np.empty(rows.shape[0], np.float32)
         qt = torch.from_numpy(q)
