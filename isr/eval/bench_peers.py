@@ -2,7 +2,8 @@
 
 Entry point: :func:`run_peers` (``isr bench --peers``). On one gallery and one set of queries,
 in one process, every system answers every query in turn (round-robin, so a burst of load from
-elsewhere slows all of them alike), one thread, query encoding excluded:
+elsewhere slows all of them alike; the order turns with each query, so no system is always the
+one that finds the query's data cold in cache), one thread, query encoding excluded:
 
 - isr's ablations through :func:`isr.plugin.pipeline.search`: ``full`` as planned, ``full``
   with the kNN stage forced to the graph or to the exact scan, ``fast+rerank`` and
@@ -156,8 +157,12 @@ def run_peers(
     rng = np.random.default_rng(5)
     for fn, _, _ in systems.values():  # warm-up: first-call allocations, page tables
         fn(0)
+    names = list(systems)
     for i in range(nq):
-        for name, (fn, _, _) in systems.items():
+        # the order turns with the query: the first system to touch a query's postings and
+        # fragment rows pays their cache misses, the later ones find them warm
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            fn = systems[name][0]
             t0, c0 = time.perf_counter(), time.thread_time()
             got = fn(i)
             cpu[name].append((time.thread_time() - c0) * 1e3)
