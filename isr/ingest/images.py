@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -151,28 +151,46 @@ class ImageFolderSource:
         }
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[SourceBatch]:
-        n = len(self.files)
-        check_start(batch_size, start, n)
-        for s in range(start, n, batch_size):
-            e = min(s + batch_size, n)
-            ids: list[str] = []
-            pos: list[int] = []
-            images: list[Any] = []
-            srcs: list[Mapping[str, Any] | None] = []
-            skipped: list[Skip] = []
-            for p in range(s, e):
-                rel = self.files[p]
-                got = decode_image(self.root / rel, self.min_side)
-                if isinstance(got, tuple):
-                    skipped.append(Skip(p, rel, got[0], got[1]))
-                    continue
-                ids.append(rel)
-                pos.append(p)
-                images.append(got)
-                srcs.append(self._source(rel, got))
-            if images:
-                f = self.backbone.features(images)
-                payload = Regions(f.regions, f.mask)  # (b, k, H), (b, k)
-            else:
-                payload = Regions(np.zeros((0, self.backbone.k, self.backbone.dim), np.float32))
-            yield SourceBatch(s, e, tuple(ids), tuple(pos), payload, tuple(srcs), tuple(skipped))
+        return backbone_batches(len(self.files), batch_size, start, self.backbone, self._item)
+
+    def _item(self, p: int) -> tuple[str, Any, Mapping[str, Any] | None] | Skip:
+        rel = self.files[p]
+        got = decode_image(self.root / rel, self.min_side)
+        if isinstance(got, tuple):
+            return Skip(p, rel, got[0], got[1])
+        return rel, got, self._source(rel, got)
+
+
+def backbone_batches(
+    n: int,
+    batch_size: int,
+    start: int,
+    backbone: ImageBackbone,
+    item: Callable[[int], tuple[str, Any, Mapping[str, Any] | None] | Skip],
+) -> Iterator[SourceBatch]:
+    """The batches of a source of decoded images, from position start: item(p) gives position
+    p's (id, upright image, _source) or why it is skipped; the kept images of a batch go
+    through the vision backbone together. Shared by the image folder and Karpathy sources."""
+    check_start(batch_size, start, n)
+    for s in range(start, n, batch_size):
+        e = min(s + batch_size, n)
+        ids: list[str] = []
+        pos: list[int] = []
+        images: list[Any] = []
+        srcs: list[Mapping[str, Any] | None] = []
+        skipped: list[Skip] = []
+        for p in range(s, e):
+            got = item(p)
+            if isinstance(got, Skip):
+                skipped.append(got)
+                continue
+            ids.append(got[0])
+            pos.append(p)
+            images.append(got[1])
+            srcs.append(got[2])
+        if images:
+            f = backbone.features(images)
+            payload = Regions(f.regions, f.mask)  # (b, k, H), (b, k)
+        else:
+            payload = Regions(np.zeros((0, backbone.k, backbone.dim), np.float32))
+        yield SourceBatch(s, e, tuple(ids), tuple(pos), payload, tuple(srcs), tuple(skipped))

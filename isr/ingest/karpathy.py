@@ -17,13 +17,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from isr.encoders.eyes import Eyes
 from isr.errors import InvalidInput, NotFound
 from isr.ingest.image_backbone import ImageBackbone
-from isr.ingest.images import decode_image
-from isr.ingest.source import Regions, Skip, SourceBatch, check_start
+from isr.ingest.images import backbone_batches, decode_image
+from isr.ingest.source import Skip, SourceBatch
 
 __all__ = ["KarpathySource", "read_karpathy"]
 
@@ -108,31 +106,13 @@ class KarpathySource:
         return name, path, src
 
     def batches(self, batch_size: int, start: int = 0) -> Iterator[SourceBatch]:
-        n = len(self.entries)
-        check_start(batch_size, start, n)
-        for s in range(start, n, batch_size):
-            e = min(s + batch_size, n)
-            ids: list[str] = []
-            pos: list[int] = []
-            images: list[Any] = []
-            srcs: list[Mapping[str, Any] | None] = []
-            skipped: list[Skip] = []
-            for p in range(s, e):
-                got = self._entry(p)
-                if isinstance(got, Skip):
-                    skipped.append(got)
-                    continue
-                im = decode_image(got[1])  # upright (EXIF), first frame, or why not
-                if isinstance(im, tuple):
-                    skipped.append(Skip(p, got[0], im[0], im[1]))
-                    continue
-                ids.append(got[0])
-                pos.append(p)
-                images.append(im)
-                srcs.append(got[2])
-            if images:
-                f = self.backbone.features(images)
-                payload = Regions(f.regions, f.mask)  # (b, k, H), (b, k)
-            else:
-                payload = Regions(np.zeros((0, self.backbone.k, self.backbone.dim), np.float32))
-            yield SourceBatch(s, e, tuple(ids), tuple(pos), payload, tuple(srcs), tuple(skipped))
+        return backbone_batches(len(self.entries), batch_size, start, self.backbone, self._item)
+
+    def _item(self, p: int) -> tuple[str, Any, Mapping[str, Any] | None] | Skip:
+        got = self._entry(p)
+        if isinstance(got, Skip):
+            return got
+        im = decode_image(got[1])  # upright (EXIF), first frame, or why not
+        if isinstance(im, tuple):
+            return Skip(p, got[0], im[0], im[1])
+        return got[0], im, got[2]
