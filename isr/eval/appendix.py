@@ -19,8 +19,6 @@ Stage directories: ``matched/...`` for Table 2's, ``appendix/<chain>.<setting>``
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +26,12 @@ from typing import Any
 
 from isr.encoders.checkpoint import METRICS_FILE
 from isr.encoders.config import write_json
-from isr.encoders.train import PairedData, TrainConfig, train_stage
+from isr.encoders.train import PairedData, TrainConfig
 from isr.encoders.vocabulary import KeywordVocab
 from isr.errors import InvalidInput
 from isr.eval.encoder_eval import evaluate_stage
 from isr.eval.report import markdown_table
-from isr.eval.table2 import _shared_tokenizer
+from isr.eval.table2 import _shared_tokenizer, train_row
 
 __all__ = [
     "FRAGMENTS",
@@ -106,21 +104,14 @@ def train_appendix(
     kw: dict[str, Any] = {"vocab": vocab, "val": val, "command": command}
     for table in (t for t in TABLES if t in tables):
         for name, steps in plan[table].items():
-            teacher: Path | None = None
-            for st in steps:
-                d = run_dir / st.dir
-                c = TrainConfig.from_dict({**cfg.to_dict(), **dict(st.fields), "epochs": st.epochs})
-                done = (d / METRICS_FILE).exists()
-                t0 = time.perf_counter()
-                if teacher is None:
-                    teacher = train_stage(st.stage, c, train, d, tokenizer_dir=tok_dir, **kw)
-                else:
-                    teacher = train_stage(st.stage, c, train, d, teacher_dir=teacher, **kw)
-                if not done:
-                    with (run_dir / "appendix_progress.jsonl").open("a", encoding="utf-8") as f:
-                        row = {"table": table, "row": name, "dir": str(d),
-                               "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
-                        f.write(json.dumps(row) + "\n")
+            rows = [
+                (st.stage,
+                 TrainConfig.from_dict({**cfg.to_dict(), **dict(st.fields), "epochs": st.epochs}),
+                 run_dir / st.dir)
+                for st in steps
+            ]  # fmt: skip
+            progress = run_dir / "appendix_progress.jsonl"
+            train_row(rows, train, tok_dir, kw, progress, {"table": table, "row": name})
 
 
 def evaluate_appendix(

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,21 +109,39 @@ def train_matched(
         dirs[name] = _matched_dir(plan)
         if rows is not None and name not in rows:
             continue
-        teacher: Path | None = None
-        for i, (stage, epochs) in enumerate(plan):
-            d = run_dir / _matched_dir(plan[: i + 1])
-            c = TrainConfig.from_dict({**cfg.to_dict(), "epochs": epochs})
-            t0 = time.perf_counter()
-            done = (d / METRICS_FILE).exists()
-            if teacher is None:
-                teacher = train_stage(stage, c, train, d, tokenizer_dir=tok_dir, **kw)
-            else:
-                teacher = train_stage(stage, c, train, d, teacher_dir=teacher, **kw)
-            if not done:
-                with (run_dir / "progress.jsonl").open("a", encoding="utf-8") as f:
-                    row = {"row": name, "dir": str(d), "seconds": time.perf_counter() - t0}
-                    f.write(json.dumps(row) + "\n")
+        steps = [
+            (stage, TrainConfig.from_dict({**cfg.to_dict(), "epochs": epochs}),
+             run_dir / _matched_dir(plan[: i + 1]))
+            for i, (stage, epochs) in enumerate(plan)
+        ]  # fmt: skip
+        train_row(steps, train, tok_dir, kw, run_dir / "progress.jsonl", {"row": name})
     return dirs
+
+
+def train_row(
+    steps: Sequence[tuple[str, TrainConfig, Path]],
+    train: PairedData,
+    tok_dir: Path,
+    kw: Mapping[str, Any],
+    progress: Path,
+    row: Mapping[str, Any],
+) -> None:
+    """Train one row's stages (stage, config, directory) in order, each the teacher of the
+    next; a finished stage is skipped (train_stage returns its directory). Every stage trained
+    here appends ``{**row, "dir", "seconds"}`` to ``progress``. Used by Table 2 and the
+    appendix."""
+    teacher: Path | None = None
+    for stage, c, d in steps:
+        t0 = time.perf_counter()
+        done = (d / METRICS_FILE).exists()
+        if teacher is None:
+            teacher = train_stage(stage, c, train, d, tokenizer_dir=tok_dir, **kw)
+        else:
+            teacher = train_stage(stage, c, train, d, teacher_dir=teacher, **kw)
+        if not done:
+            with progress.open("a", encoding="utf-8") as f:
+                line = {**row, "dir": str(d), "seconds": round(time.perf_counter() - t0, 1)}
+                f.write(json.dumps(line) + "\n")
 
 
 @dataclass(frozen=True)
