@@ -91,13 +91,20 @@ def _same(a, b, maxsim_rtol: float = 1e-5) -> None:
 def test_same_hits_as_the_embedded_pipeline(rv_backend: EsBackend, embedded: EmbeddedIndex) -> None:
     """The rank_vectors layout (reranked inside Elasticsearch); the sidecar layout's run is
     live: tests/es/test_es_live_backend.py."""
+    same_ablations_as_embedded(rv_backend, embedded)
+
+
+def same_ablations_as_embedded(backend: EsBackend, embedded: EmbeddedIndex) -> None:
+    """Every ablation of CASES through the graph (exact_threshold 0): the same hits as the
+    embedded pipeline, one kNN request, the stages the ablation asks for (also the live
+    suite's check of the sidecar layout)."""
     queries, _ = encoded_queries(WORLD, 4, seed=3)
     for ablation, filt in CASES:
         opt = SearchOptions.for_ablation(
             ablation, size=8, rerank_window=40, num_candidates=600, filter=filt, exact_threshold=0
         )
         for i in range(len(queries)):
-            got = search(rv_backend, queries[i], opt)
+            got = search(backend, queries[i], opt)
             want = search(embedded, queries[i], opt)
             _same(got, want)
             names = [s.name for s in got.profile.stages]

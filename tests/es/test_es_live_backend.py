@@ -22,7 +22,14 @@ if not ES_URL:
 
 from conftest import fill  # noqa: E402
 from elasticsearch import Elasticsearch  # noqa: E402
-from test_es_backend import CASES, CONFIG, WORLD, _same, _source  # noqa: E402
+from test_es_backend import (  # noqa: E402
+    CASES,
+    CONFIG,
+    WORLD,
+    _same,
+    _source,
+    same_ablations_as_embedded,
+)
 
 from isr.errors import Conflict, InvalidInput, NotFound  # noqa: E402
 from isr.ingest.encoded_world import EncodedWorld, encoded_gallery, encoded_queries  # noqa: E402
@@ -217,21 +224,7 @@ def test_same_hits_as_the_embedded_pipeline(
 ) -> None:
     """Every ablation through the graph (exact_threshold 0), unfiltered included (moved from
     the fake, which scored exactly; here num_candidates covers the gallery)."""
-    queries, _ = encoded_queries(WORLD, 4, seed=3)
-    for ablation, filt in CASES:
-        opt = SearchOptions.for_ablation(
-            ablation, size=8, rerank_window=40, num_candidates=600, filter=filt, exact_threshold=0
-        )
-        for i in range(len(queries)):
-            got = search(hnsw_backend, queries[i], opt)
-            want = search(embedded, queries[i], opt)
-            _same(got, want)
-            names = [s.name for s in got.profile.stages]
-            assert ("knn" in names) and (("rerank" in names) == opt.use_rerank)
-            knn = got.profile.stage("knn")
-            assert knn is not None and "1 request(s)" in knn.detail
-            if filt is not None:
-                assert got.profile.stage("filter").count == want.profile.stage("filter").count
+    same_ablations_as_embedded(hnsw_backend, embedded)
 
 
 def test_exhaustive_ablation_on_the_sidecar(side_backend: EsBackend, embedded) -> None:
