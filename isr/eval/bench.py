@@ -250,9 +250,9 @@ def _overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]]) -> float:
 
 
 def warm_page_cache(path: Path) -> None:
-    """Read every file of the index once, so latencies are those of a warm server (the first
-    queries after a cold start read their fragments from disk instead)."""
-    for f in sorted(path.iterdir()):
+    """Read every file of the index once (its fragment store's too), so latencies are those of
+    a warm server (the first queries after a cold start read their fragments from disk)."""
+    for f in sorted(path.rglob("*")):
         if f.is_file():
             with open(f, "rb") as fh:
                 while fh.read(1 << 24):
@@ -279,10 +279,11 @@ def bench_size(
     base = SearchOptions(num_candidates=cfg.num_candidates, rerank_window=cfg.rerank_window)
     warm_page_cache(path)
     with EmbeddedIndex.open(path, readonly=True) as index:
+        index.preload()  # as `isr serve` opens it: no page faults left for the queries
         stats = index.stats()
         set_threads(cfg.threads)
-        # steady state: one untimed pass of other queries maps the store's pages into this
-        # process, as a serving process's earlier traffic would have
+        # steady state: one untimed pass of other queries warms the caches and the
+        # allocator's pools, as a serving process's earlier traffic would have
         warm_q, warm_t = encoded_queries(world, cfg.queries, seed=99)
         run_ablations(index, warm_q, warm_t, base, ["full"], progress=False)
         rows = run_ablations(index, queries, truth, base, FAST_ABLATIONS)
@@ -425,6 +426,7 @@ def run_peer_sizes(
         queries, truth = encoded_queries(world, cfg.queries, seed=11)
         warm_page_cache(path)
         with EmbeddedIndex.open(path, readonly=True) as index:
+            index.preload()  # as `isr serve` opens it
             set_threads(_cores(cfg.exhaustive_workers))
             ex_tops = exhaustive_truth(index, queries)  # batched, untimed: the reference
             set_threads(cfg.threads)
