@@ -234,7 +234,7 @@ def index_delete(path: Path, yes: bool) -> None:
 _KEYWORD_FLAGS = {
     "r_t": "r_t", "mode": "mode", "minimum_should_match": "minimum_should_match",
     "kw_text": "text", "rule": "rule", "alpha": "alpha", "p_min": "p_min", "mass": "mass",
-    "stop_share": "stop", "r_i": "r_i", "miss": "miss",
+    "stop_share": "stop", "r_i": "r_i", "miss": "miss", "gain": "gain",
 }  # fmt: skip
 
 
@@ -287,6 +287,12 @@ def _keyword_flags(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--stop-share", type=float, default=None, help="Never use labels above this share.")
 @click.option("--r-i", type=int, default=None, help="Stored labels per document that count.")
 @click.option("--miss", type=float, default=None, help="Stop once prod(1 - p) is at most this.")
+@click.option(
+    "--gain",
+    type=float,
+    default=None,
+    help="Take a further label only while its added kept chance per admitted share is >= this.",
+)
 @click.option(
     "--ablation",
     type=click.Choice(
@@ -680,6 +686,13 @@ def _record_eyes(data_dir: Path, bundle_dir: Path, d_in: int) -> None:
     "allowed_hosts",
     multiple=True,
     help="A Host name to answer besides the loopback ones (on a loopback bind).",
+)
+@click.option(
+    "--preload/--no-preload",
+    default=True,
+    show_default=True,
+    help="Embedded mode: map each index's vector and fragment files into memory on open "
+    "(page faults otherwise land in the first queries that touch each page).",
 )
 def serve_cmd(max_body_mb: float, **kw: Any) -> None:
     """Serve Elasticsearch's _search shapes over the isr pipeline (see docker/README.md)."""
