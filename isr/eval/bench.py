@@ -49,6 +49,7 @@ from isr.eval.bench_maxsim import BenchConfig, bench_kernel
 from isr.eval.bench_peers import render as render_peers
 from isr.eval.bench_peers import run_peers
 from isr.eval.bench_report import plot_latency, plot_recall_speedup, render
+from isr.eval.plaid_peer import PlaidPeer
 from isr.ingest.encoded_source import fill_index
 from isr.ingest.encoded_world import EncodedWorld, encoded_queries, world_source
 from isr.plugin import EmbeddedIndex, IndexConfig, SearchOptions
@@ -96,6 +97,8 @@ class ScaleConfig:
     # (num_candidates, rerank_window, exact kNN) at the largest size; exact: every filtered kNN
     # is an exact scan (the graph's share of the recall lost)
     sweep: tuple[tuple[int, int, bool], ...] = ()
+    # the peers only: the interpreter of a virtual environment with fast_plaid ("" = no PLAID)
+    plaid_python: str = ""
 
     def __post_init__(self) -> None:
         if not self.sizes or any(n < 100 for n in self.sizes):
@@ -431,7 +434,17 @@ def run_peer_sizes(
             base = SearchOptions(num_candidates=cfg.num_candidates, rerank_window=cfg.rerank_window)
             warm_q, warm_t = encoded_queries(world, cfg.queries, seed=99)
             run_ablations(index, warm_q, warm_t, base, ["full"], progress=False)
-            res = run_peers(index, queries, truth, ex_tops, cfg.num_candidates, cfg.rerank_window)
+            if cfg.plaid_python:
+                with PlaidPeer(Path(cfg.plaid_python), workdir / f"plaid-{path.name}") as plaid:
+                    plaid.build(index)  # or reuse: built once per gallery
+                    res = run_peers(
+                        index, queries, truth, ex_tops, cfg.num_candidates, cfg.rerank_window,
+                        plaid=plaid,
+                    )  # fmt: skip
+            else:
+                res = run_peers(
+                    index, queries, truth, ex_tops, cfg.num_candidates, cfg.rerank_window
+                )
         res["build"] = build
         results.append(res)
         texts.append(render_peers(res))
