@@ -16,7 +16,7 @@ index itself and recorded in `knn_cost.json` beside it):
   are exact and the ranking is exact unless a true top-k row lost more to quantization than
   the oversampled window's margin;
 - ``compressed``: a 4-bit product-quantised copy of the fast vectors (FAISS
-  IndexPQFastScan, d/2 sub-quantisers of 2 dimensions: 32 bytes per row at d 256, scanned
+  IndexPQFastScan, d/2 sub-quantisers of 2 dimensions: 64 bytes per row at d 256, scanned
   32 rows at a time in SIMD registers) is scanned over every row, unfiltered (FastScan takes
   no selector), for the best ``W = COMPRESSED_ALPHA * k / share`` rows; the admitted ones
   among them are rescored with their float32 vectors. The scan costs the same at any
