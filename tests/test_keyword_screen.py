@@ -130,6 +130,38 @@ def test_select_labels_by_cost() -> None:
     assert KeywordOptions(r_t=3, miss=0.05).select(Keywords(labels, probs)) == ("man", "dog")
 
 
+class _Shares:
+    def __init__(self, shares: dict[str, float]) -> None:
+        self.shares = shares
+
+    def label_shares(self, labels: tuple[str, ...], r_i: int | None = None) -> dict[str, float]:
+        return {w: self.shares[w] for w in labels if w in self.shares}
+
+
+def test_select_labels_by_gain() -> None:
+    labels, probs = ("man", "dog", "frisbee"), (0.9, 0.8, 0.5)
+    shares = {"man": 0.6, "dog": 0.1, "frisbee": 0.01}
+    # rank order; after man none_right = 0.1: dog adds 0.1 * 0.8 = 0.08 kept for 0.1 admitted
+    # (0.8 per share); after dog none_right = 0.02: frisbee adds 0.01 for 0.01 (1.0 per share)
+    assert select_labels(labels, probs, 3, shares=shares, gain=0.5) == labels
+    assert select_labels(labels, probs, 3, shares=shares, gain=0.9) == ("man",)  # stops at dog
+    assert select_labels(labels, probs, 3, shares=shares, gain=100.0) == ("man",)  # first: always
+    assert select_labels(labels, probs, 2, shares=shares, gain=0.5) == ("man", "dog")  # r_t caps
+    # a cheap label is worth more than an expensive one at equal evidence
+    cheap = {"man": 0.6, "dog": 0.01, "frisbee": 0.01}
+    assert select_labels(labels, probs, 3, shares=cheap, gain=5.0) == ("man", "dog")
+    # in the cost order (alpha 1): frisbee, dog, man; man adds 0.5 * 0.2 * 0.9 / 0.6 = 0.15
+    assert select_labels(labels, probs, 3, shares=shares, alpha=1.0, gain=0.2) == (
+        "frisbee", "dog",
+    )  # fmt: skip
+    opt = KeywordOptions(r_t=3, gain=0.9)
+    assert opt.select(Keywords(labels, probs), backend=_Shares(shares)) == ("man",)
+    with pytest.raises(InvalidInput, match=r"keywords\.gain need the labels' document"):
+        opt.select(Keywords(labels, probs), backend=object())
+    with pytest.raises(InvalidInput, match="gain must be a number"):
+        KeywordOptions(gain=-1.0)
+
+
 def test_keyword_options_text_modes() -> None:
     kw = Keywords(("man", "shirt", "dog"), (0.9, 0.8, 0.3), extracted=("frisbee",))
     assert KeywordOptions(r_t=2).select(kw) == ("man", "shirt")
@@ -168,11 +200,11 @@ def test_screen_curve_sweeps_rules_and_caches_the_probabilities(
     truth = np.arange(len(texts)) // 5
     cache = tmp_path / "p.npz"
     kw = dict(r_i_values=(3, 8), r_t_values=(1, 3), alphas=(0.0, 1.0), modes=("pred",),
-              misses=(0.1,), miss_r_t=(5,), probs_file=cache)  # fmt: skip
+              misses=(0.1,), miss_r_t=(5,), gains=(0.5,), probs_file=cache)  # fmt: skip
     res = screen_curve(base, va.images, texts, truth, va.labels, **kw)  # type: ignore[arg-type]
     assert cache.exists()
     pts = res["points"]
-    assert len(pts) == 2 * 2 * (2 + 1)  # R_I x alpha x (R_T values + miss points)
+    assert len(pts) == 2 * 2 * (2 + 1 + 1)  # R_I x alpha x (R_T values + miss + gain points)
     for p in pts:
         assert 0 <= p["kept"] <= 1 and 0 < p["admitted"] <= 1
     # one point against a direct count: image i stores its 8 most likely labels, a query
@@ -189,10 +221,31 @@ def test_screen_curve_sweeps_rules_and_caches_the_probabilities(
             ok[:] = True
         kept.append(ok[truth[t]])
         adm.append(ok.mean())
-    got = next(p for p in pts if (p["r_i"], p["alpha"], p["r_t"], p["miss"]) == (8, 0.0, 3, 0.0))
+    got = next(
+        p for p in pts if (p["r_i"], p["alpha"], p["r_t"], p["miss"], p["gain"]) == (8, 0, 3, 0, 0)
+    )
     assert got["kept"] == pytest.approx(np.mean(kept)) and got["admitted"] == pytest.approx(
         np.mean(adm)
     )
     # a second run reads the cache: same points without encoding (the images are not read)
     res2 = screen_curve(base, np.zeros_like(va.images), texts, truth, va.labels, **kw)  # type: ignore[arg-type]
     assert res2["points"] == pts
+
+
+def test_screen_plot_reports_the_dev_picked_setting_on_test() -> None:
+    from isr.eval.screen_plot import picked, table
+
+    def pt(r_t: int, kept: float, adm: float, alpha: float = 0.0) -> dict:
+        return {"mode": "pred", "r_i": 5, "alpha": alpha, "r_t": r_t, "miss": 0.0, "gain": 0.0,
+                "kept": kept, "admitted": adm}  # fmt: skip
+
+    dev = [pt(1, 0.995, 0.3), pt(2, 0.999, 0.5), pt(3, 0.999, 0.6, alpha=0.5)]
+    test = [pt(1, 0.98, 0.31), pt(2, 0.996, 0.52), pt(3, 0.999, 0.62, alpha=0.5)]
+    # dev picks R_T 1 at >= 99.4% (its least admitted), which keeps only 98% on test
+    assert picked(dev, test, 0.994) == test[0]
+    assert picked(dev, test, 0.999) == test[1]
+    assert picked(dev, test, 0.9999) is None
+    md = table({"b": {"points": test}}, {"b": {"points": dev}})
+    line = next(r for r in md.splitlines() if ">= 99.4%" in r)
+    assert "**52.0%**" in line  # chosen on test: R_T 2
+    assert "98.0 / **31.0%**" in line  # chosen on dev, measured on test

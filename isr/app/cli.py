@@ -234,7 +234,7 @@ def index_delete(path: Path, yes: bool) -> None:
 _KEYWORD_FLAGS = {
     "r_t": "r_t", "mode": "mode", "minimum_should_match": "minimum_should_match",
     "kw_text": "text", "rule": "rule", "alpha": "alpha", "p_min": "p_min", "mass": "mass",
-    "stop_share": "stop", "r_i": "r_i", "miss": "miss",
+    "stop_share": "stop", "r_i": "r_i", "miss": "miss", "gain": "gain",
 }  # fmt: skip
 
 
@@ -287,6 +287,12 @@ def _keyword_flags(kw: dict[str, Any]) -> dict[str, Any]:
 @click.option("--stop-share", type=float, default=None, help="Never use labels above this share.")
 @click.option("--r-i", type=int, default=None, help="Stored labels per document that count.")
 @click.option("--miss", type=float, default=None, help="Stop once prod(1 - p) is at most this.")
+@click.option(
+    "--gain",
+    type=float,
+    default=None,
+    help="Take a further label only while its added kept chance per admitted share is >= this.",
+)
 @click.option(
     "--ablation",
     type=click.Choice(

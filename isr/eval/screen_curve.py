@@ -11,7 +11,8 @@ bitmaps, so a sweep of hundreds of settings takes seconds. Lift = kept / admitte
 that admits a random share s keeps s of the ground truth (lift 1.0).
 
 Query rules swept: the paper's top R_T (alpha 0), the cost rule (alpha > 0) and, for each, the
-``miss`` stop (labels taken until prod(1 - p) <= miss, at most R_T). The two heads'
+``miss`` stop (labels taken until prod(1 - p) <= miss, at most R_T) and the ``gain`` stop (a
+further label only while its added kept chance per admitted share is >= gain). The two heads'
 probabilities are cached beside the result (``probs_file``), so a new sweep needs no encoding.
 
 Also reported: the collapse diagnostics (how many distinct top-3 label sets the text head gives
@@ -135,6 +136,7 @@ def screen_point(
     stop: float = 1.0,
     miss: float = 0.0,
     size: int = 10,
+    gain: float = 0.0,
 ) -> tuple[float, float]:
     """(kept, admitted) of the screen: gallery items store their labels of rank < r_i."""
     g = rank < r_i  # (I, L)
@@ -144,7 +146,7 @@ def screen_point(
     q = np.zeros((len(queries), g.shape[1]), dtype=np.float32)
     for t, (ls, ps) in enumerate(queries):
         for w in select_labels(ls, ps, r_t, shares=shares, alpha=alpha, p_min=p_min, stop=stop,
-                               miss=miss):  # fmt: skip
+                               miss=miss, gain=gain):  # fmt: skip
             q[t, col[w]] = 1.0
     shared = (q @ g.T.astype(np.float32)) > 0  # (T, I)
     # As the engine: a query with no label, or whose screen admits fewer than `size`
@@ -168,7 +170,10 @@ def screen_curve(
     stop: float = 1.0,
     misses: tuple[float, ...] = (0.3, 0.1, 0.03, 0.01, 0.003),
     miss_r_t: tuple[int, ...] = (3, 5, 8),
+    gains: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0),
+    gain_r_t: int = 12,
     probs_file: Path | None = None,
+    size: int = 10,
 ) -> dict[str, Any]:
     bundle = _open(Path(bundle_dir))
     vocab = bundle.keyword_vocab
@@ -209,13 +214,14 @@ def screen_curve(
         qs = _query_lists(bundle, texts, pt, mode, bundle.top_keywords)
         for r_i in r_i_values:
             for alpha in alphas:
-                grid = [(r_t, 0.0) for r_t in r_t_values]
-                grid += [(r_t, m) for m in misses for r_t in miss_r_t]
-                for r_t, miss in grid:
+                grid = [(r_t, 0.0, 0.0) for r_t in r_t_values]
+                grid += [(r_t, m, 0.0) for m in misses for r_t in miss_r_t]
+                grid += [(gain_r_t, 0.0, g) for g in gains]
+                for r_t, miss, gain in grid:
                     k, a = screen_point(rank, truth, qs, col, r_i, r_t, alpha=alpha, stop=stop,
-                                        miss=miss)  # fmt: skip
+                                        miss=miss, size=size, gain=gain)  # fmt: skip
                     points.append({"mode": mode, "r_i": r_i, "alpha": alpha, "r_t": r_t,
-                                   "miss": miss, "kept": k, "admitted": a,
+                                   "miss": miss, "gain": gain, "kept": k, "admitted": a,
                                    "lift": k / a if a else None})  # fmt: skip
     out["points"] = points
     return out

@@ -11,6 +11,14 @@ one label uses one, an unsure one uses several: the number of labels follows the
 labels attached to more than ``stop`` of the gallery (stop labels) are never used: they cost
 nearly a full scan and screen nothing.
 
+``gain`` is the same trade made across queries rather than per query: a further label is taken
+only while what it adds to the chance of keeping the query's image, prod(1 - p) over the labels
+already kept times its own p, per share of the gallery it admits, is at least ``gain``. One
+exchange rate between kept and admitted for every query is what maximises the kept share at a
+given admitted share (a Lagrangian argument, labels read as independent and their admitted
+shares as adding up), where a fixed ``miss`` spends as much on a query whose next label is
+expensive as on one whose next label is nearly free.
+
 The option names and their checks (:data:`KEYWORD_FIELDS`, :func:`check_keyword_options`) live
 here too, so that a query's options (``KeywordOptions``) and an index's recorded defaults
 (``IndexConfig.keywords``) are checked by one rule.
@@ -32,12 +40,12 @@ RULES = ("top", "cost")
 # Every keyword option a query (or an index's defaults) may name, in KeywordOptions' order.
 KEYWORD_FIELDS = (
     "r_t", "mode", "minimum_should_match", "text", "rule", "alpha", "p_min", "mass", "stop", "r_i",
-    "miss",
+    "miss", "gain",
 )  # fmt: skip
 _INTS = {"r_t": (1, 100), "minimum_should_match": (1, 100), "r_i": (1, 10_000)}
 _NUMBERS = {
     "alpha": (0.0, 10.0), "p_min": (0.0, 1.0), "mass": (0.0, 1.0), "stop": (0.0, 1.0),
-    "miss": (0.0, 1.0),
+    "miss": (0.0, 1.0), "gain": (0.0, 1000.0),
 }  # fmt: skip
 _CHOICES = {"mode": MODES, "text": TEXT_MODES, "rule": RULES}
 
@@ -81,11 +89,14 @@ def select_labels(
     mass: float = 1.0,
     stop: float = 1.0,
     miss: float = 0.0,
+    gain: float = 0.0,
 ) -> tuple[str, ...]:
     """At most ``r_t`` of ``labels`` (best first by the rule). ``shares[label]``: the share of
     the gallery carrying it (absent: 0, it admits nothing); needed when alpha > 0 or stop < 1.
     miss > 0: stop once prod(1 - p) over the kept labels is <= miss (the labels' probabilities
-    read as independent chances that the query's image stores them)."""
+    read as independent chances that the query's image stores them). gain > 0: a label after
+    the first is taken only while prod(1 - p) over the kept labels x its p / its share is
+    >= gain (needs ``shares``), and selection ends at the first that is not."""
     eps = 1e-6
     cand = []
     for pos, (w, p) in enumerate(zip(labels, probs, strict=True)):
@@ -101,6 +112,10 @@ def select_labels(
     out: list[str] = []
     held, none_right = 0.0, 1.0
     for _, _, w, p in cand[:r_t]:
+        if gain and out:
+            s = 0.0 if shares is None else float(shares.get(w, 0.0))
+            if none_right * min(max(p, 0.0), 1.0) < gain * max(s, eps):
+                break
         out.append(w)
         held += max(p, 0.0)
         none_right *= 1.0 - min(max(p, 0.0), 1.0)

@@ -81,7 +81,9 @@ class KeywordOptions:
     log p - alpha * log(share of the gallery storing the label), leaving out labels below
     p_min and stop labels (stored by more than `stop` of the gallery), stopping once the kept
     labels hold `mass` of the query's probability, or once prod(1 - p) over them is at most
-    `miss` (see :mod:`isr.plugin.keyword_rule`).
+    `miss`; with `gain`, a further label is taken only while its added chance of keeping the
+    query's image per share of the gallery it admits is at least `gain` (see
+    :mod:`isr.plugin.keyword_rule`).
     r_i: how many of each document's stored labels count (None: all the index stores); any
     value up to the stored R_I works without re-indexing.
     mode / minimum_should_match: how the kept labels combine (any, all, at least m).
@@ -98,6 +100,7 @@ class KeywordOptions:
     stop: float = 1.0
     r_i: int | None = None
     miss: float = 0.0
+    gain: float = 0.0
     # The fields the caller named; None: all of them (these options are used as they are). A
     # search fills the others from the index's recorded defaults (IndexConfig.keywords), so a
     # query naming only r_t keeps the index's rule and text mode: see partial() and over().
@@ -141,20 +144,26 @@ class KeywordOptions:
                 rest = [(w, p) for w, p in zip(labels, probs) if w not in set(kw.extracted)]
                 labels = kw.extracted + tuple(w for w, _ in rest)
                 probs = (1.0,) * len(kw.extracted) + tuple(p for _, p in rest)
-        if self.rule == "top" and self.p_min == 0 and self.mass >= 1 and self.miss == 0:
+        if (
+            self.rule == "top"
+            and self.p_min == 0
+            and self.mass >= 1
+            and self.miss == 0
+            and self.gain == 0
+        ):
             return tuple(labels[: self.r_t])
         shares = None
-        if self.rule == "cost" or self.stop < 1:
+        if self.rule == "cost" or self.stop < 1 or self.gain > 0:
             if backend is None or not hasattr(backend, "label_shares"):
                 raise InvalidInput(
-                    "keywords.rule 'cost' and keywords.stop need the labels' document "
+                    "keywords.rule 'cost', keywords.stop and keywords.gain need the labels' document "
                     "frequencies, which this backend does not give; use rule 'top'"
                 )
             shares = backend.label_shares(labels, self.r_i)
         alpha = self.alpha if self.rule == "cost" else 0.0
         return select_labels(labels, probs, self.r_t, shares=shares, alpha=alpha,
                              p_min=self.p_min, mass=self.mass, stop=self.stop,
-                             miss=self.miss)  # fmt: skip
+                             miss=self.miss, gain=self.gain)  # fmt: skip
 
 
 @dataclass(frozen=True)
