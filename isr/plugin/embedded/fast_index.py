@@ -616,7 +616,7 @@ class FastIndex:
             else:
                 window = BitMap(array.array("I", ids.astype(np.uint32).tobytes()))
                 rows = np.asarray((window & allowed).to_array(), dtype=np.int64)  # ascending
-            in_copy = m if allowed is None else m - len(self._tail(allowed, g, n))
+            in_copy = g if allowed is None else m - len(self._tail(allowed, g, n))
             if rows.shape[0] < min(k, in_copy):  # the window holds too few: scan exactly
                 res = self.exact(q, k, allowed, n)
                 return KnnResult(res.rows, res.scores, "compressed+exact")
