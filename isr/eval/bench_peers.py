@@ -144,6 +144,17 @@ def run_peers(
         "isr full (planned kNN)": (isr_system(base, count=True), isr_bytes, ""),
         "isr full (graph kNN)": (isr_system(base.with_(knn_method="hnsw")), isr_bytes, ""),
         "isr full (exact kNN)": (isr_system(base.with_(knn_method="exact")), isr_bytes, ""),
+        **(
+            {
+                "isr full (compressed kNN)": (
+                    isr_system(base.with_(knn_method="compressed")),
+                    isr_bytes,
+                    "",
+                )
+            }
+            if index.fast.pq is not None  # a PQ copy: from fast_index.COMPRESSED_MIN_ROWS
+            else {}
+        ),
         "isr fast+rerank": (
             isr_system(SearchOptions.for_ablation("fast+rerank", **_kw(base))),
             isr_bytes,
