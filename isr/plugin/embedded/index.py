@@ -130,6 +130,7 @@ class EmbeddedIndex:
 
     def _load(self, manifest_config: IndexConfig, device: str | None) -> None:
         path, readonly, table = self.path, self.readonly, self.table
+        self.segment.adopt_config(manifest_config)
         with table.read():  # one generation: counts, tombstones, terms and sources
             c = self.segment.committed()
             self.config = config = self.segment.check_config(c, manifest_config)
