@@ -45,6 +45,32 @@ def test_an_edited_manifest_is_refused_and_nothing_truncated(
             assert f.stat().st_size == size, f"{f} was changed"
 
 
+def test_an_index_from_before_the_committed_configuration_opens_to_write(
+    tmp_path: Path, small_config: IndexConfig
+) -> None:
+    """An index whose document table has no configuration row (made before it was committed):
+    a reader takes manifest.json's, a writer commits it and writes on (it failed with sqlite's
+    "cannot start a transaction within a transaction" and lost nothing, but could not write)."""
+    import sqlite3
+
+    path = tmp_path / "i"
+    _build(path, small_config)
+    with sqlite3.connect(path / "docs.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key = 'config'")
+    with EmbeddedIndex.open(path, readonly=True) as r:
+        assert r.config == small_config and len(r) == 119
+    with sqlite3.connect(path / "docs.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM meta WHERE key = 'config'").fetchone() == (0,)
+    with EmbeddedIndex.open(path) as w:
+        w.add(["new"], random_items(1, seed=9), [{"b": 9, "tag": ["y"]}])
+        w.commit()
+    with sqlite3.connect(path / "docs.sqlite") as db:
+        (stored,) = db.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
+    assert IndexConfig.from_json(json.loads(stored)) == small_config
+    with EmbeddedIndex.open(path, readonly=True) as r:
+        assert len(r) == 120
+
+
 def test_non_finite_values_never_enter_a_row_file(
     tmp_path: Path, small_config: IndexConfig
 ) -> None:

@@ -52,6 +52,7 @@ class Sidecar:
         self.segment = Segment(path, readonly, "sidecar")
         self.table = self.segment.table
         try:
+            self.segment.adopt_config(config)
             with self.table.read():  # one generation
                 c = self._committed()
                 self.config = self.segment.check_config(c, config)

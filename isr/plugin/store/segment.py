@@ -123,17 +123,23 @@ class Segment:
             raise CorruptIndex(f"{self.table.file}: the document table has no committed state")
         return Committed(int(meta["n_rows"]), int(meta["generation"]), meta)
 
-    def check_config(self, c: Committed, manifest: IndexConfig) -> IndexConfig:
-        """The committed configuration, checked against manifest.json's copy.
+    def adopt_config(self, manifest: IndexConfig) -> None:
+        """An index made before the configuration was committed has only manifest.json's: a
+        writer commits it, before it opens its read transaction (sqlite cannot begin the
+        write inside one: opening such an index to write failed with "cannot start a
+        transaction within a transaction"). A reader takes the manifest's as it is."""
+        if self.readonly:
+            return
+        meta = self.table.meta()
+        if "config" not in meta and "n_rows" in meta:
+            self.table.set_meta(config=manifest.to_json())
+            self.table.commit()
 
-        An index made before the configuration was committed has only the manifest's: a
-        writer commits it then (a reader takes it as it is).
-        """
+    def check_config(self, c: Committed, manifest: IndexConfig) -> IndexConfig:
+        """The committed configuration, checked against manifest.json's copy (an index made
+        before it was committed: the manifest's, see :meth:`adopt_config`)."""
         stored = c.meta.get("config")
         if stored is None:
-            if not self.readonly:
-                self.table.set_meta(config=manifest.to_json())
-                self.table.commit()
             return manifest
         try:
             table = IndexConfig.from_json(stored)
