@@ -205,6 +205,35 @@ def test_similarity_dispatches_on_type() -> None:
     torch.testing.assert_close(b.similarity(t, v), maxsim_scores(t.frags, t.mask, v.frags, v.mask))
 
 
+def test_mean_code_input_makes_the_codes_item_specific() -> None:
+    """Code tokens fed the code vector alone come out the same for every item at init (cross-
+    item cosine 1.0): max-sim sinks that score every image alike (issue 13). With code_input
+    "mean" each code starts from its item (0.7 here); both stay padding-invariant."""
+    feats = torch.randn(8, 6, 12, generator=torch.Generator().manual_seed(1))
+    fmask = torch.ones(8, 6, dtype=torch.bool)
+
+    def cross_item_cos(frags: torch.Tensor) -> float:  # frags (B, k, d) of one fragment slot
+        g = torch.einsum("akd,bkd->kab", frags, frags)  # (k, B, B)
+        return float(g[:, ~torch.eye(frags.shape[0], dtype=torch.bool)].mean())
+
+    with torch.no_grad():
+        learned = model("inflated").encode_image(feats, fmask).frags[:, -4:]
+        mean = model("inflated", code_input="mean").encode_image(feats, fmask).frags[:, -4:]
+    assert cross_item_cos(learned) > 0.99
+    assert cross_item_cos(mean) < 0.9
+    tok = train_tokenizer(CAPTIONS, 64)
+    ids, mask = tokenize(tok, ["a dog", CAPTIONS[2]], 32)
+    m = model("inflated", code_input="mean")
+    out = m.encode_text(ids, mask)
+    n = int(mask[0].sum())
+    alone = m.encode_text(ids[:1, :n], mask[:1, :n])
+    torch.testing.assert_close(alone.frags[0][alone.mask[0]], out.frags[0][out.mask[0]])
+    assert EncoderConfig.from_dict({k: v for k, v in tiny("inflated").to_dict().items()
+                                    if k != "code_input"}).code_input == "learned"  # fmt: skip
+    with pytest.raises(InvalidInput, match="code_input"):
+        tiny("inflated", code_input="sum")
+
+
 # -- text backbone from a Hugging Face-style directory ------------------------------------------
 
 

@@ -43,6 +43,14 @@ class EncoderConfig:
                     "learned" ([CLS] / a learned image token: the saved models before this
                     field) or "mean" (that plus the mean of the side's other token inputs, so
                     it carries the item from the start; what training now uses).
+    code_input:     input of the inflated model's code tokens: "learned" (the code vector
+                    alone, identical for every item: the saved models before this field) or
+                    "mean" (the code vector plus the mean of the side's token inputs, so each
+                    code starts item-specific). Why: constant inputs left the codes' outputs
+                    nearly item-independent (cross-item cosine 0.91-0.94 after training), and
+                    such fragments are max-sim sinks: 48% of caption words took their max on
+                    an image code, whose score is the same for every image, so those words
+                    carried neither ranking signal nor gradient (BENCHMARKS.md, issue 13).
     keyword_head:   the heads' form (:data:`isr.encoders.keyword_heads.KEYWORD_HEADS`):
                     "linear" (the paper's, first token), "attn" or "maxsim" (every fragment).
     """
@@ -64,6 +72,7 @@ class EncoderConfig:
     keyword_head: str = "linear"
     dropout: float = 0.1
     first_token: Literal["learned", "mean"] = "learned"
+    code_input: Literal["learned", "mean"] = "learned"
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     version: int = 1
@@ -97,6 +106,8 @@ class EncoderConfig:
             raise InvalidInput(f"dropout must be in [0, 1), got {self.dropout}")
         if self.first_token not in ("learned", "mean"):
             raise InvalidInput(f"first_token must be 'learned' or 'mean', got {self.first_token!r}")
+        if self.code_input not in ("learned", "mean"):
+            raise InvalidInput(f"code_input must be 'learned' or 'mean', got {self.code_input!r}")
 
     def replace(self, **changes: Any) -> EncoderConfig:
         return EncoderConfig(**{**asdict(self), **changes})

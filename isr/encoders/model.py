@@ -7,7 +7,8 @@ Entry point: :class:`DualEncoder`, built from an :class:`~isr.encoders.config.En
   prepended (a learned vector, plus the mean of the projected regions when
   ``first_token == "mean"``) -> the same BERT embedding LayerNorm (token type 1, every region at position 0,
   as regions form a set) -> the same shared layers. Optional k-means to ``kmeans_k`` centres.
-- Inflated model: k learned code tokens (one set per side) appended to each side's input.
+- Inflated model: k learned code tokens (one set per side) appended to each side's input,
+  each plus the mean of the side's token inputs when ``code_input == "mean"``.
 - Text first token: [CLS]'s embedding, plus the mean of the caption's other word embeddings
   when ``first_token == "mean"`` (see :func:`_with_mean`: why).
 - Head: a linear projection to d, L2-normalised: fragments. The fast vector is fragment 0.
@@ -133,7 +134,11 @@ class DualEncoder(nn.Module):
         b, n, _ = x.shape
         if codes is not None:
             k = codes.shape[0]
-            x = torch.cat([x, codes.expand(b, -1, -1).to(x.dtype)], 1)  # (B, n+k, H)
+            c = codes.expand(b, -1, -1).to(x.dtype)  # (B, k, H)
+            if self.cfg.code_input == "mean":  # see EncoderConfig.code_input: why
+                m = mask[:, 1:, None].to(x.dtype)  # (B, n-1, 1)
+                c = c + ((x[:, 1:] * m).sum(1) / m.sum(1).clamp(min=1.0))[:, None]
+            x = torch.cat([x, c], 1)  # (B, n+k, H)
             mask = torch.cat([mask, mask.new_ones(b, k)], 1)
             # Codes are free parameters, so their position embedding is only an offset.
             pos = torch.cat([pos, pos.new_zeros(k)])

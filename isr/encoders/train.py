@@ -86,13 +86,18 @@ class TrainConfig:
 
     ``first_token`` (see :class:`~isr.encoders.config.EncoderConfig`): "mean" feeds each
     side's first token the mean of its other inputs; with "learned" a randomly initialised F
-    starts collapsed and did not learn (BENCHMARKS.md, issue 13).
+    starts collapsed and did not learn (BENCHMARKS.md, issue 13). ``code_input`` likewise
+    for the inflated model's code tokens ("mean": each code plus the side's token mean).
 
     Shrinking: ``init_from_teacher`` copies every teacher tensor whose name and shape match
     (all but the codes) before distilling. ``device``: "auto" (CUDA when present, with
     autocast when ``amp``), "cpu" or "cuda". ``maxsim_bf16``: the training max-sim interactions
     (the largest tensor of a B or I step) in bfloat16; on a CPU with AMX this op is ~4x faster,
     whereas autocasting the whole (narrow) transformer to bfloat16 was slower here.
+    ``teacher_cache_mb``: a shrink stage keeps its frozen (eval-mode, so deterministic)
+    teacher's fragments of every training caption and image once computed, and scores later
+    batches from them instead of running the teacher's towers every step, when they fit in
+    this many MiB (0: never). Same scores up to float rounding.
     """
 
     seed: int = 0
@@ -126,18 +131,22 @@ class TrainConfig:
     max_frags: int = 32
     dropout: float = 0.1
     first_token: Literal["learned", "mean"] = "mean"
+    code_input: Literal["learned", "mean"] = "mean"
     tokenizer_vocab: int = 8000
     val_size: int = 1000
     eval_batch_size: int = 256
     device: str = "auto"
     amp: bool = True
     maxsim_bf16: bool = False
+    teacher_cache_mb: int = 2048
     progress: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "layers", "dim", "codes"):
             if getattr(self, name) < (0 if name in ("epochs", "codes") else 1):
                 raise InvalidInput(f"{name}: invalid value {getattr(self, name)}")
+        if self.teacher_cache_mb < 0:
+            raise InvalidInput(f"teacher_cache_mb must be >= 0, got {self.teacher_cache_mb}")
         if self.batch_size < 2:
             raise InvalidInput(
                 f"batch_size must be >= 2 (in-batch negatives), got {self.batch_size}"
@@ -349,6 +358,9 @@ def train_stage(
 
     ids, tmask = _pretokenize(tok, train.captions, mcfg.max_text_len)  # indexed by caption id
     val_ids, val_tmask = _pretokenize(tok, val.row_captions(), mcfg.max_text_len)
+    cache = None
+    if teacher is not None:
+        cache = _TeacherCache.build(teacher, train, cfg, device)
     triplet = TripletLoss(getattr(cfg, spec.margin), cfg.negatives)
     distill = (
         None
@@ -378,7 +390,7 @@ def train_stage(
                 group["lr"] = group["base_lr"] * _schedule(g, total, cfg.warmup)
             batch = _batch(train, ids, tmask, img_idx, cap_idx, device)
             with _autocast(cfg, device):
-                parts = _losses(model, teacher, batch, triplet, distill, asl, cfg)
+                parts = _losses(model, teacher, batch, triplet, distill, asl, cfg, cache)
                 loss = sum(parts.values(), torch.zeros((), device=device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -593,6 +605,7 @@ def _model_config(
         n_labels=n_labels,
         dropout=cfg.dropout,
         first_token=cfg.first_token,
+        code_input=cfg.code_input if type_ == "inflated" else "learned",
         **arch,
     )
 
@@ -606,8 +619,12 @@ def _check_teacher(t: EncoderConfig, s: EncoderConfig, path: Path) -> None:
 
 
 # Settings a resumed run may change: more epochs (the LR schedule stretches to the new total),
-# and where or how verbosely it runs.
-_MAY_CHANGE = ("epochs", "progress", "device", "amp", "maxsim_bf16", "eval_batch_size")
+# and where or how verbosely it runs. ``code_input`` is checked through the saved model config
+# instead (it is "learned" in every model but an inflated one, and absent from older states).
+_MAY_CHANGE = (
+    "epochs", "progress", "device", "amp", "maxsim_bf16", "eval_batch_size", "teacher_cache_mb",
+    "code_input",
+)  # fmt: skip
 
 
 def _read_state(out_dir: Path, stage: str, mcfg: EncoderConfig, cfg: TrainConfig) -> dict[str, Any]:
@@ -756,6 +773,8 @@ class _Batch:
     ids: torch.Tensor  # (B, n)
     tmask: torch.Tensor  # (B, n)
     labels: torch.Tensor | None  # (B, L)
+    img_idx: np.ndarray | None = None  # (B,) image ids (what a teacher cache is keyed by)
+    cap_idx: np.ndarray | None = None  # (B,) caption ids
 
 
 def _batch(
@@ -775,7 +794,13 @@ def _batch(
         else torch.from_numpy(np.asarray(data.labels[img_idx], dtype=np.float32))
     )
     return _Batch(
-        feats, fmask, i.to(device), m.to(device), None if labels is None else labels.to(device)
+        feats,
+        fmask,
+        i.to(device),
+        m.to(device),
+        None if labels is None else labels.to(device),
+        img_idx,
+        cap_idx,
     )
 
 
@@ -787,6 +812,7 @@ def _losses(
     distill: DistillLoss | None,
     asl: AsymmetricLoss,
     cfg: TrainConfig,
+    cache: _TeacherCache | None = None,
 ) -> dict[str, torch.Tensor]:
     t = model.encode_text(b.ids, b.tmask)
     v = model.encode_image(b.feats, b.fmask)
@@ -795,13 +821,99 @@ def _losses(
     parts = {"triplet": triplet(s)}
     if teacher is not None and distill is not None:
         with torch.no_grad():
-            s_t = teacher.similarity(
-                teacher.encode_text(b.ids, b.tmask), teacher.encode_image(b.feats, b.fmask), low
-            )
+            if cache is not None and b.img_idx is not None and b.cap_idx is not None:
+                tt = cache.texts(b.cap_idx, b.ids, b.tmask)
+                tv = cache.images(b.img_idx, b.feats, b.fmask)
+            else:
+                tt, tv = teacher.encode_text(b.ids, b.tmask), teacher.encode_image(b.feats, b.fmask)
+            s_t = teacher.similarity(tt, tv, low)
         parts["distill"] = cfg.distill_weight * distill(s, s_t)
     if b.labels is not None and t.logits is not None and v.logits is not None:
         parts["keyword"] = cfg.keyword_weight * (asl(v.logits, b.labels) + asl(t.logits, b.labels))
     return parts
+
+
+class _TeacherCache:
+    """A frozen teacher's fragments of the training captions and images, filled as batches
+    first meet them: a shrink stage runs the teacher's towers once per caption and image in
+    its first epoch (fewer passes than per batch: an image recurs in every caption round),
+    and not at all after. The teacher is in eval mode (no dropout), so its output per item is
+    fixed; padding beyond an item's fragments is masked, so max-sim scores equal those of
+    the teacher run on the batch (to float rounding).
+
+    Rows: caption j of the image at position p (of ``data.image_ids``) is text row p * c + j;
+    images by position. Built by :meth:`build`, which says None when the fragments would not
+    fit in ``cfg.teacher_cache_mb`` MiB.
+    """
+
+    def __init__(
+        self, teacher: DualEncoder, data: PairedData, n_t: int, m_i: int, device: torch.device
+    ) -> None:
+        rows, c = data.image_ids, data.caps_per_image
+        d = teacher.cfg.dim
+        self.teacher = teacher
+        self.c = c
+        self.pos = np.full(int(rows.max()) + 1, -1, dtype=np.int64)
+        self.pos[rows] = np.arange(len(rows))
+        self.t_frags = torch.zeros(len(rows) * c, n_t, d, device=device)  # (C, n', d)
+        self.t_mask = torch.zeros(len(rows) * c, n_t, dtype=torch.bool, device=device)
+        self.t_done = np.zeros(len(rows) * c, dtype=bool)
+        self.i_frags = torch.zeros(len(rows), m_i, d, device=device)  # (N, m', d)
+        self.i_mask = torch.zeros(len(rows), m_i, dtype=torch.bool, device=device)
+        self.i_done = np.zeros(len(rows), dtype=bool)
+
+    @classmethod
+    def build(
+        cls, teacher: DualEncoder, data: PairedData, cfg: TrainConfig, device: torch.device
+    ) -> _TeacherCache | None:
+        tc = teacher.cfg
+        if tc.type == "fast":
+            n_t = m_i = 1
+        else:  # at most: the kept tokens, then the codes
+            n_t = min(tc.max_text_len, tc.max_frags) + tc.codes
+            m_i = min(data.images.shape[1] + 1, tc.max_frags) + tc.codes
+        c = data.caps_per_image
+        mb = (4 * tc.dim + 1) * len(data) * (c * n_t + m_i) / 2**20
+        if cfg.teacher_cache_mb == 0 or mb > cfg.teacher_cache_mb:
+            return None
+        return cls(teacher, data, n_t, m_i, device)
+
+    def texts(self, cap_idx: np.ndarray, ids: torch.Tensor, tmask: torch.Tensor) -> TowerOutput:
+        """The teacher's output for the batch's captions (ids/tmask: the batch's (B, n))."""
+        row = self.pos[cap_idx // self.c] * self.c + cap_idx % self.c
+        new = ~self.t_done[row]
+        if new.any():
+            sel = torch.from_numpy(np.flatnonzero(new)).to(ids.device)
+            i, m = _trim(ids[sel], tmask[sel])
+            self._store(self.teacher.encode_text(i, m), row[new], self.t_frags, self.t_mask)
+            self.t_done[row[new]] = True
+        return _rows(self.t_frags, self.t_mask, row)
+
+    def images(self, img_idx: np.ndarray, feats: torch.Tensor, fmask: torch.Tensor) -> TowerOutput:
+        """The teacher's output for the batch's images (feats (B, m, D), fmask (B, m))."""
+        row = self.pos[img_idx]
+        new = ~self.i_done[row]
+        if new.any():
+            sel = torch.from_numpy(np.flatnonzero(new)).to(feats.device)
+            out = self.teacher.encode_image(feats[sel], fmask[sel])
+            self._store(out, row[new], self.i_frags, self.i_mask)
+            self.i_done[row[new]] = True
+        return _rows(self.i_frags, self.i_mask, row)
+
+    @staticmethod
+    def _store(out: TowerOutput, row: np.ndarray, frags: torch.Tensor, mask: torch.Tensor) -> None:
+        r = torch.from_numpy(row).to(frags.device)
+        n = out.frags.shape[1]
+        frags[r, :n] = out.frags.float()
+        mask[r, :n] = out.mask
+
+
+def _rows(frags: torch.Tensor, mask: torch.Tensor, row: np.ndarray) -> TowerOutput:
+    """Rows of a cache, cut after the last fragment any of them has."""
+    r = torch.from_numpy(row).to(frags.device)
+    f, m = frags[r], mask[r]
+    keep = int(m.any(0).nonzero().max()) + 1
+    return TowerOutput(fast=f[:, 0], frags=f[:, :keep], mask=m[:, :keep], logits=None)
 
 
 def _cat(outs: list[TowerOutput]) -> TowerOutput:
