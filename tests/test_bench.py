@@ -165,4 +165,78 @@ def test_peers_run_every_system_on_the_same_queries(tmp_path: Path) -> None:
     # the planned full pipeline chose a method for every query (warm-up included)
     assert sum(res["plans"].values()) == 9
     assert res["knn_cost"]["rows"] == 2500 and res["rerank_pct_of_matmul"] > 0
-    assert "| isr full (planned kNN) |" in text and "fast_plaid" in text
+    assert "| isr full (planned kNN) |" in text and "PLAID: not run (no --plaid-python)" in text
+
+
+# fast_plaid's API as the worker calls it, scoring exactly (max-sim over every document): what
+# PLAID approximates. It lets CI check the worker protocol, the row -> id mapping and the
+# keyword subset without fast_plaid's own environment (the real one: docs/results/bench_peers.md)
+FAKE_FAST_PLAID = """
+import json, os
+import numpy as np
+
+class FastPlaid:
+    def __init__(self, index, device=None):
+        self.index = index
+
+    def create(self, documents_embeddings, nbits=4):
+        os.makedirs(self.index, exist_ok=True)
+        n = max(len(d) for d in documents_embeddings)
+        d = documents_embeddings[0].shape[1]
+        out = np.zeros((len(documents_embeddings), n, d), np.float32)
+        lens = np.zeros(len(documents_embeddings), np.int64)
+        for i, e in enumerate(documents_embeddings):
+            out[i, : len(e)] = e.numpy()
+            lens[i] = len(e)
+        np.save(os.path.join(self.index, "docs.npy"), out)
+        np.save(os.path.join(self.index, "lens.npy"), lens)
+        with open(os.path.join(self.index, "created"), "a") as f:
+            f.write("x")
+        return self
+
+    def search(self, queries_embeddings, top_k=10, n_ivf_probe=8, n_full_scores=4096,
+               show_progress=True, batch_size=1, subset=None):
+        docs = np.load(os.path.join(self.index, "docs.npy"))
+        lens = np.load(os.path.join(self.index, "lens.npy"))
+        q = queries_embeddings[0].numpy()
+        sim = np.einsum("qd,cnd->cqn", q, docs)
+        pad = np.arange(docs.shape[1])[None, None, :] >= lens[:, None, None]
+        sim = np.where(pad, -np.inf, sim)
+        s = sim.max(2).sum(1)
+        rows = np.arange(len(docs)) if subset is None else np.asarray(subset[0])
+        best = rows[np.argsort(-s[rows], kind="stable")[:top_k]]
+        return [[(int(r), float(s[r])) for r in best]]
+"""
+
+
+def test_peers_run_plaid_in_its_own_process(tmp_path: Path) -> None:
+    """`--plaid-python`: PLAID answers in the round-robin from a worker process under another
+    interpreter; with an exact stand-in for fast_plaid, its R@10 is exhaustive max-sim's, its
+    keyword-subset row only returns keyword rows, and the index is built once per gallery."""
+    import os
+    import sys
+
+    from isr.eval.bench import run_peer_sizes
+
+    pkg = tmp_path / "site" / "fast_plaid"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "search.py").write_text(FAKE_FAST_PLAID)
+    python = tmp_path / "venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path / "site"} exec {sys.executable} "$@"\n')
+    os.chmod(python, 0o755)
+    cfg = ScaleConfig(sizes=(600,), queries=6, exhaustive_queries=1, batch=300, threads=1,
+                      exhaustive_workers=1, build_threads=1, num_candidates=100,
+                      rerank_window=50, plaid_python=str(python))  # fmt: skip
+    for _ in range(2):  # the second run reuses the gallery and PLAID's index
+        text = run_peer_sizes(cfg, tmp_path / "work", tmp_path / "out")
+    (res,) = json.loads((tmp_path / "out" / "bench_peers.json").read_text())
+    rows = {r["name"]: r for r in res["rows"]}
+    plaid, screened = rows["PLAID (fast-plaid)"], rows["PLAID + keyword subset"]
+    assert plaid["recall_10"] == pytest.approx(res["exhaustive_r10"])
+    assert plaid["recall_kept"] == pytest.approx(1.0) and plaid["cpu_p50_ms"] > 0
+    assert screened["recall_10"] <= plaid["recall_10"] + 1e-9 and plaid["bytes_per_item"] > 0
+    (created,) = (tmp_path / "work").glob("plaid-*/index/created")
+    assert created.read_text() == "x"  # built once, reused by the second run
+    assert "(reused)" in text and "| PLAID + keyword subset |" in text

@@ -687,6 +687,13 @@ def _record_eyes(data_dir: Path, bundle_dir: Path, d_in: int) -> None:
     multiple=True,
     help="A Host name to answer besides the loopback ones (on a loopback bind).",
 )
+@click.option(
+    "--preload/--no-preload",
+    default=True,
+    show_default=True,
+    help="Embedded mode: map each index's vector and fragment files into memory on open "
+    "(page faults otherwise land in the first queries that touch each page).",
+)
 def serve_cmd(max_body_mb: float, **kw: Any) -> None:
     """Serve Elasticsearch's _search shapes over the isr pipeline (see docker/README.md)."""
     from isr.app.serve import serve

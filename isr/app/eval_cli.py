@@ -98,8 +98,15 @@ class _Group(click.Group):
     "--peers",
     is_flag=True,
     help="Instead of the scale tables: isr's ablations beside FAISS flat IP + rerank, the "
-    "keyword rows + exact + rerank baseline and PLAID (when fast_plaid is installed), round-"
-    "robin in one process; writes bench_peers.md/json (details: isr/eval/bench_peers.py).",
+    "keyword rows + exact + rerank baseline and PLAID (with --plaid-python), round-robin; "
+    "writes bench_peers.md/json (details: isr/eval/bench_peers.py).",
+)
+@click.option(
+    "--plaid-python",
+    default="",
+    envvar="ISR_PLAID_PYTHON",
+    help="With --peers: the python of a virtual environment with fast_plaid (it pins its own "
+    "torch); PLAID then runs in that process, its index built once under --workdir.",
 )
 def bench(sizes: str, workdir: Path, out: Path, sweep: str, peers: bool, **kw: Any) -> None:
     try:

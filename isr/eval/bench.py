@@ -49,6 +49,7 @@ from isr.eval.bench_maxsim import BenchConfig, bench_kernel
 from isr.eval.bench_peers import render as render_peers
 from isr.eval.bench_peers import run_peers
 from isr.eval.bench_report import plot_latency, plot_recall_speedup, render
+from isr.eval.plaid_peer import PlaidPeer
 from isr.ingest.encoded_source import fill_index
 from isr.ingest.encoded_world import EncodedWorld, encoded_queries, world_source
 from isr.plugin import EmbeddedIndex, IndexConfig, SearchOptions
@@ -96,6 +97,8 @@ class ScaleConfig:
     # (num_candidates, rerank_window, exact kNN) at the largest size; exact: every filtered kNN
     # is an exact scan (the graph's share of the recall lost)
     sweep: tuple[tuple[int, int, bool], ...] = ()
+    # the peers only: the interpreter of a virtual environment with fast_plaid ("" = no PLAID)
+    plaid_python: str = ""
 
     def __post_init__(self) -> None:
         if not self.sizes or any(n < 100 for n in self.sizes):
@@ -247,9 +250,9 @@ def _overlap(a: Sequence[Sequence[str]], b: Sequence[Sequence[str]]) -> float:
 
 
 def warm_page_cache(path: Path) -> None:
-    """Read every file of the index once, so latencies are those of a warm server (the first
-    queries after a cold start read their fragments from disk instead)."""
-    for f in sorted(path.iterdir()):
+    """Read every file of the index once (its fragment store's too), so latencies are those of
+    a warm server (the first queries after a cold start read their fragments from disk)."""
+    for f in sorted(path.rglob("*")):
         if f.is_file():
             with open(f, "rb") as fh:
                 while fh.read(1 << 24):
@@ -276,10 +279,11 @@ def bench_size(
     base = SearchOptions(num_candidates=cfg.num_candidates, rerank_window=cfg.rerank_window)
     warm_page_cache(path)
     with EmbeddedIndex.open(path, readonly=True) as index:
+        index.preload()  # as `isr serve` opens it: no page faults left for the queries
         stats = index.stats()
         set_threads(cfg.threads)
-        # steady state: one untimed pass of other queries maps the store's pages into this
-        # process, as a serving process's earlier traffic would have
+        # steady state: one untimed pass of other queries warms the caches and the
+        # allocator's pools, as a serving process's earlier traffic would have
         warm_q, warm_t = encoded_queries(world, cfg.queries, seed=99)
         run_ablations(index, warm_q, warm_t, base, ["full"], progress=False)
         rows = run_ablations(index, queries, truth, base, FAST_ABLATIONS)
@@ -422,6 +426,7 @@ def run_peer_sizes(
         queries, truth = encoded_queries(world, cfg.queries, seed=11)
         warm_page_cache(path)
         with EmbeddedIndex.open(path, readonly=True) as index:
+            index.preload()  # as `isr serve` opens it
             set_threads(_cores(cfg.exhaustive_workers))
             ex_tops = exhaustive_truth(index, queries)  # batched, untimed: the reference
             set_threads(cfg.threads)
@@ -429,7 +434,17 @@ def run_peer_sizes(
             base = SearchOptions(num_candidates=cfg.num_candidates, rerank_window=cfg.rerank_window)
             warm_q, warm_t = encoded_queries(world, cfg.queries, seed=99)
             run_ablations(index, warm_q, warm_t, base, ["full"], progress=False)
-            res = run_peers(index, queries, truth, ex_tops, cfg.num_candidates, cfg.rerank_window)
+            if cfg.plaid_python:
+                with PlaidPeer(Path(cfg.plaid_python), workdir / f"plaid-{path.name}") as plaid:
+                    plaid.build(index)  # or reuse: built once per gallery
+                    res = run_peers(
+                        index, queries, truth, ex_tops, cfg.num_candidates, cfg.rerank_window,
+                        plaid=plaid,
+                    )  # fmt: skip
+            else:
+                res = run_peers(
+                    index, queries, truth, ex_tops, cfg.num_candidates, cfg.rerank_window
+                )
         res["build"] = build
         results.append(res)
         texts.append(render_peers(res))

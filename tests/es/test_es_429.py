@@ -22,22 +22,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from live_es import require_es
 
-if not os.environ.get("ISR_ES_URL"):
-    pytest.skip("ISR_ES_URL not set: the live Elasticsearch suite needs a server "
-                "(make test starts one)", allow_module_level=True)  # fmt: skip
+require_es()
 
-import elasticsearch
-from conftest import random_items
-from elasticsearch import Elasticsearch
-from elasticsearch.helpers import scan
+import elasticsearch  # noqa: E402
+from conftest import random_items  # noqa: E402
+from elasticsearch import Elasticsearch  # noqa: E402
+from elasticsearch.helpers import scan  # noqa: E402
 
-import isr.plugin.es.writer as es_writer
-from isr.ingest.encoded_export import write_jsonl
-from isr.ingest.encoded_file import EncodedFileSource
-from isr.ingest.loader import IngestOptions, load_gallery
-from isr.plugin.es.sidecar import Sidecar
-from isr.plugin.writer import EsOptions
+import isr.plugin.es.writer as es_writer  # noqa: E402
+from isr.ingest.encoded_export import write_jsonl  # noqa: E402
+from isr.ingest.encoded_file import EncodedFileSource  # noqa: E402
+from isr.ingest.loader import IngestOptions, load_gallery  # noqa: E402
+from isr.plugin.es.sidecar import Sidecar  # noqa: E402
+from isr.plugin.writer import EsOptions  # noqa: E402
 
 pytestmark = pytest.mark.es
 

@@ -16,16 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import live_es
 import numpy as np
 import pytest
 
-ES_URL = os.environ.get("ISR_ES_URL")
-if not ES_URL:
-    pytest.skip(
-        "ISR_ES_URL not set: the live Elasticsearch suite needs a server "
-        "(e.g. ISR_ES_URL=http://localhost:9200 after docker compose up)",
-        allow_module_level=True,
-    )
+ES_URL = live_es.require_es()
+client = live_es.client  # the shared fixture (pytest finds it by name)
 
 import elasticsearch  # noqa: E402
 from conftest import fill  # noqa: E402
@@ -51,16 +47,6 @@ WORLD = EncodedWorld(
     n_docs=800, d_fast=64, d_frag=16, n_frags=8, n_labels=40, r_i=6, seed=5, query_noise=1.0
 )
 CONFIG = IndexConfig(d_fast=64, d_frag=16, max_frags=8, r_i=6, codec="fp32")
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Elasticsearch]:
-    es = Elasticsearch(ES_URL, api_key=os.environ.get("ISR_ES_API_KEY"), request_timeout=120)
-    es.cluster.health(wait_for_status="yellow", timeout="60s")  # GET / may be absent (405)
-    yield es
-    # whatever a failed test left behind (each test also deletes its own)
-    es.indices.delete(index="isr-test-*", ignore_unavailable=True, allow_no_indices=True)
-    es.close()
 
 
 def _fill(b: EsBackend | EmbeddedIndex) -> None:

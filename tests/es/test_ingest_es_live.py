@@ -14,13 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import live_es
 import numpy as np
 import pytest
 
-ES_URL = os.environ.get("ISR_ES_URL")
-if not ES_URL:
-    pytest.skip("ISR_ES_URL not set: the live Elasticsearch suite needs a server "
-                "(make test starts one)", allow_module_level=True)  # fmt: skip
+ES_URL = live_es.require_es()
+client = live_es.client  # the shared fixture (pytest finds it by name)
 
 from conftest import random_items  # noqa: E402
 from elasticsearch import Elasticsearch  # noqa: E402
@@ -44,15 +43,6 @@ from isr.plugin.es.writer import EsWriter  # noqa: E402
 from isr.plugin.pipeline import SearchOptions, search  # noqa: E402
 
 pytestmark = pytest.mark.es
-
-
-@pytest.fixture(scope="module")
-def client() -> Iterator[Elasticsearch]:
-    es = Elasticsearch(ES_URL, api_key=os.environ.get("ISR_ES_API_KEY"), request_timeout=120)
-    es.cluster.health(wait_for_status="yellow", timeout="60s")
-    yield es
-    es.indices.delete(index="isr-test-*", ignore_unavailable=True, allow_no_indices=True)
-    es.close()
 
 
 @pytest.fixture

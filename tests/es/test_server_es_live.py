@@ -5,18 +5,15 @@ What only the fake can show (the requests and headers Elasticsearch receives) st
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from live_es import connect, require_es
 
-ES_URL = os.environ.get("ISR_ES_URL")
-if not ES_URL:
-    pytest.skip("ISR_ES_URL not set: the live Elasticsearch suite needs a server "
-                "(make test starts one)", allow_module_level=True)  # fmt: skip
+ES_URL = require_es()
 
 from elasticsearch import Elasticsearch  # noqa: E402
 from fake_es import serve  # noqa: E402
@@ -37,7 +34,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, 
     assert ES_URL is not None
     sidecars = tmp_path_factory.mktemp("sidecars")
     name = f"isr-test-{uuid.uuid4().hex[:10]}"
-    client = Elasticsearch(ES_URL, api_key=os.environ.get("ISR_ES_API_KEY"), request_timeout=120)
+    client = connect(ES_URL)
     try:
         with EsBackend.create(client, name, CONFIG, EsLayout(replicas=0), sidecars / name) as b:
             for ids, items in encoded_gallery(WORLD, 150):

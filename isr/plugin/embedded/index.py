@@ -158,6 +158,7 @@ class EmbeddedIndex:
         self._snap = Snapshot(c.generation, n, alive)
         self._device = device
         self._scorer: MaxSimScorer | None = None  # built on the first rerank: torch loads then
+        self._preload = False
         self._pending: list[tuple[int, Mapping[str, Any] | None]] = []
         self._pending_deletes: set[int] = set()
         self._mapping_before = dict(self.fields.mapping)
@@ -247,12 +248,32 @@ class EmbeddedIndex:
             self.fields.add([r for r, _ in sources], [orjson.loads(t) for _, t in sources])
             self.fields._grow(n)
             self.fast.take(n)
+            if self._preload:  # the grown files were remapped: map them in before publishing
+                self._map_all()
             alive = old.alive.copy()
             alive.add_range(old.n_rows, n)
             alive.difference_update(BitMap(dels))
             self._app_meta = c.app
             self._snap = Snapshot(c.generation, n, alive)  # the publication
             return True
+
+    def preload(self) -> None:
+        """Map every page of the files a search reads into this process now, and again after
+        each refresh that remaps them (Elasticsearch's ``index.store.preload``): the fast
+        vectors (the exact scores of the kNN window), the fragment store (the rerank) and the
+        keyword rows (the fetch). Costs their size in page cache (reading them from disk where
+        it lacks them: 1.6 s for 3.8 GiB of fragments, cached) and saves the page fault each
+        first touch of a page costs a query otherwise: at 1M documents, where the warm-up
+        passes leave most pages unmapped, that was ~10 ms of a 39 ms query (BENCHMARKS.md,
+        issue 16, session 3). For serving; the files are mapped read-only, so a writer's own
+        state is unaffected."""
+        self._preload = True
+        self._map_all()
+
+    def _map_all(self) -> None:
+        for f in (self.fast.vectors, self.keywords.labels):
+            f.map_in()
+        self.fragments.map_in()
 
     # -- life cycle ----------------------------------------------------------------------
     @classmethod

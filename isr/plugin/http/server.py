@@ -192,6 +192,7 @@ class ServerConfig:
     refresh_interval: float = 1.0  # seconds between refreshes of open indexes; -1: never
     insecure: bool = False  # allow a non-loopback bind without an API key
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides the loopback ones
+    preload: bool = True  # embedded: EmbeddedIndex.preload on open (the maps prefaulted)
 
     def __post_init__(self) -> None:
         if (self.root is None) == (self.es_url is None):
@@ -288,7 +289,10 @@ class Facade:
             path = Path(self.config.root) / name
             if not (path / MANIFEST).is_file():
                 raise IndexNotFound(f"no such index [{name}]", name)
-            return EmbeddedIndex.open(path, readonly=True, device=self.config.device)
+            index = EmbeddedIndex.open(path, readonly=True, device=self.config.device)
+            if self.config.preload:
+                index.preload()
+            return index
         side = Path(self.config.sidecar_root) / name if self.config.sidecar_root else None
         try:
             return EsBackend.open(self.es, name, side, readonly=True, device=self.config.device)

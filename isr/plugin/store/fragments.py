@@ -33,6 +33,7 @@ import numpy as np
 
 from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
 from isr.plugin.store.codecs import FragmentCodec, make_codec
+from isr.plugin.store.rowfile import prefault
 
 __all__ = ["MAX_FRAGS_LIMIT", "FragmentStore"]
 
@@ -99,6 +100,7 @@ class FragmentStore:
         self._frag_mm: np.ndarray = np.empty((0, self.max_frags, codec.code_size), np.uint8)
         self._count_mm: np.ndarray = np.empty((0,), np.uint8)
         self._slot = np.arange(self.max_frags)  # (max_frags,)
+        self.preload = False  # prefault every map _maps() makes (rowfile.prefault)
         # CRC-32 of each file's bytes appended since the last commit (the commit records them)
         self._crc_from, self._crc_f, self._crc_c = n_rows, 0, 0
 
@@ -415,8 +417,21 @@ class FragmentStore:
                     else:
                         frag_mm = np.memmap(self.path / FRAGMENTS_FILE, np.uint8, "c", shape=shape)
                         count_mm = np.memmap(self.path / COUNTS_FILE, np.uint8, "c", shape=(n,))
+                    if self.preload:
+                        prefault(frag_mm)
+                        prefault(count_mm)
                 self._frag_mm, self._count_mm, self._mapped = frag_mm, count_mm, n
             return self._frag_mm, self._count_mm
+
+    def map_in(self) -> None:
+        """Set :attr:`preload` and map every row written so far into the process now."""
+        with self._lock:
+            fresh = self._mapped != self._n
+            self.preload = True
+        frag_mm, count_mm = self._maps()  # a fresh map is prefaulted as it is made
+        if not fresh:
+            prefault(frag_mm)
+            prefault(count_mm)
 
     # ---- lifetime ------------------------------------------------------------------------------
 

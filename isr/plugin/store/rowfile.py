@@ -6,11 +6,19 @@ count (the tail of a batch that never committed), and readers never look past it
 Appends keep a running CRC-32 of the bytes written since the last commit, which the commit
 records as that range's checksum (:mod:`isr.plugin.store.segment`); float rows must be
 finite (a NaN in a vector file would poison every score it enters).
+
+:func:`prefault` maps every page of a memory map into the process at once (a reader's
+``preload``): the first touch of each page otherwise costs a page fault inside the query that
+touches it, ~30-50 us each on the project's VM, which at 1M documents was most of the
+rerank's gather (BENCHMARKS.md, issue 16, session 3).
 """
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 import os
+import sys
 import zlib
 from pathlib import Path
 
@@ -18,7 +26,29 @@ import numpy as np
 
 from isr.errors import CorruptIndex, InvalidInput
 
-__all__ = ["RowFile"]
+__all__ = ["RowFile", "prefault"]
+
+# Linux >= 5.14 (the constant is missing from Python's mmap module before 3.13)
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22 if sys.platform == "linux" else None)
+
+
+def prefault(view: np.ndarray) -> bool:
+    """Map every page of a memory-mapped array into this process now, reading the file where
+    the page cache lacks it (MADV_POPULATE_READ), so no later read of it faults. Returns
+    whether it did; elsewhere (another OS, an older kernel, an array that is no map) it only
+    asks the kernel to read ahead (MADV_WILLNEED), or does nothing."""
+    m = getattr(view, "_mmap", None)  # np.memmap's own mmap object
+    if not isinstance(m, mmap.mmap):
+        return False
+    try:
+        if MADV_POPULATE_READ is not None:
+            m.madvise(MADV_POPULATE_READ)
+            return True
+    except OSError:  # EINVAL before Linux 5.14
+        pass
+    with contextlib.suppress(AttributeError, OSError):  # no madvise here: nothing to do
+        m.madvise(mmap.MADV_WILLNEED)
+    return False
 
 
 class RowFile:
@@ -56,6 +86,7 @@ class RowFile:
         self._rfh = open(path, "rb") if readonly else None  # noqa: SIM115 (held until close())
         self._view: np.ndarray | None = None
         self._crc_from, self._crc = n_rows, 0  # the uncommitted range and its running CRC
+        self.preload = False  # prefault every map view() makes (see prefault)
 
     def __len__(self) -> int:
         return self.n_rows
@@ -122,8 +153,18 @@ class RowFile:
             else:
                 src = self._rfh if self._rfh is not None else self.path
                 view = np.memmap(src, dtype=self.dtype, mode="r", shape=(n, *self.shape))
+                if self.preload:
+                    prefault(view)
             self._view = view  # one assignment: a search in another thread keeps its own
         return view
+
+    def map_in(self) -> None:
+        """Set :attr:`preload` and map every row written so far into the process now."""
+        fresh = self._view is None or self._view.shape[0] != self.n_rows
+        self.preload = True
+        view = self.view()  # a fresh map is prefaulted as it is made
+        if not fresh:
+            prefault(view)
 
     def nbytes(self) -> int:
         return self.n_rows * self.row_bytes
