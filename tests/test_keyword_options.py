@@ -30,7 +30,7 @@ def _body(**kw: object) -> dict:
 def test_http_accepts_every_keyword_option() -> None:
     given = {"r_t": 2, "mode": "minimum_should_match", "minimum_should_match": 2, "text": "merge",
              "rule": "cost", "alpha": 0.5, "p_min": 0.05, "mass": 0.9, "stop": 0.4, "r_i": 5, "miss": 0.05,
-             "gain": 0.5}  # fmt: skip
+             "gain": 0.5, "scale": 0.7}  # fmt: skip
     assert set(given) == set(KEYWORD_KEYS)
     kw = parse_search(_body(**given)).options.keywords
     assert {k: getattr(kw, k) for k in given} == given
