@@ -178,7 +178,7 @@ def index_create(path: Path, bundle_dir: Path | None, fingerprint: str | None, *
         hnsw_m=kw["hnsw_m"],
         hnsw_ef_construction=kw["ef_construction"],
         fast_storage=kw["fast_storage"],
-        keywords=keyword_defaults(kw["keyword_defaults"]),
+        keywords=keyword_defaults(kw["keyword_defaults"], modality=kw["modality"]),
         bundle_fingerprint=fingerprint or "",
         bundle_path=bundle_path,
     )
