@@ -168,6 +168,26 @@ def test_peers_run_every_system_on_the_same_queries(tmp_path: Path) -> None:
     assert "| isr full (planned kNN) |" in text and "PLAID: not run (no --plaid-python)" in text
 
 
+def test_peers_time_the_compressed_knn_where_the_gallery_has_a_pq_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gallery past COMPRESSED_MIN_ROWS (lowered here) has a PQ copy: the writer built it,
+    the bench's reader loaded it, and --peers times the compressed method beside the rest."""
+    from isr.eval.bench import run_peer_sizes
+    from isr.plugin.embedded import fast_index
+
+    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_ROWS", 1000)
+    cfg = ScaleConfig(sizes=(2500,), queries=8, exhaustive_queries=1, batch=1000,
+                      threads=1, exhaustive_workers=1, build_threads=1,
+                      num_candidates=100, rerank_window=50)  # fmt: skip
+    run_peer_sizes(cfg, tmp_path / "work", tmp_path / "out")
+    (res,) = json.loads((tmp_path / "out" / "bench_peers.json").read_text())
+    rows = {r["name"]: r for r in res["rows"]}
+    got, exact = rows["isr full (compressed kNN)"], rows["isr full (exact kNN)"]
+    assert got["recall_10"] >= exact["recall_10"] - 0.25 and got["cpu_p50_ms"] > 0
+    assert list((tmp_path / "work").rglob("pq.faiss"))
+
+
 # fast_plaid's API as the worker calls it, scoring exactly (max-sim over every document): what
 # PLAID approximates. It lets CI check the worker protocol, the row -> id mapping and the
 # keyword subset without fast_plaid's own environment (the real one: docs/results/bench_peers.md)

@@ -138,7 +138,8 @@ def test_calibration_is_measured_recorded_and_reloaded(tmp_path: Path) -> None:
     assert raw["scan_row_ns"] <= raw["gather_row_ns"]  # the sanity rule
     # the measured minima are recorded beside the model: every method, several sizes
     measured = raw.pop("measured")
-    assert {m["method"] for m in measured} == set(fast_index.METHODS)
+    # (every method the index has: a PQ copy only exists from COMPRESSED_MIN_ROWS)
+    assert {m["method"] for m in measured} == set(fast_index.METHODS) - {"compressed"}
     assert len({m["x"] for m in measured if m["method"] == "exact"}) >= 4
     assert all(np.isfinite(m["us"]) and m["us"] > 0 for m in measured)
     fi.close()
@@ -230,3 +231,96 @@ def test_search_plans_by_the_model_recorded_in_the_index(tmp_path: Path) -> None
                     seen.add((want, ablation, wide))
     # both kinds of query were seen: filtered narrow by the screen, and unfiltered
     assert ("hnsw", "fast+rerank", True) in seen
+
+
+def _recall(got: np.ndarray, want: np.ndarray) -> float:
+    return len(set(got.tolist()) & set(want.tolist())) / max(len(want), 1)
+
+
+def test_compressed_against_brute_force_persisted_and_over_a_tail(tmp_path: Path) -> None:
+    fi, x = _fast_index(tmp_path / "f", "sq8")
+    rng = np.random.default_rng(11)
+    q = _unit(rng, 1)[0]
+    assert fi.pq is None  # below COMPRESSED_MIN_ROWS: no copy, the exact scan answers
+    assert fi.search(q, 10, 64, None, method="compressed").method == "exact"
+    assert fi.build_compressed()
+    assert (tmp_path / "f" / FastIndex.PQ).exists() and fi.pq.ntotal == N
+    recalls = []
+    for share in (0.05, 0.3, 1.0):
+        for _ in range(8):
+            q = _unit(rng, 1)[0]
+            rows = np.flatnonzero(rng.random(N) < share) if share < 1 else np.arange(N)
+            allowed = None if share == 1.0 else BitMap(rows.astype(np.uint32))
+            want = _brute(x, q, 20, rows)
+            got = fi.search(q, 20, 64, allowed, method="compressed")
+            assert got.method == "compressed"
+            assert set(got.rows.tolist()) <= set(rows.tolist())  # admitted rows only
+            np.testing.assert_allclose(got.scores, x[got.rows] @ q, rtol=1e-5, atol=1e-6)
+            assert np.all(np.diff(got.scores) <= 0)  # best first
+            recalls.append(_recall(got.rows, want))
+    assert np.mean(recalls) >= 0.95 and min(recalls) >= 0.8, recalls
+    fi.close()
+    # a reader loads the written copy; rows past it (a copy of 3000 rows) are scored exactly
+    reader = FastIndex(tmp_path / "f", fi.config, N, readonly=True)
+    assert reader.pq is not None and reader.pq.ntotal == N
+    part = fast_index._new_compressed(D)
+    part.train(x)
+    part.add(x[:3000])
+    reader.pq = part
+    for _ in range(8):
+        q = _unit(rng, 1)[0]
+        rows = np.flatnonzero(rng.random(N) < 0.3)
+        want = _brute(x, q, 20, rows)
+        got = reader.search(q, 20, 64, BitMap(rows.astype(np.uint32)), method="compressed")
+        assert set(want[want >= 3000].tolist()) <= set(got.rows.tolist())  # the tail, exact
+    reader.close()
+    # a damaged copy is not trusted (derived data: the next snapshot rebuilds it)
+    file = tmp_path / "f" / FastIndex.PQ
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    file.write_bytes(bytes(data))
+    assert FastIndex(tmp_path / "f", fi.config, N, readonly=True).pq is None
+
+
+def test_compressed_scans_exactly_when_its_window_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fi, x = _fast_index(tmp_path / "f", "sq8")
+    fi.build_compressed()
+    monkeypatch.setattr(fast_index, "COMPRESSED_ALPHA", 1e-3)  # a window of 2k + 64 rows
+    rng = np.random.default_rng(12)
+    rows = np.flatnonzero(rng.random(N) < 0.01)  # ~40 admitted: ~1 in a 104-row window
+    q = _unit(rng, 1)[0]
+    got = fi.search(q, 20, 64, BitMap(rows.astype(np.uint32)), method="compressed")
+    assert got.method == "compressed+exact"
+    assert got.rows.tolist() == _brute(x, q, 20, rows).tolist()
+    fi.close()
+
+
+def test_plan_takes_the_compressed_scan_only_where_its_recall_was_measured(
+    tmp_path: Path,
+) -> None:
+    fi, _ = _fast_index(tmp_path / "f", "sq8")
+    cheap = KnnCost(gather_us=10, gather_row_ns=300, scan_us=10, scan_bit_ns=2,
+                    scan_row_ns=50, graph_us=10, graph_ns=10_000, compressed_us=5,
+                    compressed_bit_ns=1, compressed_row_ns=0)  # fmt: skip
+    fi.cost = cheap
+    m = int(0.3 * N)
+    assert fi.plan(10, 100, m) == "exact"  # no PQ copy yet
+    fi.build_compressed()
+    assert fi.plan(10, 100, m) == "compressed"  # 9 us against 70 us for the scan
+    narrow = int(0.5 * fast_index.COMPRESSED_MIN_SHARE * N)
+    assert fi.plan(10, 100, narrow) != "compressed"  # narrower than its recall was measured
+    q = _unit(np.random.default_rng(2), 1)[0]
+    assert fi.search(q, 10, 100, BitMap(range(0, N, 3))).method == "compressed"
+    fi.close()
+
+
+def test_calibration_times_the_compressed_scan(tmp_path: Path) -> None:
+    fi, _ = _fast_index(tmp_path / "f", "sq8")
+    fi.build_compressed()
+    cost = fi.calibrate(repeat=2)
+    record = json.loads((tmp_path / "f" / FastIndex.COST).read_text())
+    assert any(p["method"] == "compressed" for p in record["measured"])
+    assert cost.compressed_bit_ns > 0 and cost.compressed_us == 0
+    fi.close()

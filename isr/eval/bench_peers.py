@@ -2,8 +2,9 @@
 
 Entry point: :func:`run_peers` (``isr bench --peers``). On one gallery and one set of queries,
 in one process, every system answers every query in turn (round-robin, so a burst of load from
-elsewhere slows all of them alike; the order turns with each query, so no system is always the
-one that finds the query's data cold in cache), one thread, query encoding excluded:
+elsewhere slows all of them alike; the order is shuffled for each query, so no system is always
+the one that finds the query's data cold in cache, nor always the one that follows a system that
+evicts the caches), one thread, query encoding excluded:
 
 - isr's ablations through :func:`isr.plugin.pipeline.search`: ``full`` as planned, ``full``
   with the kNN stage forced to the graph or to the exact scan, ``fast+rerank`` and
@@ -144,6 +145,17 @@ def run_peers(
         "isr full (planned kNN)": (isr_system(base, count=True), isr_bytes, ""),
         "isr full (graph kNN)": (isr_system(base.with_(knn_method="hnsw")), isr_bytes, ""),
         "isr full (exact kNN)": (isr_system(base.with_(knn_method="exact")), isr_bytes, ""),
+        **(
+            {
+                "isr full (compressed kNN)": (
+                    isr_system(base.with_(knn_method="compressed")),
+                    isr_bytes,
+                    "",
+                )
+            }
+            if index.fast.pq is not None  # a PQ copy: from fast_index.COMPRESSED_MIN_ROWS
+            else {}
+        ),
         "isr fast+rerank": (
             isr_system(SearchOptions.for_ablation("fast+rerank", **_kw(base))),
             isr_bytes,
@@ -181,13 +193,17 @@ def run_peers(
     a_mm, b_mm = torch.randn(side, side), torch.randn(side, side)
     mm_flops = 2.0 * side**3
     rng = np.random.default_rng(5)
+    order_rng = np.random.default_rng(7)
     for fn, _, _ in systems.values():  # warm-up: first-call allocations, page tables
         fn(0)
     names = list(systems)
     for i in range(nq):
-        # the order turns with the query: the first system to touch a query's postings and
-        # fragment rows pays their cache misses, the later ones find them warm
-        for name in names[i % len(names) :] + names[: i % len(names)]:
+        # a fresh order per query (seeded): the first system to touch a query's postings and
+        # fragment rows pays their cache misses, and the one after a cache-hungry system (PLAID,
+        # the flat scan) finds the caches evicted. Rotating a fixed order spread the first but
+        # kept every system's predecessor fixed: `full (planned)` always ran after the list's
+        # last system and measured 0.5-4 ms slower than the same plan forced
+        for name in [names[j] for j in order_rng.permutation(len(names))]:
             fn = systems[name][0]
             t0, c0 = time.perf_counter(), time.thread_time()
             got = fn(i)

@@ -42,7 +42,12 @@ __all__ = [
 ]
 
 MAX_K = 10_000  # Elasticsearch's own bound on k, num_candidates and size
-KNN_METHODS = ("gather", "exact", "hnsw")  # the embedded kNN methods (fast_index.METHODS)
+KNN_METHODS = (
+    "gather",
+    "exact",
+    "compressed",
+    "hnsw",
+)  # the embedded kNN methods (fast_index.METHODS)
 ES_EXACT_THRESHOLD = 20_000  # Elasticsearch: exact script_score up to this many admitted
 
 # name -> (use_keywords, use_knn, use_rerank)
@@ -176,7 +181,7 @@ class SearchOptions:
     given, replaces the plan by the older fixed rule (a filter admitting at most this many
     documents is searched exactly, a wider one through HNSW; Elasticsearch, which has no
     cost model, uses ES_EXACT_THRESHOLD when it is None); knn_method forces one of the
-    embedded methods ("gather", "exact", "hnsw").
+    embedded methods ("gather", "exact", "compressed", "hnsw").
     """
 
     size: int = 10

@@ -8,13 +8,25 @@ A filtered search is planned per query (:meth:`FastIndex.plan`) from the admitte
 the index size by a cost model measured on this machine (:class:`KnnCost`, calibrated on the
 index itself and recorded in `knn_cost.json` beside it):
 
-- ``gather``: few admitted rows: their float32 vectors are read in blocks from the row file
-  and scored with torch (exact);
+- ``gather``: few admitted rows: their float32 vectors are scored in place in the row file's
+  memory map by FAISS (exact);
 - ``exact``: the graph's own storage (float32 or sq8 codes, in memory) is scanned in place by
   FAISS under an IDSelectorBitmap of the admitted rows; no admitted row is copied. Over sq8
   codes the best ``2k + 64`` are rescored with their float32 vectors, so the returned scores
   are exact and the ranking is exact unless a true top-k row lost more to quantization than
   the oversampled window's margin;
+- ``compressed``: a 4-bit product-quantised copy of the fast vectors (FAISS
+  IndexPQFastScan, d/2 sub-quantisers of 2 dimensions: 64 bytes per row at d 256, scanned
+  32 rows at a time in SIMD registers) is scanned over every row, unfiltered (FastScan takes
+  no selector), for the best ``W = COMPRESSED_ALPHA * k / share`` rows; the admitted ones
+  among them are rescored with their float32 vectors. The scan costs the same at any
+  filter, so it wins where the exact scan's admitted rows are many: at 1M and the keyword
+  screens' 5-41% shares (BENCHMARKS.md, issue 16, session 3) recall@200 against the exact
+  top-200 was 0.98-0.99 (the query's own document found as often as by exact) at about half
+  the exact scan's time. Built by the writer once the index holds
+  :data:`COMPRESSED_MIN_ROWS` (``pq.faiss``, derived like the graph); rows past it are
+  scored exactly; when fewer than k admitted rows fall in the window it scans exactly
+  (``compressed+exact``);
 - ``hnsw``: the graph under the same selector. A filtered graph loses recall as the filter
   narrows (at 1M and an 18% filter, R@10 0.63 against exact at ef 1000), so the planner only
   takes it when the filter admits at least ``GRAPH_MIN_SHARE`` of the index and it is the
@@ -32,6 +44,7 @@ snapshot row count, so rows a writer published after it are never returned.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import datetime as dt
 import json
@@ -54,14 +67,18 @@ from isr.plugin.store.rowfile import RowFile
 
 __all__ = ["METHODS", "FastIndex", "KnnCost", "KnnResult", "fit_cost"]
 
-METHODS = ("gather", "exact", "hnsw")
+METHODS = ("gather", "exact", "compressed", "hnsw")
 GRAPH_MIN_SHARE = 0.5  # narrower filters lose too much recall in the graph (module doc)
-GATHER_BLOCK = 1024  # rows gathered and scored at a time (1 MiB of float32 at d 256)
 CALIBRATE_MIN_ROWS = 2000  # smaller indexes keep the defaults (every method is cheap there)
 SCAN_PER_GATHER = (
     0.5  # the sanity rule of fit_cost: a scanned row costs at most this of a gathered one
 )
 GATHER_CALIBRATE_MAX = 50_000  # admitted sets gather is timed on (larger: far past its range)
+COMPRESSED_MIN_ROWS = 200_000  # smaller indexes: the exact scan takes a few ms (no PQ copy)
+COMPRESSED_MIN_SHARE = 0.05  # the narrowest screen share its recall was measured at (doc)
+COMPRESSED_ALPHA = 8.0  # window W = alpha * k / share rows (alpha 6: recall 0.980, 10: 0.994)
+COMPRESSED_MAX_WINDOW = 32_768
+COMPRESSED_TRAIN = 65_536  # rows the product quantiser is trained on
 
 
 @dataclass(frozen=True)
@@ -72,7 +89,9 @@ class KnnCost:
     which walks every row of the index): ``scan_us + n * scan_bit_ns + admitted *
     scan_row_ns``; hnsw: ``graph_us + graph_ns * ef / share``, fitted on unfiltered searches
     at two ef (the 1 / share factor, for the walk past rejected nodes, is a conservative
-    guess: the graph is only considered for shares >= GRAPH_MIN_SHARE). The defaults were
+    guess: the graph is only considered for shares >= GRAPH_MIN_SHARE); compressed (an
+    unfiltered scan of every row's PQ code, then the admitted rows of its window rescored):
+    ``compressed_us + n * compressed_bit_ns + admitted * compressed_row_ns``. The defaults were
     measured on the project's 2-core machine (100K x 256-d, sq8 storage, one thread, load
     ~1); :meth:`FastIndex.calibrate` replaces them with figures measured on the index itself.
     """
@@ -84,6 +103,9 @@ class KnnCost:
     scan_row_ns: float = 50.0
     graph_us: float = 100.0
     graph_ns: float = 5000.0
+    compressed_us: float = 1000.0
+    compressed_bit_ns: float = 10.0
+    compressed_row_ns: float = 0.0
     rows: int = 0  # index size it was measured at (0: the defaults)
     storage: str = ""
     date: str = ""
@@ -96,6 +118,11 @@ class KnnCost:
             return self.gather_us + admitted * self.gather_row_ns / 1e3
         if method == "exact":
             return self.scan_us + (n * self.scan_bit_ns + admitted * self.scan_row_ns) / 1e3
+        if method == "compressed":
+            return (
+                self.compressed_us
+                + (n * self.compressed_bit_ns + admitted * self.compressed_row_ns) / 1e3
+            )
         share = max(admitted, 1) / max(n, 1)
         return self.graph_us + self.graph_ns * ef / share / 1e3
 
@@ -120,7 +147,7 @@ def _line(points: list[tuple[int, float]]) -> tuple[float, float]:
 
 def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
     """The cost model of an index of n rows from measured (method, x, microseconds) points:
-    x is the admitted count for "gather" and "exact", ef for "hnsw" (unfiltered).
+    x is the admitted count for "gather", "exact" and "compressed", ef for "hnsw" (unfiltered).
 
     Least-squares lines, and one sanity rule: an admitted row costs the in-place scan at most
     :data:`SCAN_PER_GATHER` of what gathering it costs. Gather copies each row out of the
@@ -132,7 +159,7 @@ def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
     time). Without it one such burst made the planner gather for every query at 100K, 1.27x
     slower than the scan (BENCHMARKS.md, issue 16).
     """
-    by: dict[str, list[tuple[int, float]]] = {"gather": [], "exact": [], "hnsw": []}
+    by: dict[str, list[tuple[int, float]]] = {m: [] for m in METHODS}
     for method, x, t in points:
         by[method].append((x, t))
     d = KnnCost()
@@ -144,6 +171,11 @@ def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
         s_row = SCAN_PER_GATHER * g_row
         s_us = max(min(t - s_row * x for x, t in by["exact"]), 0.0)
     h_us, h_ef = _line(by["hnsw"]) if by["hnsw"] else (d.graph_us, d.graph_ns / 1e3)
+    if by["compressed"]:
+        c_us, c_row = _line(by["compressed"])
+        c_fixed, c_bit = 0.0, c_us * 1e3 / max(n, 1)  # the scan of every row: the intercept
+    else:
+        c_fixed, c_bit, c_row = d.compressed_us, d.compressed_bit_ns, d.compressed_row_ns / 1e3
     return KnnCost(
         gather_us=g_us,
         gather_row_ns=g_row * 1e3,
@@ -152,6 +184,9 @@ def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
         scan_row_ns=s_row * 1e3,
         graph_us=h_us,
         graph_ns=h_ef * 1e3,
+        compressed_us=c_fixed,
+        compressed_bit_ns=c_bit,
+        compressed_row_ns=c_row * 1e3,
         rows=n,
     )
 
@@ -177,7 +212,7 @@ TAIL_MAX = 20_000  # rows a refreshing reader scores exactly before it rebuilds 
 class KnnResult:
     rows: np.ndarray  # (k',) int64, best first
     scores: np.ndarray  # (k',) float32
-    method: str  # "gather", "exact", "hnsw", "hnsw+tail" or "hnsw+exact"
+    method: str  # "gather", "exact", "compressed", "compressed+exact", "hnsw", "hnsw+tail", "hnsw+exact"
 
 
 def _new_hnsw(config: IndexConfig) -> faiss.Index:
@@ -194,6 +229,13 @@ def _new_hnsw(config: IndexConfig) -> faiss.Index:
     return index
 
 
+def _new_compressed(d: int) -> faiss.Index | None:
+    """The PQ copy's index: d / 2 sub-quantisers of 2 dimensions, 4 bits each (None: odd d)."""
+    if d % 2:
+        return None
+    return faiss.IndexPQFastScan(d, d // 2, 4, faiss.METRIC_INNER_PRODUCT)
+
+
 def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest scores, best first (ties broken by position)."""
     if k < scores.shape[0]:
@@ -208,6 +250,8 @@ class FastIndex:
     HNSW = "hnsw.faiss"
     HNSW_CRC = "hnsw.faiss.crc"
     COST = "knn_cost.json"
+    PQ = "pq.faiss"
+    PQ_CRC = "pq.faiss.crc"
 
     def __init__(self, path: Path, config: IndexConfig, n_rows: int, readonly: bool = False):
         self.path = path
@@ -223,6 +267,56 @@ class FastIndex:
         self.snapshot_rows = self.hnsw.ntotal if (path / self.HNSW).exists() else 0
         self._cost_stamp = self._stamp()
         self.cost = KnnCost.load(path / self.COST) or KnnCost()
+        self._pq_stamp = self._stamp(self.PQ_CRC)
+        self.pq = self._load_pq(n_rows)  # the compressed copy, or None
+
+    def _load_pq(self, n_rows: int) -> faiss.Index | None:
+        """The PQ copy when one was written, checks out and covers no row past n_rows."""
+        file = self.path / self.PQ
+        crc = _crc_file(self.path / self.PQ_CRC)
+        if not file.exists() or crc is None:
+            return None
+        data = file.read_bytes()
+        if crc != zlib.crc32(data):  # derived data: rebuilt at the next snapshot
+            log.warning("%s fails its checksum; searching without it", file)
+            return None
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
+        except RuntimeError:
+            log.warning("%s: unreadable FAISS index; searching without it", file)
+            return None
+        return index if index.d == self.config.d_fast and index.ntotal <= n_rows else None
+
+    def build_compressed(self, seed: int = 0) -> bool:
+        """Writer: bring the PQ copy up to every published row (trained on a sample of them
+        when it does not exist yet) and write it; False where there is none (odd d_fast)."""
+        self.wait()
+        n = self.published
+        pq = self.pq
+        if pq is None:
+            pq = _new_compressed(self.config.d_fast)
+            if pq is None or n == 0:
+                return False
+            rng = np.random.default_rng(seed)
+            take = np.sort(rng.choice(n, min(n, COMPRESSED_TRAIN), replace=False))
+            pq.train(np.ascontiguousarray(self.vectors.view()[take]))
+        else:
+            pq = faiss.clone_index(pq)  # searches in other threads keep the one they hold
+        view = self.vectors.view()
+        for i in range(pq.ntotal, n, 65_536):
+            pq.add(np.ascontiguousarray(view[i : min(i + 65_536, n)]))
+        if not self.readonly:
+            data = faiss.serialize_index(pq).tobytes()
+            tmp, crc_tmp = self.path / (self.PQ + ".tmp"), self.path / (self.PQ_CRC + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path / self.PQ)  # the checksum last: it names a full file
+            crc_tmp.write_text(f"{zlib.crc32(data)}\n")
+            os.replace(crc_tmp, self.path / self.PQ_CRC)
+            self._pq_stamp = self._stamp(self.PQ_CRC)
+        self.pq = pq  # one assignment
+        return True
 
     def _load_hnsw(self, n_rows: int) -> faiss.Index:
         file = self.path / self.HNSW
@@ -308,6 +402,8 @@ class FastIndex:
         os.replace(crc_tmp, self.path / self.HNSW_CRC)
         os.replace(tmp, self.path / self.HNSW)
         self.snapshot_rows = self.hnsw.ntotal
+        if self.published >= COMPRESSED_MIN_ROWS:
+            self.build_compressed()
         if self.published >= max(CALIBRATE_MIN_ROWS, 2 * self.cost.rows):
             self.calibrate()  # the index doubled since the last measurement (or never had one)
 
@@ -327,10 +423,14 @@ class FastIndex:
         if stamp != self._cost_stamp:  # the writer recalibrated (the index doubled)
             self._cost_stamp = stamp
             self.cost = KnnCost.load(self.path / self.COST) or self.cost
+        stamp = self._stamp(self.PQ_CRC)
+        if stamp != self._pq_stamp:  # the writer extended the PQ copy
+            self._pq_stamp = stamp
+            self.pq = self._load_pq(n_rows) or self.pq
 
-    def _stamp(self) -> tuple[int, int] | None:
+    def _stamp(self, name: str = COST) -> tuple[int, int] | None:
         try:
-            st = (self.path / self.COST).stat()
+            st = (self.path / name).stat()
         except OSError:
             return None
         return st.st_mtime_ns, st.st_size
@@ -344,6 +444,9 @@ class FastIndex:
         methods = ["gather", "exact"]
         if m >= GRAPH_MIN_SHARE * n:
             methods.append("hnsw")
+        pq = self.pq
+        if pq is not None and m >= COMPRESSED_MIN_SHARE * n and n - pq.ntotal <= TAIL_MAX:
+            methods.append("compressed")
         return min(methods, key=lambda x: self.cost.predict(x, n, m, max(ef, k)))
 
     def search(
@@ -379,6 +482,8 @@ class FastIndex:
             return self.gather(q, k, allowed, n)
         if method == "exact":
             return self.exact(q, k, allowed, n)
+        if method == "compressed":
+            return self.compressed(q, k, allowed, n)
         graph = self.hnsw  # the one this search walks, even if a refresh swaps it
         g = min(graph.ntotal, n)
         params = faiss.SearchParametersHNSW()
@@ -485,6 +590,42 @@ class FastIndex:
         top = _topk(scores, k)
         return KnnResult(rows[top], scores[top], "exact")
 
+    def compressed(
+        self, q: np.ndarray, k: int, allowed: BitMap | None, n_rows: int | None = None
+    ) -> KnnResult:
+        """Top-k over the admitted rows < n_rows through the PQ copy (module doc): its best
+        W rows of the whole index, the admitted ones rescored with their float32 vectors.
+        Without a PQ copy, or when fewer than k admitted rows fall in the window, the exact
+        scan answers instead."""
+        self.wait()
+        n = self._rows(n_rows)
+        allowed = self._below(allowed, n)
+        pq = self.pq
+        m = n if allowed is None else len(allowed)
+        if pq is None or m == 0:
+            return self.exact(q, k, allowed, n)
+        g = min(pq.ntotal, n)
+        q32 = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
+        rows = np.empty(0, np.int64)
+        if g > 0:
+            w = int(min(max(COMPRESSED_ALPHA * k * n / m, 2 * k + 64), COMPRESSED_MAX_WINDOW, g))
+            _, ids = pq.search(q32, w)
+            ids = ids[0][(ids[0] >= 0) & (ids[0] < g)]  # a newer copy may hold rows past n
+            if allowed is None:
+                rows = np.sort(ids)
+            else:
+                window = BitMap(array.array("I", ids.astype(np.uint32).tobytes()))
+                rows = np.asarray((window & allowed).to_array(), dtype=np.int64)  # ascending
+            in_copy = g if allowed is None else m - len(self._tail(allowed, g, n))
+            if rows.shape[0] < min(k, in_copy):  # the window holds too few: scan exactly
+                res = self.exact(q, k, allowed, n)
+                return KnnResult(res.rows, res.scores, "compressed+exact")
+        tail = self._tail(allowed, g, n)  # rows past the copy: scored exactly
+        rows = np.concatenate([rows, tail])
+        scores = self._dots(rows, q32[0])
+        top = _topk(scores, k)
+        return KnnResult(rows[top], scores[top], "compressed")
+
     def gather(
         self, q: np.ndarray, k: int, allowed: BitMap | None, n_rows: int | None = None
     ) -> KnnResult:
@@ -503,19 +644,22 @@ class FastIndex:
     def _dots(self, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
         """rows (m,) ascending -> their float32 vectors . q, (m,) float32.
 
-        GATHER_BLOCK rows at a time (the block stays in cache) and a torch matvec, whose
-        threads set_threads caps, rather than numpy's OpenBLAS pool.
+        FAISS's fvec_inner_products_by_idx reads each row in place from the memory map (no
+        gathered copy, one thread): 1.6-1.8x faster than gathering 1,024-row blocks for a
+        torch matvec (464 / 3,000 rows of the 1M vectors: 0.11 / 0.74 ms against 0.20 /
+        1.15 ms, BENCHMARKS.md, issue 16, session 3).
         """
-        # torch only here: opening an index (isr index stats, a writer) stays torch-free
-        import torch  # noqa: PLC0415
-
+        out = np.empty((1, rows.shape[0]), np.float32)
+        if rows.shape[0] == 0:
+            return out[0]
         view = self.vectors.view()
-        out = np.empty(rows.shape[0], np.float32)
-        qt = torch.from_numpy(q)
-        for i in range(0, rows.shape[0], GATHER_BLOCK):
-            r = rows[i : i + GATHER_BLOCK]
-            out[i : i + len(r)] = torch.mv(torch.from_numpy(view[r]), qt).numpy()
-        return out
+        ids = np.ascontiguousarray(rows, dtype=np.int64).reshape(1, -1)
+        q32 = np.ascontiguousarray(q, dtype=np.float32)
+        faiss.fvec_inner_products_by_idx(
+            faiss.swig_ptr(out), faiss.swig_ptr(q32), faiss.swig_ptr(view), faiss.swig_ptr(ids),
+            view.shape[1], 1, ids.shape[1],
+        )  # fmt: skip
+        return out[0]
 
     # -- the cost model -------------------------------------------------------------------
     def calibrate(self, seed: int = 0, repeat: int = 7) -> KnnCost:
@@ -549,6 +693,8 @@ class FastIndex:
         jobs: list[tuple[str, int, Method, BitMap | None]] = []  # (method, x, call, admitted)
         for m, b in sets.items():
             jobs.append(("exact", m, self.exact, b))
+            if self.pq is not None and m >= COMPRESSED_MIN_SHARE * n:
+                jobs.append(("compressed", m, self.compressed, b))
             if m <= GATHER_CALIBRATE_MAX:
                 jobs.append(("gather", m, self.gather, b))
         jobs += [("hnsw", 250, graph(250), None), ("hnsw", 1000, graph(1000), None)]
@@ -589,7 +735,9 @@ class FastIndex:
     def nbytes(self) -> dict[str, int]:
         file = self.path / self.HNSW
         graph = file.stat().st_size if file.exists() else 0
-        return {"fast_vectors": self.vectors.nbytes(), "hnsw": graph}
+        file = self.path / self.PQ
+        pq = file.stat().st_size if file.exists() else 0
+        return {"fast_vectors": self.vectors.nbytes(), "hnsw": graph, "pq": pq}
 
     def close(self) -> None:
         self.wait()

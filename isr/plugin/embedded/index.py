@@ -155,6 +155,7 @@ class EmbeddedIndex:
             self.fields._grow(n)
             alive = BitMap(range(n)) - BitMap(table.deleted_rows())
             self._terms = table.terms()  # tid -> term
+            self._term_of: dict[str, int] | None = None  # its inverse, built on first use
         self._snap = Snapshot(c.generation, n, alive)
         self._device = device
         self._scorer: MaxSimScorer | None = None  # built on the first rerank: torch loads then
@@ -243,6 +244,7 @@ class EmbeddedIndex:
             self.fast.vectors.grow(n)
             self._verify_tail(old.n_rows, n)
             self._terms.update(terms)
+            self._term_of = None
             self.keywords.publish(n)
             self.fields.mapping.update(c.meta.get("mapping", {}))
             self.fields.add([r for r, _ in sources], [orjson.loads(t) for _, t in sources])
@@ -577,6 +579,7 @@ class EmbeddedIndex:
             terms = sorted({t for kw in items.keywords for t in kw.top(c.r_i)})
             tids = self.table.term_ids(terms, create=True)
             self._terms.update({v: k for k, v in tids.items()})
+            self._term_of = None
             for i, kw in enumerate(items.keywords):
                 top = kw.top(c.r_i)
                 term_ids[i, : len(top)] = [tids[t] for t in top]
@@ -667,6 +670,7 @@ class EmbeddedIndex:
         )
         self.fields.mapping = dict(self._mapping_before)
         self._terms = self.table.terms()
+        self._term_of = None
         self._pending, self._pending_deletes = [], set()
 
     def _write_manifest(self) -> None:
@@ -682,8 +686,16 @@ class EmbeddedIndex:
 
     def term_ids(self, labels: Sequence[str]) -> list[int]:
         """Term ids of the labels the index has seen (unseen labels match nothing)."""
-        known = {v: k for k, v in self._terms.items()}
+        known = self._known_terms()
         return [known[t] for t in labels if t in known]
+
+    def _known_terms(self) -> dict[str, int]:
+        """term -> id, rebuilt only after the terms changed (every query needs it: rebuilding
+        it per query cost ~0.1 ms at 100K documents)."""
+        known = self._term_of
+        if known is None:
+            known = self._term_of = {v: k for k, v in self._terms.items()}
+        return known
 
     def keyword_rows(
         self,
@@ -698,7 +710,7 @@ class EmbeddedIndex:
     def label_shares(self, labels: Sequence[str], r_i: int | None = None) -> dict[str, float]:
         """Share of the gallery (rows written) storing each label among its top ``r_i``: what
         a screen on that label alone admits. Labels the index never saw are absent."""
-        known = {v: k for k, v in self._terms.items()}
+        known = self._known_terms()
         n = max(1, self.n_rows)
         return {w: len(self.keywords.term_rows(known[w], r_i)) / n for w in labels if w in known}
 
