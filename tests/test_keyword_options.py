@@ -30,7 +30,7 @@ def _body(**kw: object) -> dict:
 def test_http_accepts_every_keyword_option() -> None:
     given = {"r_t": 2, "mode": "minimum_should_match", "minimum_should_match": 2, "text": "merge",
              "rule": "cost", "alpha": 0.5, "p_min": 0.05, "mass": 0.9, "stop": 0.4, "r_i": 5, "miss": 0.05,
-             "gain": 0.5}  # fmt: skip
+             "gain": 0.5, "scale": 0.7}  # fmt: skip
     assert set(given) == set(KEYWORD_KEYS)
     kw = parse_search(_body(**given)).options.keywords
     assert {k: getattr(kw, k) for k in given} == given
@@ -99,6 +99,10 @@ def test_index_config_records_checked_keyword_defaults(tmp_path: Path) -> None:
 
 def test_keyword_defaults_json() -> None:
     assert keyword_defaults('{"rule": "cost", "alpha": 1}') == {"rule": "cost", "alpha": 1}
+    # a caption gallery (queried by images) reads the image head's p as smaller chances
+    assert keyword_defaults(None, modality="text") == {**keyword_defaults(None), "gain": 0.02,
+                                                       "scale": 0.667}  # fmt: skip
+    assert keyword_defaults('{"r_t": 2}', modality="text") == {"r_t": 2}
     for text, reason in [
         ("{", "not valid JSON"),
         ("[1]", "expected a JSON object"),
@@ -160,6 +164,12 @@ def test_cli_index_create_and_search_keyword_options(tmp_path: Path) -> None:
     assert ok.exit_code == 0, ok.output
     config, _ = read_manifest(path)
     assert config.keywords == {"text": "merge", "r_i": 2}
+    for modality in ("image", "text"):  # without --keyword-defaults: the modality's defaults
+        p = tmp_path / f"plain-{modality}"
+        made = r.invoke(main, ["index", "create", str(p), "--d-fast", "16", "--d-frag", "8",
+                               "--modality", modality])  # fmt: skip
+        assert made.exit_code == 0, made.output
+        assert read_manifest(p)[0].keywords == keyword_defaults(None, modality=modality)
     idx = EmbeddedIndex.open(path)
     fill(idx, WORLD, 300)
     idx.close()

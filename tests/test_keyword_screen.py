@@ -162,6 +162,25 @@ def test_select_labels_by_gain() -> None:
         KeywordOptions(gain=-1.0)
 
 
+def test_scale_reads_the_probabilities_as_smaller_chances() -> None:
+    labels, probs = ("man", "dog", "frisbee"), (0.9, 0.8, 0.5)
+    assert select_labels(labels, probs, 3, miss=0.3) == ("man",)  # 1 - 0.9 <= 0.3
+    # at scale 0.5: 0.45, 0.4, 0.25; prod(1 - q) = 0.55, 0.33, 0.2475: all three until <= 0.3
+    assert select_labels(labels, probs, 3, miss=0.3, scale=0.5) == labels
+    assert select_labels(labels, probs, 2, scale=0.5) == ("man", "dog")  # ranks unchanged
+    shares = {"man": 0.6, "dog": 0.1, "frisbee": 0.01}
+    assert (
+        KeywordOptions(r_t=3, miss=0.3, scale=0.5).select(
+            Keywords(labels, probs), backend=_Shares(shares)
+        )
+        == labels
+    )
+    with pytest.raises(InvalidInput, match="scale must be > 0"):
+        KeywordOptions(scale=0.0)
+    with pytest.raises(InvalidInput, match="scale must be a number"):
+        KeywordOptions(scale=2.0)
+
+
 def test_keyword_options_text_modes() -> None:
     kw = Keywords(("man", "shirt", "dog"), (0.9, 0.8, 0.3), extracted=("frisbee",))
     assert KeywordOptions(r_t=2).select(kw) == ("man", "shirt")

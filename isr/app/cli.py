@@ -178,7 +178,7 @@ def index_create(path: Path, bundle_dir: Path | None, fingerprint: str | None, *
         hnsw_m=kw["hnsw_m"],
         hnsw_ef_construction=kw["ef_construction"],
         fast_storage=kw["fast_storage"],
-        keywords=keyword_defaults(kw["keyword_defaults"]),
+        keywords=keyword_defaults(kw["keyword_defaults"], modality=kw["modality"]),
         bundle_fingerprint=fingerprint or "",
         bundle_path=bundle_path,
     )
@@ -234,7 +234,7 @@ def index_delete(path: Path, yes: bool) -> None:
 _KEYWORD_FLAGS = {
     "r_t": "r_t", "mode": "mode", "minimum_should_match": "minimum_should_match",
     "kw_text": "text", "rule": "rule", "alpha": "alpha", "p_min": "p_min", "mass": "mass",
-    "stop_share": "stop", "r_i": "r_i", "miss": "miss", "gain": "gain",
+    "stop_share": "stop", "r_i": "r_i", "miss": "miss", "gain": "gain", "scale": "scale",
 }  # fmt: skip
 
 
@@ -292,6 +292,9 @@ def _keyword_flags(kw: dict[str, Any]) -> dict[str, Any]:
     type=float,
     default=None,
     help="Take a further label only while its added kept chance per admitted share is >= this.",
+)
+@click.option(
+    "--scale", type=float, default=None, help="Multiply the query's label probabilities by this."
 )
 @click.option(
     "--ablation",

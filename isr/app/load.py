@@ -190,7 +190,10 @@ def _run(
         from isr.ingest.fields import WithFields, read_fields
 
         source = WithFields(source, read_fields(fields_file))
-    kw["keywords"] = keyword_defaults(kw.pop("keyword_defaults"))
+    # a caption gallery records the caption defaults (presets.SCREEN_DEFAULTS_TEXT)
+    kw["keywords"] = keyword_defaults(
+        kw.pop("keyword_defaults"), modality=getattr(source, "modality", "image")
+    )
     if bundle is not None:  # recorded in the index: `isr serve` loads each index's own bundle
         extra["bundle_path"] = str(bundle[0].resolve())
     opt = IngestOptions(progress=not kw.pop("no_progress"), es=es, **kw, **extra)

@@ -43,6 +43,13 @@ __all__ = ["screen_curve_cmd", "train_heads_cmd"]
     help="captions giving the image labels (5 per image); default the split's own",
 )
 @click.option("--stop", type=float, default=1.0, show_default=True)
+@click.option(
+    "--size",
+    type=int,
+    default=10,
+    show_default=True,
+    help="hits asked for: a screen admitting fewer is relaxed (searched unscreened), as the engine",
+)
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def screen_curve_cmd(
     bundle: Path,
@@ -51,6 +58,7 @@ def screen_curve_cmd(
     caps_per_image: int,
     label_captions: Path | None,
     stop: float,
+    size: int,
     out: Path,
 ) -> None:
     """The keyword screen alone: head mAP, and ground truth kept vs gallery admitted."""
@@ -67,7 +75,7 @@ def screen_curve_cmd(
     )
     labels = stage.keyword_vocab.multi_hot(groups)
     out.parent.mkdir(parents=True, exist_ok=True)
-    res = screen_curve(bundle, images, texts, truth, labels, stop=stop,
+    res = screen_curve(bundle, images, texts, truth, labels, stop=stop, size=size,
                        probs_file=out.with_suffix(".probs.npz"))  # fmt: skip
     res["command"] = " ".join(["isr eval screen-curve", *sys.argv[1:]])
     out.write_text(json.dumps(res, indent=1))

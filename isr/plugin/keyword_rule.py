@@ -19,6 +19,13 @@ given admitted share (a Lagrangian argument, labels read as independent and thei
 shares as adding up), where a fixed ``miss`` spends as much on a query whose next label is
 expensive as on one whose next label is nearly free.
 
+``scale`` multiplies the query's probabilities before the threshold and the stops read them: a
+head's p is the chance that the query's item has the label, the stops want the chance that a
+matching gallery document stores it. For an image query against captions those differ by the
+share of an image's captions naming a label it has (~0.67 on world10k, measured on dev): with
+scale 1 the confident image head stops after one or two labels and keeps 85% of the relevant
+captions; at 0.67 it keeps 99.5% (BENCHMARKS.md, issue 12 session 3).
+
 The option names and their checks (:data:`KEYWORD_FIELDS`, :func:`check_keyword_options`) live
 here too, so that a query's options (``KeywordOptions``) and an index's recorded defaults
 (``IndexConfig.keywords``) are checked by one rule.
@@ -40,12 +47,12 @@ RULES = ("top", "cost")
 # Every keyword option a query (or an index's defaults) may name, in KeywordOptions' order.
 KEYWORD_FIELDS = (
     "r_t", "mode", "minimum_should_match", "text", "rule", "alpha", "p_min", "mass", "stop", "r_i",
-    "miss", "gain",
+    "miss", "gain", "scale",
 )  # fmt: skip
 _INTS = {"r_t": (1, 100), "minimum_should_match": (1, 100), "r_i": (1, 10_000)}
 _NUMBERS = {
     "alpha": (0.0, 10.0), "p_min": (0.0, 1.0), "mass": (0.0, 1.0), "stop": (0.0, 1.0),
-    "miss": (0.0, 1.0), "gain": (0.0, 1000.0),
+    "miss": (0.0, 1.0), "gain": (0.0, 1000.0), "scale": (0.0, 1.0),
 }  # fmt: skip
 _CHOICES = {"mode": MODES, "text": TEXT_MODES, "rule": RULES}
 
@@ -72,8 +79,8 @@ def check_keyword_options(values: Mapping[str, Any], where: str = "keywords") ->
             flo, fhi = _NUMBERS[name]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not flo <= v <= fhi:
                 raise InvalidInput(f"{where}.{name} must be a number in [{flo}, {fhi}], got {v!r}")
-            if name == "mass" and v <= 0:
-                raise InvalidInput(f"{where}.mass must be > 0, got {v!r}")
+            if name in ("mass", "scale") and v <= 0:
+                raise InvalidInput(f"{where}.{name} must be > 0, got {v!r}")
         elif not isinstance(v, str) or v not in _CHOICES[name]:
             raise InvalidInput(f"{where}.{name} {v!r} is not one of {_CHOICES[name]}")
 
@@ -90,13 +97,17 @@ def select_labels(
     stop: float = 1.0,
     miss: float = 0.0,
     gain: float = 0.0,
+    scale: float = 1.0,
 ) -> tuple[str, ...]:
     """At most ``r_t`` of ``labels`` (best first by the rule). ``shares[label]``: the share of
     the gallery carrying it (absent: 0, it admits nothing); needed when alpha > 0 or stop < 1.
     miss > 0: stop once prod(1 - p) over the kept labels is <= miss (the labels' probabilities
     read as independent chances that the query's image stores them). gain > 0: a label after
     the first is taken only while prod(1 - p) over the kept labels x its p / its share is
-    >= gain (needs ``shares``), and selection ends at the first that is not."""
+    >= gain (needs ``shares``), and selection ends at the first that is not. scale: every p is
+    read as scale * p (the ranks, and so the top rule, do not change)."""
+    if scale != 1.0:
+        probs = [scale * p for p in probs]
     eps = 1e-6
     cand = []
     for pos, (w, p) in enumerate(zip(labels, probs, strict=True)):

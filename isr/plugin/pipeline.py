@@ -83,7 +83,9 @@ class KeywordOptions:
     labels hold `mass` of the query's probability, or once prod(1 - p) over them is at most
     `miss`; with `gain`, a further label is taken only while its added chance of keeping the
     query's image per share of the gallery it admits is at least `gain` (see
-    :mod:`isr.plugin.keyword_rule`).
+    :mod:`isr.plugin.keyword_rule`); `scale` multiplies the probabilities those stops read (the
+    chance that a matching document stores a label the query has: below 1 for image queries
+    against captions).
     r_i: how many of each document's stored labels count (None: all the index stores); any
     value up to the stored R_I works without re-indexing.
     mode / minimum_should_match: how the kept labels combine (any, all, at least m).
@@ -101,6 +103,7 @@ class KeywordOptions:
     r_i: int | None = None
     miss: float = 0.0
     gain: float = 0.0
+    scale: float = 1.0
     # The fields the caller named; None: all of them (these options are used as they are). A
     # search fills the others from the index's recorded defaults (IndexConfig.keywords), so a
     # query naming only r_t keeps the index's rule and text mode: see partial() and over().
@@ -163,7 +166,7 @@ class KeywordOptions:
         alpha = self.alpha if self.rule == "cost" else 0.0
         return select_labels(labels, probs, self.r_t, shares=shares, alpha=alpha,
                              p_min=self.p_min, mass=self.mass, stop=self.stop,
-                             miss=self.miss, gain=self.gain)  # fmt: skip
+                             miss=self.miss, gain=self.gain, scale=self.scale)  # fmt: skip
 
 
 @dataclass(frozen=True)
