@@ -424,12 +424,15 @@ class FragmentStore:
             return self._frag_mm, self._count_mm
 
     def map_in(self) -> None:
-        """Set :attr:`preload` and map every row written so far into the process now."""
+        """Set :attr:`preload` and map every row written so far into the process now (as
+        :meth:`isr.plugin.store.rowfile.RowFile.map_in`: maps made from then on are prefaulted
+        as :meth:`_maps` makes them, so only a map older than the first call is prefaulted
+        here)."""
         with self._lock:
-            fresh = self._mapped != self._n
-            self.preload = True
-        frag_mm, count_mm = self._maps()  # a fresh map is prefaulted as it is made
-        if not fresh:
+            first, self.preload = not self.preload, True
+            had = self._mapped == self._n
+        frag_mm, count_mm = self._maps()
+        if first and had:
             prefault(frag_mm)
             prefault(count_mm)
 

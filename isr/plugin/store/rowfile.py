@@ -159,11 +159,13 @@ class RowFile:
         return view
 
     def map_in(self) -> None:
-        """Set :attr:`preload` and map every row written so far into the process now."""
-        fresh = self._view is None or self._view.shape[0] != self.n_rows
-        self.preload = True
-        view = self.view()  # a fresh map is prefaulted as it is made
-        if not fresh:
+        """Set :attr:`preload` and map every row written so far into the process now. Once
+        set, every new map is prefaulted as view() makes it; only a map made before the first
+        call needs prefaulting here (a later call only makes the map a refresh left stale)."""
+        first, self.preload = not self.preload, True
+        had = self._view is not None and self._view.shape[0] == self.n_rows
+        view = self.view()
+        if first and had:
             prefault(view)
 
     def nbytes(self) -> int:
