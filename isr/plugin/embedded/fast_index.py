@@ -195,8 +195,8 @@ log = logging.getLogger("isr.index")
 
 
 def _crc_file(path: Path) -> int | None:
-    """The recorded checksum of the graph snapshot; None: none recorded; -1: unreadable
-    (which fails every comparison: the snapshot is not trusted)."""
+    """The recorded checksum of a derived index file (the graph snapshot, the PQ copy); None:
+    none recorded; -1: unreadable (which fails every comparison: the file is not trusted)."""
     try:
         return int(path.read_text().strip())
     except FileNotFoundError:
@@ -306,14 +306,7 @@ class FastIndex:
         for i in range(pq.ntotal, n, 65_536):
             pq.add(np.ascontiguousarray(view[i : min(i + 65_536, n)]))
         if not self.readonly:
-            data = faiss.serialize_index(pq).tobytes()
-            tmp, crc_tmp = self.path / (self.PQ + ".tmp"), self.path / (self.PQ_CRC + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path / self.PQ)  # the checksum last: it names a full file
-            crc_tmp.write_text(f"{zlib.crc32(data)}\n")
-            os.replace(crc_tmp, self.path / self.PQ_CRC)
+            self._write_checked(pq, self.PQ, self.PQ_CRC)
             self._pq_stamp = self._stamp(self.PQ_CRC)
         self.pq = pq  # one assignment
         return True
@@ -390,22 +383,28 @@ class FastIndex:
     def snapshot(self) -> None:
         """Persist the graph atomically (a crash keeps the previous snapshot)."""
         self.wait()
-        tmp = self.path / (self.HNSW + ".tmp")
-        faiss.write_index(self.hnsw, str(tmp))
-        with open(tmp, "rb") as f:
-            crc = zlib.crc32(f.read())
-            os.fsync(f.fileno())
-        # the checksum goes first: a crash between the two renames leaves a snapshot that
-        # fails it, which costs a rebuild, never a wrong graph
-        crc_tmp = self.path / (self.HNSW_CRC + ".tmp")
-        crc_tmp.write_text(f"{crc}\n")
-        os.replace(crc_tmp, self.path / self.HNSW_CRC)
-        os.replace(tmp, self.path / self.HNSW)
+        self._write_checked(self.hnsw, self.HNSW, self.HNSW_CRC)
         self.snapshot_rows = self.hnsw.ntotal
         if self.published >= COMPRESSED_MIN_ROWS:
             self.build_compressed()
         if self.published >= max(CALIBRATE_MIN_ROWS, 2 * self.cost.rows):
             self.calibrate()  # the index doubled since the last measurement (or never had one)
+
+    def _write_checked(self, index: faiss.Index, name: str, crc_name: str) -> None:
+        """Write a derived FAISS index (the graph, the PQ copy) and its checksum atomically: a
+        crash keeps the previous pair. A crash (or a reader opening) between the two renames
+        finds a file that fails its checksum, which costs a rebuild, never a wrong index. The
+        checksum goes last: a reader that watches it for a newer PQ copy
+        (:meth:`take`) then always finds the file it names."""
+        tmp = self.path / (name + ".tmp")
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as f:
+            crc = zlib.crc32(f.read())
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path / name)
+        crc_tmp = self.path / (crc_name + ".tmp")
+        crc_tmp.write_text(f"{crc}\n")
+        os.replace(crc_tmp, self.path / crc_name)
 
     def take(self, n_rows: int) -> None:
         """Reader: make committed rows up to n_rows searchable without touching the graph
