@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from ingest_helpers import tiny_bundle
 
+from isr.encoders.bundle import Bundle
 from isr.encoders.eyes import eyes_of_dir
 from isr.ingest.fields import WithFields, read_fields
 from isr.ingest.image_backbone import ImageBackbone
@@ -61,14 +62,21 @@ def photo_folder(root: Path) -> Path:
     return root
 
 
-def photo_gallery(root: Path) -> tuple[Path, Path, Path]:
-    """root/photos (the folder), root/bundle (eyes: root/vit), root/indices/photos (the
-    index, with a license field joined on). Returns (index root, bundle, photo folder)."""
+def photo_bundle(root: Path) -> tuple[Path, Path, Bundle]:
+    """root/vit (a tiny vision model), root/photos (the folder), root/bundle (with those
+    eyes, saved). Returns (vit, photo folder, bundle)."""
     vit = save_vit(root / "vit")
     photos = photo_folder(root / "photos")
     b = tiny_bundle(32)
     b.eyes = eyes_of_dir(vit, k=6, feature_dim=32)
     b.save(root / "bundle")
+    return vit, photos, b
+
+
+def photo_gallery(root: Path) -> tuple[Path, Path, Path]:
+    """:func:`photo_bundle`, and root/indices/photos (the index, with a license field joined
+    on). Returns (index root, bundle, photo folder)."""
+    vit, photos, b = photo_bundle(root)
     meta = root / "meta.jsonl"
     meta.write_text("".join(
         json.dumps({"path": p, "license": lic}) + "\n"

@@ -13,11 +13,9 @@ import httpx
 import pytest
 import torch
 from fake_es import FakeEs, fake_es_app, serve
-from ingest_helpers import tiny_bundle
-from photo_helpers import photo_folder, save_vit
+from photo_helpers import photo_bundle
 
 from isr.app.serve import create_app
-from isr.encoders.eyes import eyes_of_dir
 from isr.ingest.fields import WithFields, read_fields
 from isr.ingest.image_backbone import ImageBackbone
 from isr.ingest.images import ImageFolderSource
@@ -33,11 +31,7 @@ def test_es_photo_gallery_thumbnails_and_recorded_bundle(tmp_path: Path) -> None
     torch.set_num_threads(1)
     fake = FakeEs()
     try:
-        vit = save_vit(tmp_path / "vit")
-        photos = photo_folder(tmp_path / "photos")
-        b = tiny_bundle(32)
-        b.eyes = eyes_of_dir(vit, k=6, feature_dim=32)
-        b.save(tmp_path / "bundle")
+        vit, photos, b = photo_bundle(tmp_path)
         meta = tmp_path / "meta.jsonl"
         meta.write_text(json.dumps({"path": "a.jpg", "license": "cc-by"}) + "\n")
         src = WithFields(ImageFolderSource(photos, ImageBackbone.load(vit, k=6)), read_fields(meta))
