@@ -13,12 +13,14 @@ fingerprint holds.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pickle
 import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +34,13 @@ __all__ = ["PlaidPeer", "PlaidSettings"]
 WORKER = Path(__file__).with_name("plaid_worker.py")
 
 
+@dataclass(frozen=True)
 class PlaidSettings:
-    """PLAID's search knobs (fast_plaid's defaults: probe 8 centroids, 4,096 full scores)."""
+    """PLAID's knobs (fast_plaid's defaults: probe 8 centroids, 4,096 full scores, 4 bits)."""
 
-    def __init__(self, n_ivf_probe: int = 8, n_full_scores: int = 4096, nbits: int = 4) -> None:
-        self.n_ivf_probe, self.n_full_scores, self.nbits = n_ivf_probe, n_full_scores, nbits
+    n_ivf_probe: int = 8
+    n_full_scores: int = 4096
+    nbits: int = 4
 
     def label(self) -> str:
         return f"probe {self.n_ivf_probe}, {self.n_full_scores} full scores, {self.nbits}-bit"
@@ -81,7 +85,13 @@ class PlaidPeer:
         n, cfg = index.n_rows, index.config
         frags_npy = self.workdir / "fragments_f16.npy"
         lengths_npy = self.workdir / "lengths.npy"
-        if not (frags_npy.exists() and lengths_npy.exists()) or len(np.load(lengths_npy)) != n:
+        # the decoded copy names the index state it was made from (a gallery rebuilt under the
+        # same name with as many rows must not reuse it)
+        source = self.workdir / "source.json"
+        state = json.dumps({"rows": n, "generation": index.generation})
+        if not (frags_npy.exists() and lengths_npy.exists()) or (
+            not source.exists() or source.read_text() != state
+        ):
             mm = np.lib.format.open_memmap(
                 frags_npy, mode="w+", dtype=np.float16, shape=(n, cfg.max_frags, cfg.d_frag)
             )
@@ -101,6 +111,7 @@ class PlaidPeer:
             mm.flush()
             del mm
             np.save(lengths_npy, lengths)
+            source.write_text(state)
         t0 = time.perf_counter()
         res = self._call(
             "build", str(self.workdir / "index"), str(frags_npy), str(lengths_npy),
