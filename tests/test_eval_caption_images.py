@@ -197,3 +197,17 @@ def test_table2_rows_on_caption_images(tmp_path: Path) -> None:
     assert (run / res["rows"]["B->F"] / "model.safetensors").stat().st_mtime_ns == stamp
     with pytest.raises(InvalidInput, match="unknown rows"):
         run_caption_table2(tmp_path / "out", run, cfg, 3, rows=["B"])
+
+
+def test_table2_command_on_caption_images_needs_total_epochs(tmp_path: Path) -> None:
+    """``isr eval table2 --caption-images`` trains matched rows only: without --total-epochs
+    it is a usage error naming the option; a folder that is not one is a NotFound naming it."""
+    from click.testing import CliRunner
+
+    from isr.app.eval_cli import table2
+
+    args = ["--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"), "--caption-images"]
+    res = CliRunner().invoke(table2, args)
+    assert res.exit_code == 2 and "--total-epochs" in res.output
+    res = CliRunner().invoke(table2, [*args, "--total-epochs", "3"])
+    assert res.exit_code == 1 and "NotFound" in res.output and "caption_images.json" in res.output

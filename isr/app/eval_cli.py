@@ -33,7 +33,15 @@ from isr.eval.appendix import (
     train_appendix,
 )
 from isr.eval.bench import ScaleConfig, report, run, run_peer_sizes, sweep_point
-from isr.eval.table2 import CHAINS, ROWS, format_tables, run_table2
+from isr.eval.report import markdown_table
+from isr.eval.table2 import (
+    CAPTION_ORDER,
+    CHAINS,
+    ROWS,
+    format_tables,
+    run_caption_table2,
+    run_table2,
+)
 from isr.ingest.training_data import load_paired
 
 __all__ = [
@@ -154,6 +162,12 @@ def bench(sizes: str, workdir: Path, out: Path, sweep: str, peers: bool, **kw: A
     multiple=True,
     help="With --total-epochs: train only these rows (repeatable; e.g. two processes).",
 )
+@click.option(
+    "--caption-images",
+    is_flag=True,
+    help="--data is a folder from make-caption-images: train on its training split, score on "
+    "the held-out one (needs --total-epochs; rows train cheapest first, each scored when done).",
+)
 def table2(
     data_dir: Path,
     run_dir: Path,
@@ -165,6 +179,7 @@ def table2(
     threads: int,
     total_epochs: int | None,
     rows: tuple[str, ...],
+    caption_images: bool,
 ) -> None:
     """Train and evaluate the rows of Inflate and Shrink's Table 2."""
     set_threads(threads)
@@ -173,6 +188,23 @@ def table2(
     except json.JSONDecodeError as e:
         raise click.BadParameter(f"not valid JSON ({e})", param_hint="--config") from e
     cfg = TrainConfig.from_dict(fields)
+    if caption_images:
+        if total_epochs is None or chains or eval_only:
+            raise click.UsageError(
+                "--caption-images needs --total-epochs (and no --chain/--eval-only)"
+            )
+        order = [r for r in CAPTION_ORDER if not rows or r in rows]
+        try:
+            got = run_caption_table2(data_dir, run_dir, cfg, total_epochs, rows=order,
+                                     val_images=val_images, evaluate=not no_eval)  # fmt: skip
+        except IsrError as e:
+            raise click.ClickException(f"{type(e).__name__}: {e}") from e
+        keys = ("t2i_r1", "t2i_r5", "t2i_r10", "i2t_r1", "i2t_r5", "i2t_r10", "rsum")
+        heads = ["model", "T->I R@1", "R@5", "R@10", "I->T R@1", "R@5", "R@10", "rsum"]
+        click.echo(markdown_table(heads, [[n, *(r[k] for k in keys)]
+                                          for n, r in got["recall"].items()], digits=1))  # fmt: skip
+        click.echo(f"\nwrote {run_dir / 'table2_captions.json'}")
+        return
     if eval_only and (no_eval or chains):
         raise click.UsageError("--eval-only takes neither --no-eval nor --chain")
     chosen = () if eval_only else (chains or CHAINS)

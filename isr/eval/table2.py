@@ -42,7 +42,7 @@ from isr.encoders.config import read_json, write_json
 from isr.encoders.tokenizer import load_tokenizer, train_tokenizer
 from isr.encoders.train import PairedData, TrainConfig, run_recipe, train_stage
 from isr.encoders.vocabulary import KeywordVocab
-from isr.errors import InvalidInput
+from isr.errors import InvalidInput, NotFound
 from isr.eval.caption_images import INFO_FILE, SPLITS, paired_split, training_splits
 from isr.eval.encoder_eval import evaluate_stage, keyword_report, throughput
 from isr.eval.report import markdown_table
@@ -364,6 +364,11 @@ def run_caption_table2(
     if bad:
         raise InvalidInput(f"unknown rows {bad}: expected some of {list(ROWS)}")
     data_dir, run_dir = Path(data_dir), Path(run_dir)
+    if not (data_dir / INFO_FILE).is_file():
+        raise NotFound(
+            f"{data_dir} has no {INFO_FILE}: not a caption-image folder (write one with "
+            "isr eval make-caption-images)"
+        )
     info = read_json(data_dir / INFO_FILE)
     tr_split, held = training_splits([sp for sp in SPLITS if sp in info])
     train, vocab = paired_split(
