@@ -62,13 +62,14 @@ import numpy as np
 from pyroaring import BitMap
 
 from isr.errors import CorruptIndex, InvalidInput
+from isr.plugin.backend import KNN_METHODS
 from isr.plugin.config import IndexConfig
 from isr.plugin.store.durable import atomic_write_bytes
 from isr.plugin.store.rowfile import RowFile
 
 __all__ = ["METHODS", "FastIndex", "KnnCost", "KnnResult", "fit_cost"]
 
-METHODS = ("gather", "exact", "compressed", "hnsw")
+METHODS = KNN_METHODS  # gather, exact, compressed, hnsw (one list, in isr.plugin.backend)
 GRAPH_MIN_SHARE = 0.5  # narrower filters lose too much recall in the graph (module doc)
 CALIBRATE_MIN_ROWS = 2000  # smaller indexes keep the defaults (every method is cheap there)
 SCAN_PER_GATHER = (
