@@ -71,6 +71,7 @@ from pyroaring import BitMap
 from isr.errors import CorruptIndex, InvalidInput
 from isr.plugin.backend import KNN_METHODS
 from isr.plugin.config import IndexConfig
+from isr.plugin.store.durable import atomic_write_bytes
 from isr.plugin.store.rowfile import RowFile
 
 __all__ = ["METHODS", "FastIndex", "KnnCost", "KnnResult", "fit_cost"]
@@ -418,9 +419,7 @@ class FastIndex:
             crc = zlib.crc32(f.read())
             os.fsync(f.fileno())
         os.replace(tmp, self.path / name)
-        crc_tmp = self.path / (crc_name + ".tmp")
-        crc_tmp.write_text(f"{crc}\n")
-        os.replace(crc_tmp, self.path / crc_name)
+        atomic_write_bytes(self.path / crc_name, f"{crc}\n".encode())  # fsyncs the directory
 
     def take(self, n_rows: int) -> None:
         """Reader: make committed rows up to n_rows searchable without touching the graph
@@ -774,9 +773,9 @@ class FastIndex:
                 **asdict(cost),
                 "measured": [{"method": m, "x": x, "us": t} for m, x, t in points],
             }
-            tmp = self.path / (self.COST + ".tmp")
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
-            os.replace(tmp, self.path / self.COST)
+            atomic_write_bytes(
+                self.path / self.COST, (json.dumps(record, indent=2) + "\n").encode()
+            )
         return cost
 
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:
