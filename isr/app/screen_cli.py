@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -22,12 +23,14 @@ from isr.encoders.head_stage import HeadConfig, train_heads
 from isr.encoders.vocabulary import KEYWORDS_FILE, KeywordVocab
 from isr.eval.caption_images import flickr_dir
 from isr.eval.keywords import mean_average_precision
-from isr.eval.screen_calibrate import calibrate
+from isr.eval.screen_calibrate import Calibration, calibrate
 from isr.eval.screen_curve import _open, gallery_probs, screen_curve
 from isr.ingest.precomp import PrecompSplit, group_captions, read_captions
 from isr.plugin import EmbeddedIndex
 
-__all__ = ["calibrate_screen_cmd", "screen_curve_cmd", "train_heads_cmd"]
+__all__ = [
+    "calibrate_screen_cmd", "calibrate_split", "describe", "screen_curve_cmd", "train_heads_cmd",
+]  # fmt: skip
 
 
 @click.command("screen-curve")
@@ -233,25 +236,14 @@ def calibrate_screen_cmd(
                 f"{data}/{split}: {len(texts)} captions for {len(images)} images is not "
                 f"{c} per image (--caps-per-image)"
             )
-        pi, pt = gallery_probs(stage, images, texts)  # (N, L), (N c, L)
-        if cfg.modality == "text":  # image queries against captions
-            q, g = pi, pt
-            rel = [np.arange(c * t, c * t + c) for t in range(len(pi))]
-        else:
-            q, g = pt, pi
-            rel = [np.array([t // c]) for t in range(len(pt))]
-        rank = np.argsort(np.argsort(-g, axis=1), axis=1)
         r_i = cfg.keywords.get("r_i") or cfg.r_i
         # the options the scale and gain are picked under: the index's own, or (an index from
         # before recorded defaults) what `isr index create` records for its modality today
         base = cfg.keywords or keyword_defaults(None, modality=cfg.modality)
-        held = {k: v for k, v in base.items() if k not in ("scale", "gain")}
-        cal = calibrate(q, rank, rel, r_i, held, kept=kept)
+        cal = calibrate_split(stage, images, texts, c, cfg.modality, base, r_i, kept)
         click.echo(
-            f"{path} ({cfg.modality} gallery, R_I {r_i}) on {data}/{split} ({len(q)} queries, "
-            f"{len(g)} items): measured s/p {cal.measured:.3f}; picked scale {cal.scale:g}, "
-            f"gain {cal.gain:g}: kept {100 * cal.kept:.2f}%, admitted {100 * cal.admitted:.2f}%"
-            + ("" if cal.met else f" (no point kept {100 * kept:g}%: the most-kept one)")
+            f"{path} ({cfg.modality} gallery, R_I {r_i}) on {data}/{split} ({len(images)} "
+            f"images, {len(texts)} captions): {describe(cal, kept)}"
         )
         if out is not None:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -263,3 +255,37 @@ def calibrate_screen_cmd(
         if not dry_run:
             new = idx.set_keyword_defaults({**base, **cal.defaults()})
             click.echo(f"recorded keyword defaults {new.keywords}")
+
+
+def calibrate_split(
+    stage: Any,
+    images: np.ndarray,
+    texts: list[str],
+    c: int,
+    modality: str,
+    base: dict[str, Any],
+    r_i: int,
+    kept: float,
+) -> Calibration:
+    """The screen's (scale, gain) for a ``modality`` gallery, measured on a labelled split
+    (``images`` with ``c`` captions each, caption t of image t // c) encoded by ``stage``:
+    queries of the other modality, the gallery the split's items of this one; ``base``: the
+    other keyword options, held."""
+    pi, pt = gallery_probs(stage, images, texts)  # (N, L), (N c, L)
+    if modality == "text":  # image queries against captions
+        q, g = pi, pt
+        rel = [np.arange(c * t, c * t + c) for t in range(len(pi))]
+    else:
+        q, g = pt, pi
+        rel = [np.array([t // c]) for t in range(len(pt))]
+    rank = np.argsort(np.argsort(-g, axis=1), axis=1)
+    held = {k: v for k, v in base.items() if k not in ("scale", "gain")}
+    return calibrate(q, rank, rel, r_i, held, kept=kept)
+
+
+def describe(cal: Calibration, kept: float) -> str:
+    return (
+        f"measured s/p {cal.measured:.3f}; picked scale {cal.scale:g}, gain {cal.gain:g}: kept "
+        f"{100 * cal.kept:.2f}%, admitted {100 * cal.admitted:.2f}%"
+        + ("" if cal.met else f" (no point kept {100 * kept:g}%: the most-kept one)")
+    )
