@@ -10,6 +10,7 @@ import pytest
 from pyroaring import BitMap
 
 from isr.errors import InvalidInput
+from isr.plugin import backend
 from isr.plugin.config import IndexConfig
 from isr.plugin.embedded import fast_index
 from isr.plugin.embedded.fast_index import FastIndex, KnnCost
@@ -324,3 +325,19 @@ def test_calibration_times_the_compressed_scan(tmp_path: Path) -> None:
     assert any(p["method"] == "compressed" for p in record["measured"])
     assert cost.compressed_bit_ns > 0 and cost.compressed_us == 0
     fi.close()
+
+
+def test_every_method_the_options_accept_is_one_the_index_runs(tmp_path: Path) -> None:
+    # one list (isr.plugin.backend.KNN_METHODS): a method SearchOptions accepts never reaches
+    # FastIndex.search unknown, and the index's own list is that one
+    assert fast_index.METHODS == backend.KNN_METHODS
+    fi, x = _fast_index(tmp_path / "f", "sq8")
+    fi.build_compressed()
+    q = x[3]
+    allowed = BitMap(range(0, x.shape[0], 2))
+    for m in backend.KNN_METHODS:
+        assert SearchOptions(knn_method=m).knn_method == m
+        got = fi.search(q, 5, 64, allowed, method=m)
+        assert got.rows.shape[0] == 5 and set(got.rows.tolist()) <= set(allowed)
+    with pytest.raises(InvalidInput):
+        SearchOptions(knn_method="nope")

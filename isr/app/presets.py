@@ -58,13 +58,22 @@ def keyword_defaults(
     rule, so a bad key or value is refused at creation."""
     if text is None:
         return dict(SCREEN_DEFAULTS_TEXT if modality == "text" else SCREEN_DEFAULTS)
+    value = json_object(text, where, "keyword options")
+    check_keyword_options(value, where)
+    return value
+
+
+def json_object(text: str | None, where: str, what: str = "settings") -> dict[str, Any]:
+    """The JSON object a command-line option carries (``--config '{"epochs": 5}'``); None or
+    empty: {}. Bad JSON or another JSON value is an InvalidInput naming the option."""
+    if not text:
+        return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise InvalidInput(f"{where}: not valid JSON ({e})") from e
     if not isinstance(value, dict):
-        raise InvalidInput(f"{where}: expected a JSON object of keyword options, got {text!r}")
-    check_keyword_options(value, where)
+        raise InvalidInput(f"{where}: expected a JSON object of {what}, got {text!r}")
     return value
 
 

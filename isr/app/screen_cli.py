@@ -16,7 +16,7 @@ from typing import Any
 import click
 import numpy as np
 
-from isr.app.presets import keyword_defaults
+from isr.app.presets import json_object, keyword_defaults
 from isr.app.runtime import set_threads
 from isr.encoders.bundle import write_bundle
 from isr.encoders.head_stage import HeadConfig, train_heads
@@ -136,10 +136,7 @@ def train_heads_cmd(
     and their five source captions, 10% of dev held out for the per-epoch mAP.
     """
     set_threads(threads)
-    try:
-        cfg = HeadConfig.from_dict(json.loads(config_json))
-    except json.JSONDecodeError as e:
-        raise click.BadParameter(f"not valid JSON ({e})", param_hint="--config") from e
+    cfg = HeadConfig.from_dict(json_object(config_json, "--config", "head settings"))
     vocab = KeywordVocab.load(base / KEYWORDS_FILE)
     if kind == "world":
         tr, va = PrecompSplit.open(data, "train"), PrecompSplit.open(data, "dev")

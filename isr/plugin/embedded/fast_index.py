@@ -62,12 +62,14 @@ import numpy as np
 from pyroaring import BitMap
 
 from isr.errors import CorruptIndex, InvalidInput
+from isr.plugin.backend import KNN_METHODS
 from isr.plugin.config import IndexConfig
+from isr.plugin.store.durable import atomic_write_bytes
 from isr.plugin.store.rowfile import RowFile
 
 __all__ = ["METHODS", "FastIndex", "KnnCost", "KnnResult", "fit_cost"]
 
-METHODS = ("gather", "exact", "compressed", "hnsw")
+METHODS = KNN_METHODS  # gather, exact, compressed, hnsw (one list, in isr.plugin.backend)
 GRAPH_MIN_SHARE = 0.5  # narrower filters lose too much recall in the graph (module doc)
 CALIBRATE_MIN_ROWS = 2000  # smaller indexes keep the defaults (every method is cheap there)
 SCAN_PER_GATHER = (
@@ -402,9 +404,7 @@ class FastIndex:
             crc = zlib.crc32(f.read())
             os.fsync(f.fileno())
         os.replace(tmp, self.path / name)
-        crc_tmp = self.path / (crc_name + ".tmp")
-        crc_tmp.write_text(f"{crc}\n")
-        os.replace(crc_tmp, self.path / crc_name)
+        atomic_write_bytes(self.path / crc_name, f"{crc}\n".encode())  # fsyncs the directory
 
     def take(self, n_rows: int) -> None:
         """Reader: make committed rows up to n_rows searchable without touching the graph
@@ -723,9 +723,9 @@ class FastIndex:
                 **asdict(cost),
                 "measured": [{"method": m, "x": x, "us": t} for m, x, t in points],
             }
-            tmp = self.path / (self.COST + ".tmp")
-            tmp.write_text(json.dumps(record, indent=2) + "\n")
-            os.replace(tmp, self.path / self.COST)
+            atomic_write_bytes(
+                self.path / self.COST, (json.dumps(record, indent=2) + "\n").encode()
+            )
         return cost
 
     def vectors_at(self, rows: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ import numpy as np
 
 from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
 from isr.plugin.store.codecs import FragmentCodec, make_codec
+from isr.plugin.store.durable import fsync_dir
 from isr.plugin.store.rowfile import prefault
 
 __all__ = ["MAX_FRAGS_LIMIT", "FragmentStore"]
@@ -55,14 +56,6 @@ def _check_layout(d: int, max_frags: int, codec: str) -> FragmentCodec:
             f"got {max_frags!r}"
         )
     return c
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -125,7 +118,7 @@ class FragmentStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        _fsync_dir(path)
+        fsync_dir(path)
         return cls(path, c, max_frags, 0)
 
     @classmethod
