@@ -50,9 +50,10 @@ TRAIN: dict[str, Any] = {
 
 # The dedicated keyword-head stage and the screen's defaults, recorded in the demo's index like
 # any index `isr load` makes (presets.SCREEN_DEFAULTS; docs/results/screen_*.md for the curve).
-# 30 epochs at lr 5e-3 (BENCHMARKS.md "Keyword screen (issue 12), session 4"): at 10 epochs
-# of 40 steps the heads were far from trained (held-out mAP 43.6 / 29.4 -> 78.8 / 54.3).
-HEADS: dict[str, Any] = {"head": "attn", "loss": "bce", "epochs": 30, "lr": 5e-3}
+# 20 epochs at lr 1e-2 (BENCHMARKS.md "Keyword screen (issue 12), session 4"): 10 epochs of 40
+# steps at 2e-3 left the heads far from trained (dev mAP 43.6 / 29.4; 20 at 1e-2: 78.5 / 55.1,
+# as 30 at 5e-3 or 60 at 2e-3).
+HEADS: dict[str, Any] = {"head": "attn", "loss": "bce", "epochs": 20, "lr": 1e-2}
 # The heads' vocabulary threshold, the paper's scaled to the training set (100 of ~29K Flickr30K
 # images -> 7 of the demo's 2,000; the recipe's multi-task heads keep their stricter 50).
 HEAD_MIN_IMAGES = max(1, round(WORLD["n_train"] * 100 / 29_000))
