@@ -716,10 +716,13 @@ class FastIndex:
 
         A few stored vectors as queries; random admitted sets of several sizes; gather and
         the in-place scan timed on the same sets, the graph unfiltered at two ef. Built to
-        survive a loaded machine (the project's runs at load 6-8 on 2 cores): every round
-        times one query of each (method, set) in a fresh shuffled order, so a burst of load
-        from elsewhere falls on all of them alike; each point keeps its minimum over the
-        ``repeat`` rounds (load only ever adds time); :func:`fit_cost` fits the lines and
+        survive a loaded machine (the project's runs at load 6-8 on 2 cores): each call is
+        timed in this thread's CPU time, not wall time (at load 7 a wall-clock calibration
+        put the compressed scan at 13 ms against its 3-5 ms of CPU, and the planner sent half
+        the 1M queries to the exact scan, 1.8x slower: BENCHMARKS.md, issue 16, session 4);
+        every round times one query of each (method, set) in a fresh shuffled order, so a
+        burst of load from elsewhere falls on all of them alike; each point keeps its minimum
+        over the ``repeat`` rounds (load only ever adds time); :func:`fit_cost` fits the lines and
         applies the sanity rule. Well under a second at 1M rows, on the threads set_threads
         chose (one per query in serving). The measured points are recorded beside the model.
         """
@@ -753,9 +756,9 @@ class FastIndex:
         for q in qs:
             for j in rng.permutation(len(jobs)):
                 _, _, fn, sel = jobs[j]
-                t0 = time.perf_counter()
+                t0 = time.thread_time()  # CPU time: what a query costs its core
                 fn(q, k, sel)
-                best[j] = min(best[j], (time.perf_counter() - t0) * 1e6)
+                best[j] = min(best[j], (time.thread_time() - t0) * 1e6)
         points = tuple(
             (method, x, float(t)) for (method, x, _, _), t in zip(jobs, best, strict=True)
         )
