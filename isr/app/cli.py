@@ -561,7 +561,7 @@ def train(
     config_json: str | None,
 ) -> None:
     """Train Inflate-and-Shrink encoders with keyword heads; writes OUT/bundle for a recipe."""
-    from isr.app.presets import estimate_seconds, stage_table, train_fields
+    from isr.app.presets import estimate_seconds, json_object, stage_table, train_fields
     from isr.encoders.backbone import minilm_path
     from isr.encoders.train import TrainConfig, run_recipe, train_stage
     from isr.eval.report import markdown_table
@@ -571,13 +571,7 @@ def train(
         raise InvalidInput("give exactly one of --recipe and --stage")
     if (data_dir is None) == (image_dir is None):
         raise InvalidInput("give exactly one of --data DIR and --images DIR")
-    try:
-        fields = json.loads(config_json) if config_json else {}
-    except json.JSONDecodeError as e:
-        raise InvalidInput(f"--config: not valid JSON ({e})") from e
-    if not isinstance(fields, dict):
-        raise InvalidInput("--config: expected a JSON object, e.g. '{\"epochs\": 5}'")
-    fields = train_fields(preset, fields)
+    fields = train_fields(preset, json_object(config_json, "--config", "training settings"))
     if backbone is not None:
         fields["backbone"] = str(minilm_path()) if backbone == "minilm" else backbone
     cfg = TrainConfig.from_dict(fields)
@@ -834,6 +828,14 @@ main.lazy = {
     "load": ("isr.app.load:main", "Stream a gallery into an isr index (resumable)."),
     "eval": ("isr.app.eval_cli:eval_group", "Evaluations (TREC-style, Table 2), benchmarks."),
     "bench": ("isr.app.eval_cli:bench", "The scale benchmark (10K/100K/1M galleries)."),
+}
+
+assert isinstance(index, IsrGroup)
+index.lazy = {
+    "calibrate-screen": (
+        "isr.app.screen_cli:calibrate_screen_cmd",
+        "Measure the screen's scale and gain on a labelled split; record them.",
+    ),
 }
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ Each command parses its options, sets the threads and calls one library function
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from isr.app.bench_facade import main as bench_facade
 from isr.app.make_caption_images import main as make_caption_images
+from isr.app.presets import json_object
 from isr.app.runtime import set_threads
 from isr.app.screen_cli import screen_curve_cmd, train_heads_cmd
 from isr.app.trec import main as trec
@@ -183,11 +183,7 @@ def table2(
 ) -> None:
     """Train and evaluate the rows of Inflate and Shrink's Table 2."""
     set_threads(threads)
-    try:
-        fields = json.loads(config_json) if config_json else {}
-    except json.JSONDecodeError as e:
-        raise click.BadParameter(f"not valid JSON ({e})", param_hint="--config") from e
-    cfg = TrainConfig.from_dict(fields)
+    cfg = TrainConfig.from_dict(json_object(config_json, "--config", "training settings"))
     if caption_images:
         if total_epochs is None or chains or eval_only:
             raise click.UsageError(
@@ -263,10 +259,7 @@ def appendix(
 ) -> None:
     """Train and evaluate the appendix sweeps (Tables 1, 6, 7) at matched total epochs."""
     set_threads(threads)
-    try:
-        fields = json.loads(config_json) if config_json else {}
-    except json.JSONDecodeError as e:
-        raise click.BadParameter(f"not valid JSON ({e})", param_hint="--config") from e
+    fields = json_object(config_json, "--config", "training settings")
     if train_only and eval_only:
         raise click.UsageError("--train-only and --eval-only exclude each other")
     cfg = TrainConfig.from_dict(fields)

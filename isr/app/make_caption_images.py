@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from isr.app.presets import json_object
 from isr.app.runtime import set_threads
 from isr.encoders.train import TrainConfig
 from isr.errors import IsrError
@@ -82,10 +83,7 @@ def main(out_dir: Path, source: Path | None, splits: tuple[str, ...], no_train: 
     a split it never trains on (dev, else test)."""
     try:
         set_threads(threads)
-        try:
-            fields = json.loads(config_json) if config_json else {}
-        except json.JSONDecodeError as e:
-            raise click.BadParameter(f"--config: not valid JSON ({e})") from e
+        fields = json_object(config_json, "--config", "training settings")
         bundle = prepare(
             out_dir,
             source=source,

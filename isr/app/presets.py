@@ -46,7 +46,9 @@ SCREEN_DEFAULTS: dict[str, Any] = {"rule": "cost", "alpha": 1.0, "gain": 0.15, "
 # split) and the gain stop is lower (picked on that dev split: least admitted at >= 99.4% kept).
 # world10k test i2t: kept 99.2% admitting 32.5%, where SCREEN_DEFAULTS keep 85.5% (10.2%) and
 # the paper's R_T 3 90.8% (23.9%). Picked on world10k only: on Flickr's i2t (one caption per
-# image) it keeps 100% admitting 87% where SCREEN_DEFAULTS keep 98.7% admitting 57%.
+# image) it keeps 100% admitting 87% where SCREEN_DEFAULTS keep 98.7% admitting 57%: an index
+# measures its own on a labelled split with `isr index calibrate-screen` (Flickr: scale 0.7,
+# gain 0.15 -> 99.7% / 65.2%; BENCHMARKS.md "Keyword screen (issue 12), session 4").
 SCREEN_DEFAULTS_TEXT: dict[str, Any] = {**SCREEN_DEFAULTS, "gain": 0.02, "scale": 0.667}
 
 
@@ -58,13 +60,22 @@ def keyword_defaults(
     rule, so a bad key or value is refused at creation."""
     if text is None:
         return dict(SCREEN_DEFAULTS_TEXT if modality == "text" else SCREEN_DEFAULTS)
+    value = json_object(text, where, "keyword options")
+    check_keyword_options(value, where)
+    return value
+
+
+def json_object(text: str | None, where: str, what: str = "settings") -> dict[str, Any]:
+    """The JSON object a command-line option carries (``--config '{"epochs": 5}'``); None or
+    empty: {}. Bad JSON or another JSON value is an InvalidInput naming the option."""
+    if not text:
+        return {}
     try:
         value = json.loads(text)
     except json.JSONDecodeError as e:
         raise InvalidInput(f"{where}: not valid JSON ({e})") from e
     if not isinstance(value, dict):
-        raise InvalidInput(f"{where}: expected a JSON object of keyword options, got {text!r}")
-    check_keyword_options(value, where)
+        raise InvalidInput(f"{where}: expected a JSON object of {what}, got {text!r}")
     return value
 
 

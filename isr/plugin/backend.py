@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from isr.plugin.store.maxsim import MaxSimScorer
 
 __all__ = [
+    "KNN_METHODS",
     "MAX_ID_BYTES",
     "MODES",
     "Candidates",
@@ -43,6 +44,10 @@ __all__ = [
 ]
 
 MODES = ("any", "all", "minimum_should_match")  # how query keywords combine in the screen
+# The embedded index's kNN methods (isr.plugin.embedded.fast_index plans among them and
+# implements each; SearchOptions.knn_method forces one): named here, once, where both the
+# options and the embedded backend read them without importing each other.
+KNN_METHODS = ("gather", "exact", "compressed", "hnsw")
 
 # One rule for document ids in every backend and in the loader: a non-empty string of at most
 # 512 bytes in UTF-8, Elasticsearch's limit on `_id` (bytes, not characters: an id that fits

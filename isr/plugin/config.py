@@ -9,7 +9,6 @@ Entry points: :class:`IndexConfig` (frozen, validated at construction) and
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from isr.errors import Conflict, CorruptIndex, InvalidInput, NotFound
 from isr.plugin.keyword_rule import check_keyword_options
 from isr.plugin.store.codecs import CODECS
+from isr.plugin.store.durable import atomic_write_bytes
 
 __all__ = [
     "FRAGMENT_HOMES",
@@ -24,7 +24,6 @@ __all__ = [
     "MANIFEST",
     "SCHEMA_VERSION",
     "IndexConfig",
-    "atomic_write_bytes",
     "index_name_problem",
     "read_manifest",
     "write_manifest",
@@ -166,21 +165,6 @@ class IndexConfig:
         ]
         if diffs:
             raise Conflict("index settings differ: " + "; ".join(diffs))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so that a crash leaves either the old or the new content, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_manifest(path: Path, config: IndexConfig, state: dict[str, Any]) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from isr.encoders.record import Encoded, Keywords
 from isr.errors import InvalidInput
-from isr.plugin.backend import SearchBackend, Stage, StageTimer
+from isr.plugin.backend import KNN_METHODS, SearchBackend, Stage, StageTimer
 from isr.plugin.filters import Filter, parse_filter
 from isr.plugin.keyword_rule import (
     KEYWORD_FIELDS,
@@ -42,12 +42,6 @@ __all__ = [
 ]
 
 MAX_K = 10_000  # Elasticsearch's own bound on k, num_candidates and size
-KNN_METHODS = (
-    "gather",
-    "exact",
-    "compressed",
-    "hnsw",
-)  # the embedded kNN methods (fast_index.METHODS)
 ES_EXACT_THRESHOLD = 20_000  # Elasticsearch: exact script_score up to this many admitted
 
 # name -> (use_keywords, use_knn, use_rerank)

@@ -32,7 +32,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +49,7 @@ from isr.plugin.embedded.fields import FieldIndex
 from isr.plugin.embedded.postings import KeywordPostings
 from isr.plugin.filters import Filter
 from isr.plugin.store.doctable import check_app_meta
+from isr.plugin.store.durable import fsync_dir
 from isr.plugin.store.fragments import FragmentStore
 from isr.plugin.store.segment import Segment, check_ranges, create_aside, verify_ranges
 from isr.plugin.store.writelock import WriteLock
@@ -61,14 +62,6 @@ __all__ = ["EmbeddedIndex", "Snapshot"]
 
 COMPACT_BATCH = 5_000  # live rows rewritten per batch by a compaction
 COMPACT_DONE = "compact.done"  # marks a compaction's new directory as complete
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 SNAPSHOT_EVERY = 50_000  # rows added since the last HNSW snapshot that trigger a new one
@@ -294,7 +287,7 @@ class EmbeddedIndex:
         new, old = path.with_name(path.name + ".compact"), path.with_name(path.name + ".old")
         if not path.exists() and (new / COMPACT_DONE).exists():
             os.replace(new, path)  # killed between its two renames: the new one is complete
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         for leftover in (new, old):
             if leftover.exists() and path.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
@@ -347,12 +340,12 @@ class EmbeddedIndex:
             finally:
                 dst.close()
             (new_dir / COMPACT_DONE).write_text("complete\n")
-            _fsync_dir(new_dir)
+            fsync_dir(new_dir)
             lock = WriteLock(new_dir, "index")  # no writer may slip into the new directory
             try:
                 os.replace(path, old_dir)
                 os.replace(new_dir, path)
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
             finally:
                 lock.release()
         finally:
@@ -473,11 +466,7 @@ class EmbeddedIndex:
             if aside.exists():
                 shutil.rmtree(aside)
             os.replace(path, aside)
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(path.parent)
         finally:
             lock.release()
         shutil.rmtree(aside)
@@ -673,6 +662,21 @@ class EmbeddedIndex:
         self._terms = self.table.terms()
         self._term_of = None
         self._pending, self._pending_deletes = [], set()
+
+    def set_keyword_defaults(self, keywords: Mapping[str, Any]) -> IndexConfig:
+        """Record new default keyword options (``IndexConfig.keywords``; a query's own still
+        win; readers opened later see them). Checked like the creator's, committed to the
+        document table (the truth), then to manifest.json. Refused while writes are pending:
+        the configuration row would commit them half-way."""
+        self._writable()
+        if self._pending_or_deletes():
+            raise Conflict(f"{self.path}: commit or roll back the pending writes first")
+        config = replace(self.config, keywords=dict(keywords))  # validates
+        self.table.set_meta(config=config.to_json())
+        self.table.commit()
+        self.config = config
+        self._write_manifest()
+        return config
 
     def _write_manifest(self) -> None:
         write_manifest(

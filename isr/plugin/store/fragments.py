@@ -33,6 +33,7 @@ import numpy as np
 
 from isr.errors import Conflict, CorruptIndex, InvalidInput, IsrError, NotFound
 from isr.plugin.store.codecs import FragmentCodec, make_codec
+from isr.plugin.store.durable import fsync_dir
 from isr.plugin.store.rowfile import prefault
 
 __all__ = ["MAX_FRAGS_LIMIT", "FragmentStore"]
@@ -55,14 +56,6 @@ def _check_layout(d: int, max_frags: int, codec: str) -> FragmentCodec:
             f"got {max_frags!r}"
         )
     return c
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -125,7 +118,7 @@ class FragmentStore:
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
-        _fsync_dir(path)
+        fsync_dir(path)
         return cls(path, c, max_frags, 0)
 
     @classmethod
@@ -231,7 +224,12 @@ class FragmentStore:
                 f"fragments: document {i} of the batch has {int(cnt[i])} real fragments, "
                 f"more than max_frags={self.max_frags}"
             )
-        bad = ~np.isfinite(x).all(axis=2) & m  # (B, n)
+        # a NaN or inf makes its fragment's sum non-finite (so may an overflow: then exactly):
+        # one pass, no (B, n, d) temporary
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(x.sum(axis=2)) & m  # (B, n)
+        if bad.any():
+            bad[bad] = ~np.isfinite(x[bad]).all(axis=1)
         if bad.any():
             i, j = (int(v) for v in np.argwhere(bad)[0])
             raise InvalidInput(f"fragments: document {i} fragment {j} has NaN or inf values")
@@ -239,14 +237,18 @@ class FragmentStore:
         # Real fragments first, in their original order (stable sort on "is padding"); encoders
         # usually emit them first already, and then a slice does.
         k = min(n, self.max_frags)
-        if (m == (np.arange(n)[None, :] < cnt[:, None])).all():
+        packed: np.ndarray | None = None
+        if n == self.max_frags and bool((cnt == n).all()) and x.dtype == np.float32:
+            packed = x  # every slot real (the usual pre-encoded batch): encoded as it is
+        elif (m == (np.arange(n)[None, :] < cnt[:, None])).all():
             src = x[:, :k]  # (B, k, d)
         else:
             order = np.argsort(~m, axis=1, kind="stable")[:, :k]  # (B, k)
             src = np.take_along_axis(x, order[..., None], axis=1)
-        packed = np.zeros((b, self.max_frags, self.d), np.float32)  # (B, max_frags, d)
-        packed[:, :k] = src
-        packed[self._slot[None, :] >= cnt[:, None]] = 0.0  # padding slots hold zero vectors
+        if packed is None:
+            packed = np.zeros((b, self.max_frags, self.d), np.float32)  # (B, max_frags, d)
+            packed[:, :k] = src
+            packed[self._slot[None, :] >= cnt[:, None]] = 0.0  # padding slots: zero vectors
         codes = self.codec.encode(packed)  # (B, max_frags, code_size)
         assert codes.shape == (b, self.max_frags, self.codec.code_size)
         with self._lock:

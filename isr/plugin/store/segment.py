@@ -33,6 +33,7 @@ from typing import Any
 from isr.errors import Conflict, CorruptIndex
 from isr.plugin.config import IndexConfig, write_manifest
 from isr.plugin.store.doctable import APP_META, DocTable
+from isr.plugin.store.durable import fsync_dir
 from isr.plugin.store.fragments import FragmentStore
 from isr.plugin.store.writelock import WriteLock
 
@@ -53,14 +54,6 @@ class Committed:
     def app(self) -> dict[str, Any]:
         m = self.meta
         return {k.removeprefix(APP_META): v for k, v in m.items() if k.startswith(APP_META)}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def create_aside(
@@ -88,9 +81,9 @@ def create_aside(
     table.close()
     FragmentStore.create(tmp / fragments, config.d_frag, config.max_frags, config.codec).close()
     write_manifest(tmp, config, state)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def config_diff(table: IndexConfig, manifest: IndexConfig) -> list[str]:
@@ -147,7 +140,10 @@ class Segment:
             raise CorruptIndex(
                 f"{self.table.file}: committed configuration unreadable ({e})"
             ) from e
-        diff = config_diff(table, manifest)
+        # The keyword defaults are a hint a writer may change (EmbeddedIndex.
+        # set_keyword_defaults: the table first, then the manifest): a crash between the two
+        # leaves the manifest one step behind, and the table's copy is taken.
+        diff = [d for d in config_diff(table, manifest) if not d.startswith("keywords:")]
         if diff:
             raise CorruptIndex(
                 f"{self.path}: manifest.json disagrees with the committed configuration "

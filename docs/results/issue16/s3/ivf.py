@@ -2,18 +2,10 @@
 import os, sys, time, numpy as np, faiss
 from pathlib import Path
 faiss.omp_set_num_threads(int(os.environ.get("BUILD_THREADS", "1")))
-P = Path("/work/wt/speed2/runs/bench/g1M-sq8-sq8-m16-efc100")
-Z = np.load("/work/wt/speed2/runs/s3/adm1m.npz"); N = 1_000_000
+sys.path.insert(0, str(Path(__file__).parent)); from screens import load
 NQ = int(sys.argv[1]); nlist = int(sys.argv[2])
-X = np.memmap(P / "fast.f32", np.float32, "r", shape=(N, 256))
-Q = Z["fast"][:NQ].astype(np.float32); A = [Z[f"a{i}"].astype(np.int64) for i in range(NQ)]
-tt = time.thread_time; K = 200
-from isr.ingest.encoded_world import EncodedWorld, encoded_queries
-_, tids = encoded_queries(EncodedWorld(n_docs=N), NQ, seed=11)
-tgt = [int(t[4:]) for t in tids]
-truth = []
-for i in range(NQ):
-    s = np.asarray(X[A[i]]) @ Q[i]; truth.append(set(A[i][np.argsort(-s)[:K]].tolist()))
+P, N, X, Q, A, tgt, truth, K = load(NQ)
+tt = time.thread_time
 print('exact: target in top200', np.mean([tgt[i] in truth[i] for i in range(NQ)]), 'target admitted', np.mean([tgt[i] in set(A[i].tolist()) for i in range(NQ)]), flush=True)
 f = P.parent / f"ivf{nlist}.faiss"
 if f.exists():

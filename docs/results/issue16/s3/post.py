@@ -3,16 +3,10 @@ on those W, then f32 rescoring of the admitted ones -> top-200. recall@200 vs ex
 import os, sys, time, numpy as np, faiss
 from pathlib import Path
 faiss.omp_set_num_threads(1)
-P = Path("/work/wt/speed2/runs/bench/g1M-sq8-sq8-m16-efc100"); N = 1_000_000
-Z = np.load("/work/wt/speed2/runs/s3/adm1m.npz"); NQ = int(sys.argv[1]); RESC = int(sys.argv[4]) if len(sys.argv) > 4 else 0
-X = np.memmap(P / "fast.f32", np.float32, "r", shape=(N, 256)); X._mmap.madvise(22)
-Q = Z["fast"][:NQ].astype(np.float32); A = [Z[f"a{i}"].astype(np.int64) for i in range(NQ)]
-from isr.ingest.encoded_world import EncodedWorld, encoded_queries
-_, tids = encoded_queries(EncodedWorld(n_docs=N), 100, seed=11); tgt = [int(t[4:]) for t in tids]
-tt = time.thread_time; K = 200
-truth = []
-for i in range(NQ):
-    s = np.asarray(X[A[i]]) @ Q[i]; truth.append(set(A[i][np.argsort(-s)[:K]].tolist()))
+sys.path.insert(0, str(Path(__file__).parent)); from screens import load
+NQ = int(sys.argv[1]); RESC = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+P, N, X, Q, A, tgt, truth, K = load(NQ, populate=True)
+tt = time.thread_time
 masks = []
 for i in range(NQ):
     m = np.zeros(N, bool); m[A[i]] = True; masks.append(m)

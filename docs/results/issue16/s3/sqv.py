@@ -2,17 +2,10 @@
 import os, sys, time, numpy as np, faiss
 from pathlib import Path
 faiss.omp_set_num_threads(1)
-P = Path("/work/wt/speed2/runs/bench/g1M-sq8-sq8-m16-efc100")
-Z = np.load("/work/wt/speed2/runs/s3/adm1m.npz"); N = 1_000_000
+sys.path.insert(0, str(Path(__file__).parent)); from screens import load
 NQ = int(sys.argv[1])
-X = np.memmap(P / "fast.f32", np.float32, "r", shape=(N, 256))
-Q = Z["fast"][:NQ].astype(np.float32); A = [Z[f"a{i}"].astype(np.int64) for i in range(NQ)]
-from isr.ingest.encoded_world import EncodedWorld, encoded_queries
-_, tids = encoded_queries(EncodedWorld(n_docs=N), 100, seed=11); tgt = [int(t[4:]) for t in tids]
-tt = time.thread_time; K = 200
-truth = []
-for i in range(NQ):
-    s = np.asarray(X[A[i]]) @ Q[i]; truth.append(set(A[i][np.argsort(-s)[:K]].tolist()))
+P, N, X, Q, A, tgt, truth, K = load(NQ)
+tt = time.thread_time
 def bitmap(a):
     m = np.zeros(N, bool); m[a] = True; return np.packbits(m, bitorder="little")
 def rescore(rows, q, k=K):
