@@ -247,3 +247,25 @@ def test_gather_rejects_bad_rows(tmp_path: Path) -> None:
         store.gather(np.array([0]))
     with pytest.raises(IsrError, match="closed"):
         store.append(*batch(1, 3, 1))
+
+
+def test_full_rows_and_huge_finite_values(tmp_path: Path) -> None:
+    # every slot real: encoded without the padded copy, the same bytes as through it; finite
+    # values whose sum overflows float32 are not taken for NaN or inf, an inf still is
+    store = FragmentStore.create(tmp_path / "a", D, MAXF, "fp32")
+    other = FragmentStore.create(tmp_path / "b", D, MAXF, "fp32")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, MAXF, D)).astype(np.float32)
+    x[0, 1] = 3e38  # sums to inf in float32, every value finite
+    full = np.ones((3, MAXF), bool)
+    store.append(x, full)
+    wide = np.concatenate([x, np.zeros((3, 2, D), np.float32)], axis=1)  # the padded route
+    other.append(wide, np.concatenate([full, np.zeros((3, 2), bool)], axis=1))
+    got, mask = store.gather(np.arange(3))
+    want, _ = other.gather(np.arange(3))
+    assert mask.all() and np.array_equal(got, want) and np.array_equal(got, x)
+    x[2, 4, 3] = np.inf
+    with pytest.raises(InvalidInput, match=r"document 2 fragment 4 has NaN or inf"):
+        store.append(x, full)
+    store.close()
+    other.close()

@@ -238,7 +238,11 @@ def _recall(got: np.ndarray, want: np.ndarray) -> float:
     return len(set(got.tolist()) & set(want.tolist())) / max(len(want), 1)
 
 
-def test_compressed_against_brute_force_persisted_and_over_a_tail(tmp_path: Path) -> None:
+def test_compressed_against_brute_force_persisted_and_over_a_tail(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # windows of a quarter of the index or more (alpha k / share): part of it, not all
+    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_WINDOW", N // 4)
     fi, x = _fast_index(tmp_path / "f", "sq8")
     rng = np.random.default_rng(11)
     q = _unit(rng, 1)[0]
@@ -289,6 +293,7 @@ def test_compressed_scans_exactly_when_its_window_misses(
     fi, x = _fast_index(tmp_path / "f", "sq8")
     fi.build_compressed()
     monkeypatch.setattr(fast_index, "COMPRESSED_ALPHA", 1e-3)  # a window of 2k + 64 rows
+    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_WINDOW", 0)
     rng = np.random.default_rng(12)
     rows = np.flatnonzero(rng.random(N) < 0.01)  # ~40 admitted: ~1 in a 104-row window
     q = _unit(rng, 1)[0]
@@ -341,3 +346,60 @@ def test_every_method_the_options_accept_is_one_the_index_runs(tmp_path: Path) -
         assert got.rows.shape[0] == 5 and set(got.rows.tolist()) <= set(allowed)
     with pytest.raises(InvalidInput):
         SearchOptions(knn_method="nope")
+
+
+def test_sq8_shortlist_keeps_the_exact_top_and_the_rows_past_the_graph(tmp_path: Path) -> None:
+    # the compressed method's window is cut to 2k + 64 rows by the graph's sq8 codes before
+    # the float32 rescoring: the exact top-k survives it, and rows the graph lacks (a
+    # refreshing reader's tail) are never cut
+    fi, x = _fast_index(tmp_path / "f", "sq8")
+    rng = np.random.default_rng(21)
+    extra = _unit(rng, 10)
+    fi.append(extra)  # rows N .. N+9: in the vector file, not in the graph
+    fi.vectors.sync()
+    allx = np.concatenate([x, extra])
+    for _ in range(8):
+        q = _unit(rng, 1)[0]
+        rows = np.concatenate([np.flatnonzero(rng.random(N) < 0.3), np.arange(N, N + 10)])
+        short = fi._shortlist(rows, q, 20)
+        assert short.shape[0] == 2 * 20 + 64 + 10
+        assert np.all(np.diff(short) > 0) and set(short.tolist()) <= set(rows.tolist())
+        assert set(range(N, N + 10)) <= set(short.tolist())
+        assert set(_brute(allx, q, 20, rows).tolist()) <= set(short.tolist())
+        assert fi._shortlist(rows[:100], q, 20).tolist() == rows[:100].tolist()  # too few to cut
+    flat, _ = _fast_index(tmp_path / "g", "flat")  # float32 storage: nothing to shortlist by
+    assert flat._shortlist(rows, q, 20).tolist() == rows.tolist()
+
+
+class _Spy:
+    """A PQ copy that records the window each search asks it for."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.asked = inner, []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def search(self, q: np.ndarray, w: int) -> object:
+        self.asked.append(w)
+        return self.inner.search(q, w)
+
+
+def test_compressed_window_has_a_floor_and_the_copy_four_dims_per_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # small k (no rerank after the kNN) keep the window's floor, large k / narrow shares
+    # widen it by alpha k / share; the copy is d / 4 sub-quantisers (32 bytes per row at 256-d)
+    fi, _ = _fast_index(tmp_path / "f", "sq8")
+    fi.build_compressed()
+    assert fi.pq.M == D // 4 and fi.pq.code_size == D // 8
+    assert fast_index._new_compressed(50).M == 25 and fast_index._new_compressed(51) is None
+    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_WINDOW", 1000)
+    spy = _Spy(fi.pq)
+    fi.pq = spy
+    q = _unit(np.random.default_rng(5), 1)[0]
+    half = BitMap(range(0, N, 2))
+    fi.search(q, 5, 64, half, method="compressed")
+    fi.search(q, 100, 64, half, method="compressed")
+    fi.search(q, 100, 64, None, method="compressed")
+    assert spy.asked == [1000, int(fast_index.COMPRESSED_ALPHA * 100 * 2), 1000]

@@ -52,3 +52,42 @@ def test_bad_values_are_named(where: str, value: float, message: str) -> None:
         frags[0, 2] = value
     with pytest.raises(InvalidInput, match=message):
         Encoded(fast, frags, mask, NONE4)
+
+
+def test_rows_already_unit_are_kept_as_they_are_and_others_normalised() -> None:
+    # pre-encoded items arrive normalised: kept (no copy), while a row off unit norm, padding
+    # that is not zeros, or another dtype still take the normalising pass
+    rng = np.random.default_rng(4)
+    fast = rng.standard_normal((3, 8)).astype(np.float32)
+    fast /= np.linalg.norm(fast, axis=1, keepdims=True)
+    frags = rng.standard_normal((3, 4, 6)).astype(np.float32)
+    frags /= np.linalg.norm(frags, axis=2, keepdims=True)
+    mask = np.ones((3, 4), bool)
+    mask[2, 3] = False
+    frags[2, 3] = 0.0
+    e = Encoded(fast, frags, mask, (Keywords.none(),) * 3)
+    assert e.fast is fast and e.fragments is frags  # unit already, padding zeros: as given
+    off = fast.copy()
+    off[1] *= 1.01
+    junk = frags.copy()
+    junk[2, 3] = 5.0  # padding with values
+    e = Encoded(off, junk, mask, (Keywords.none(),) * 3)
+    np.testing.assert_allclose(np.linalg.norm(e.fast, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(e.fast[1], fast[1], rtol=1e-6)
+    assert not e.fragments[2, 3].any() and e.fragments is not junk
+    assert np.allclose(e.fragments[:2], frags[:2])
+    e = Encoded(fast.astype(np.float64), frags, mask, (Keywords.none(),) * 3)
+    assert e.fast.dtype == np.float32 and np.allclose(e.fast, fast)
+
+
+def test_keyword_checks_name_the_bad_label_or_probability() -> None:
+    class Tag(str):
+        pass
+
+    assert Keywords((Tag("dog"), "cat"), (0.5, 0.4)).labels == ("dog", "cat")  # str subclass
+    for labels, message in [(("dog", ""), "label '' is not"), (("dog", 3), "label 3 is not"),
+                            (("dog", "dog"), "duplicate labels")]:  # fmt: skip
+        with pytest.raises(InvalidInput, match=message):
+            Keywords(labels, (0.5, 0.4))
+    with pytest.raises(InvalidInput, match="probabilities must be finite"):
+        Keywords(("dog", "cat"), (0.5, float("nan")))

@@ -30,12 +30,14 @@ class Keywords:
             raise InvalidInput(
                 f"keywords: {len(self.labels)} labels but {len(self.probs)} probabilities"
             )
-        for label in self.labels:
-            if not isinstance(label, str) or not label:
-                raise InvalidInput(f"keywords: label {label!r} is not a non-empty string")
+        # C-level passes (map, set): one item's check is on the loader's path per document
+        if not set(map(type, self.labels)) <= {str} or "" in self.labels:
+            for label in self.labels:  # (a str subclass passes here, as it always did)
+                if not isinstance(label, str) or not label:
+                    raise InvalidInput(f"keywords: label {label!r} is not a non-empty string")
         if len(set(self.labels)) != len(self.labels):
             raise InvalidInput(f"keywords: duplicate labels in {self.labels}")
-        if not all(math.isfinite(p) for p in self.probs):
+        if not all(map(math.isfinite, self.probs)):
             raise InvalidInput(f"keywords: probabilities must be finite, got {self.probs}")
 
     def top(self, r: int) -> tuple[str, ...]:
@@ -67,11 +69,17 @@ def squared_norms(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return sq, finite
 
 
+UNIT_TOL = 1e-5  # |norm^2 - 1| of a row taken as already unit (float32 rounding: ~1e-7)
+
+
 def _l2_normalise(x: np.ndarray, what: str, valid: np.ndarray | None = None) -> np.ndarray:
     """x (..., d) -> float32 unit vectors; rows where ``valid`` is False become zeros.
 
     One pass for the squared norms (:func:`squared_norms`) and one for the result. Rows with
-    NaN or inf values are refused.
+    NaN or inf values are refused. A float32 array whose rows are unit already (within
+    :data:`UNIT_TOL`, padding rows all zeros) is returned as it is, not copied: pre-encoded
+    items arrive normalised, and the copy and its check were ~36 us of the loader's ~200 us
+    of CPU per 32 x 256-d item (BENCHMARKS.md, issue 16, session 4).
     """
     x32 = x if x.dtype == np.float32 else x.astype(np.float32)
     sq, finite = squared_norms(x32)
@@ -83,6 +91,12 @@ def _l2_normalise(x: np.ndarray, what: str, valid: np.ndarray | None = None) -> 
     if zero.any():
         where = np.argwhere(zero)[0].tolist()
         raise InvalidInput(f"{what}: vector at index {where} has zero norm")
+    unit = np.abs(sq - 1.0) <= UNIT_TOL
+    if valid is None:
+        if unit.all():
+            return x32
+    elif (unit | ~valid).all() and not x32[~valid].any():
+        return x32
     with np.errstate(divide="ignore"):
         inv = 1.0 / np.sqrt(sq)
     if valid is not None:

@@ -16,15 +16,22 @@ index itself and recorded in `knn_cost.json` beside it):
   are exact and the ranking is exact unless a true top-k row lost more to quantization than
   the oversampled window's margin;
 - ``compressed``: a 4-bit product-quantised copy of the fast vectors (FAISS
-  IndexPQFastScan, d/2 sub-quantisers of 2 dimensions: 64 bytes per row at d 256, scanned
+  IndexPQFastScan, d/4 sub-quantisers of 4 dimensions: 32 bytes per row at d 256, scanned
   32 rows at a time in SIMD registers) is scanned over every row, unfiltered (FastScan takes
-  no selector), for the best ``W = COMPRESSED_ALPHA * k / share`` rows; the admitted ones
-  among them are rescored with their float32 vectors. The scan costs the same at any
-  filter, so it wins where the exact scan's admitted rows are many: at 1M and the keyword
-  screens' 5-41% shares (BENCHMARKS.md, issue 16, session 3) recall@200 against the exact
-  top-200 was 0.98-0.99 (the query's own document found as often as by exact) at about half
-  the exact scan's time. Built by the writer once the index holds
-  :data:`COMPRESSED_MIN_ROWS` (``pq.faiss``, derived like the graph); rows past it are
+  no selector), for the best ``W = max(COMPRESSED_ALPHA * k / share, COMPRESSED_MIN_WINDOW)``
+  rows; the admitted ones among them are shortlisted to ``2k + 64`` by the graph's sq8 codes
+  (in memory; flat storage: all kept) and those rescored with their float32 vectors. The
+  scan costs the same at any filter, so it wins where the exact scan's admitted rows are
+  many: at 1M and the keyword screens' 5-41% shares. Measured at 1M (BENCHMARKS.md, issue
+  16, session 4; settings chosen on other queries than the report's): the 32-byte copy scans
+  1M rows in 1.4 ms (k 200 window: ~3-4.6 ms with its heap) against 5.5 ms for a 64-byte
+  (d/2) copy, and loses kNN recall for it: recall@200 against the exact top-200 0.80 at
+  alpha 8 (the 64-byte copy 0.99), which the max-sim rerank forgives (the full pipeline's
+  R@10 118-120% of exhaustive max-sim's, within 0.013 of the 64-byte copy's); for a small
+  k (no rerank after it) the window's floor of 8,192 rows keeps recall@10 at the 64-byte
+  copy's (0.948 vs 0.946). Built by the writer once the index holds
+  :data:`COMPRESSED_MIN_ROWS` (``pq.faiss``, derived like the graph; a copy written with
+  d/2 sub-quantisers by an older version is read and extended as it is); rows past it are
   scored exactly; when fewer than k admitted rows fall in the window it scans exactly
   (``compressed+exact``);
 - ``hnsw``: the graph under the same selector. A filtered graph loses recall as the filter
@@ -78,8 +85,9 @@ SCAN_PER_GATHER = (
 GATHER_CALIBRATE_MAX = 50_000  # admitted sets gather is timed on (larger: far past its range)
 COMPRESSED_MIN_ROWS = 200_000  # smaller indexes: the exact scan takes a few ms (no PQ copy)
 COMPRESSED_MIN_SHARE = 0.05  # the narrowest screen share its recall was measured at (doc)
-COMPRESSED_ALPHA = 8.0  # window W = alpha * k / share rows (alpha 6: recall 0.980, 10: 0.994)
+COMPRESSED_ALPHA = 8.0  # window W = alpha * k / share rows (module doc)
 COMPRESSED_MAX_WINDOW = 32_768
+COMPRESSED_MIN_WINDOW = 8192  # the window's floor: small k keep their recall (module doc)
 COMPRESSED_TRAIN = 65_536  # rows the product quantiser is trained on
 
 
@@ -232,10 +240,17 @@ def _new_hnsw(config: IndexConfig) -> faiss.Index:
 
 
 def _new_compressed(d: int) -> faiss.Index | None:
-    """The PQ copy's index: d / 2 sub-quantisers of 2 dimensions, 4 bits each (None: odd d)."""
+    """The PQ copy's index: d / 4 sub-quantisers of 4 dimensions, 4 bits each (16 bytes per
+    64 dimensions; d not a multiple of 4: d / 2 of 2 dimensions; odd d: None)."""
     if d % 2:
         return None
-    return faiss.IndexPQFastScan(d, d // 2, 4, faiss.METRIC_INNER_PRODUCT)
+    m = d // 4 if d % 4 == 0 else d // 2
+    return faiss.IndexPQFastScan(d, m, 4, faiss.METRIC_INNER_PRODUCT)
+
+
+def _window(k: int) -> int:
+    """Rows an sq8 estimate keeps for the float32 rescoring of a top-k: ``2k + 64``."""
+    return 2 * k + 64
 
 
 def _topk(scores: np.ndarray, k: int) -> np.ndarray:
@@ -569,7 +584,7 @@ class FastIndex:
         g = min(graph.ntotal, n)
         storage = faiss.downcast_index(graph.storage)  # the graph's vectors, same rows
         sq = self.config.fast_storage != "flat"
-        window = min(m, 2 * k + 64) if sq else min(m, k)
+        window = min(m, _window(k)) if sq else min(m, k)
         rows = np.empty(0, np.int64)
         scores = np.empty(0, np.float32)
         if g > 0:
@@ -593,7 +608,8 @@ class FastIndex:
         self, q: np.ndarray, k: int, allowed: BitMap | None, n_rows: int | None = None
     ) -> KnnResult:
         """Top-k over the admitted rows < n_rows through the PQ copy (module doc): its best
-        W rows of the whole index, the admitted ones rescored with their float32 vectors.
+        W rows of the whole index; the admitted ones among them shortlisted by the graph's
+        sq8 codes (:meth:`_shortlist`) and the shortlist rescored with their float32 vectors.
         Without a PQ copy, or when fewer than k admitted rows fall in the window, the exact
         scan answers instead."""
         self.wait()
@@ -607,23 +623,57 @@ class FastIndex:
         q32 = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
         rows = np.empty(0, np.int64)
         if g > 0:
-            w = int(min(max(COMPRESSED_ALPHA * k * n / m, 2 * k + 64), COMPRESSED_MAX_WINDOW, g))
+            w = COMPRESSED_ALPHA * k * n / m
+            w = int(min(max(w, _window(k), COMPRESSED_MIN_WINDOW), COMPRESSED_MAX_WINDOW, g))
             _, ids = pq.search(q32, w)
             ids = ids[0][(ids[0] >= 0) & (ids[0] < g)]  # a newer copy may hold rows past n
+            # sorted first: roaring builds from sorted ids ~8x faster (12K ids: 0.09 vs 0.7 ms)
+            ids = np.sort(ids.astype(np.uint32))
             if allowed is None:
-                rows = np.sort(ids)
+                rows = ids.astype(np.int64)
             else:
-                window = BitMap(array.array("I", ids.astype(np.uint32).tobytes()))
-                rows = np.asarray((window & allowed).to_array(), dtype=np.int64)  # ascending
+                window = BitMap(array.array("I", ids.tobytes()))
+                window &= allowed
+                rows = np.frombuffer(window.to_array(), np.uint32).astype(np.int64)  # ascending
             in_copy = g if allowed is None else m - len(self._tail(allowed, g, n))
             if rows.shape[0] < min(k, in_copy):  # the window holds too few: scan exactly
                 res = self.exact(q, k, allowed, n)
                 return KnnResult(res.rows, res.scores, "compressed+exact")
+            rows = self._shortlist(rows, q32[0], k)
         tail = self._tail(allowed, g, n)  # rows past the copy: scored exactly
         rows = np.concatenate([rows, tail])
         scores = self._dots(rows, q32[0])
         top = _topk(scores, k)
         return KnnResult(rows[top], scores[top], "compressed")
+
+    def _shortlist(self, rows: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+        """rows (m,) ascending -> the best ``2k + 64`` of them by the graph's sq8 codes (all
+        when fewer, or when the graph stores float32), ascending, for the float32 rescoring.
+
+        Reading a row's float32 vector where it is not in the CPU's caches costs ~80 ns per
+        64-byte line on this VM, whatever the page mapping (1M rows: 2,700 rows 3.5 ms): the
+        sq8 codes, in memory with the graph, are a quarter of the lines (0.9 ms), and only the
+        shortlist pays the float32 read (BENCHMARKS.md, issue 16, session 4). sq8 keeps the
+        ranking within its rounding (the exact scan shortlists the same way); rows past the
+        graph (a refreshing reader's tail) are kept.
+        """
+        keep = _window(k)
+        graph = self.hnsw
+        if self.config.fast_storage != "sq8" or rows.shape[0] <= keep:
+            return rows
+        storage = faiss.downcast_index(graph.storage)
+        g = graph.ntotal
+        inside = rows[rows < g]
+        if inside.shape[0] <= keep:
+            return rows
+        # a view of the graph's codes, made for this call from the graph it holds (a reader
+        # swaps graphs whole; a writer's graph grows only under wait(), which this search
+        # passed): (g, d) uint8, decode(c) = vmin + (c + 0.5) vdiff / 255, so c . q ranks alike
+        codes = faiss.rev_swig_ptr(storage.codes.data(), g * storage.code_size)
+        codes = codes.reshape(g, storage.code_size)
+        est = codes[inside].astype(np.float32) @ q  # (m',)
+        best = np.sort(inside[np.argpartition(-est, keep - 1)[:keep]])
+        return np.concatenate([best, rows[rows >= g]])
 
     def gather(
         self, q: np.ndarray, k: int, allowed: BitMap | None, n_rows: int | None = None
@@ -666,10 +716,13 @@ class FastIndex:
 
         A few stored vectors as queries; random admitted sets of several sizes; gather and
         the in-place scan timed on the same sets, the graph unfiltered at two ef. Built to
-        survive a loaded machine (the project's runs at load 6-8 on 2 cores): every round
-        times one query of each (method, set) in a fresh shuffled order, so a burst of load
-        from elsewhere falls on all of them alike; each point keeps its minimum over the
-        ``repeat`` rounds (load only ever adds time); :func:`fit_cost` fits the lines and
+        survive a loaded machine (the project's runs at load 6-8 on 2 cores): each call is
+        timed in this thread's CPU time, not wall time (at load 7 a wall-clock calibration
+        put the compressed scan at 13 ms against its 3-5 ms of CPU, and the planner sent half
+        the 1M queries to the exact scan, 1.8x slower: BENCHMARKS.md, issue 16, session 4);
+        every round times one query of each (method, set) in a fresh shuffled order, so a
+        burst of load from elsewhere falls on all of them alike; each point keeps its minimum
+        over the ``repeat`` rounds (load only ever adds time); :func:`fit_cost` fits the lines and
         applies the sanity rule. Well under a second at 1M rows, on the threads set_threads
         chose (one per query in serving). The measured points are recorded beside the model.
         """
@@ -703,9 +756,9 @@ class FastIndex:
         for q in qs:
             for j in rng.permutation(len(jobs)):
                 _, _, fn, sel = jobs[j]
-                t0 = time.perf_counter()
+                t0 = time.thread_time()  # CPU time: what a query costs its core
                 fn(q, k, sel)
-                best[j] = min(best[j], (time.perf_counter() - t0) * 1e6)
+                best[j] = min(best[j], (time.thread_time() - t0) * 1e6)
         points = tuple(
             (method, x, float(t)) for (method, x, _, _), t in zip(jobs, best, strict=True)
         )

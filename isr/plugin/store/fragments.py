@@ -224,7 +224,12 @@ class FragmentStore:
                 f"fragments: document {i} of the batch has {int(cnt[i])} real fragments, "
                 f"more than max_frags={self.max_frags}"
             )
-        bad = ~np.isfinite(x).all(axis=2) & m  # (B, n)
+        # a NaN or inf makes its fragment's sum non-finite (so may an overflow: then exactly):
+        # one pass, no (B, n, d) temporary
+        with np.errstate(over="ignore", invalid="ignore"):
+            bad = ~np.isfinite(x.sum(axis=2)) & m  # (B, n)
+        if bad.any():
+            bad[bad] = ~np.isfinite(x[bad]).all(axis=1)
         if bad.any():
             i, j = (int(v) for v in np.argwhere(bad)[0])
             raise InvalidInput(f"fragments: document {i} fragment {j} has NaN or inf values")
@@ -232,14 +237,18 @@ class FragmentStore:
         # Real fragments first, in their original order (stable sort on "is padding"); encoders
         # usually emit them first already, and then a slice does.
         k = min(n, self.max_frags)
-        if (m == (np.arange(n)[None, :] < cnt[:, None])).all():
+        packed: np.ndarray | None = None
+        if n == self.max_frags and bool((cnt == n).all()) and x.dtype == np.float32:
+            packed = x  # every slot real (the usual pre-encoded batch): encoded as it is
+        elif (m == (np.arange(n)[None, :] < cnt[:, None])).all():
             src = x[:, :k]  # (B, k, d)
         else:
             order = np.argsort(~m, axis=1, kind="stable")[:, :k]  # (B, k)
             src = np.take_along_axis(x, order[..., None], axis=1)
-        packed = np.zeros((b, self.max_frags, self.d), np.float32)  # (B, max_frags, d)
-        packed[:, :k] = src
-        packed[self._slot[None, :] >= cnt[:, None]] = 0.0  # padding slots hold zero vectors
+        if packed is None:
+            packed = np.zeros((b, self.max_frags, self.d), np.float32)  # (B, max_frags, d)
+            packed[:, :k] = src
+            packed[self._slot[None, :] >= cnt[:, None]] = 0.0  # padding slots: zero vectors
         codes = self.codec.encode(packed)  # (B, max_frags, code_size)
         assert codes.shape == (b, self.max_frags, self.codec.code_size)
         with self._lock:
