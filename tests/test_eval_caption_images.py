@@ -162,3 +162,38 @@ def test_bundle_validates_on_a_split_it_never_trains_on(tmp_path: Path) -> None:
     assert info["training"]["train_split"] == "dev" and info["training"]["val_split"] == "test"
     m = json.loads((tmp_path / "out" / "train" / "base" / "metrics.json").read_text())
     assert (m["n_train_images"], m["n_val_images"]) == (8, 6)
+
+
+@needs_minilm
+def test_table2_rows_on_caption_images(tmp_path: Path) -> None:
+    """run_caption_table2: matched rows on a caption-described-image folder, trained on dev
+    and scored on test, with the backbone's own tokenizer (a trained one would feed MiniLM's
+    embeddings the wrong ids), per-epoch validation kept per stage, and a rerun that
+    retrains nothing."""
+    from isr.encoders.tokenizer import load_tokenizer
+    from isr.eval.table2 import CAPTION_RESULT, run_caption_table2
+
+    src = _source(tmp_path / "src", {"dev": 8, "test": 6})
+    prepare(tmp_path / "out", source=src, progress=False, fit=False)
+    cfg = TrainConfig(epochs=1, batch_size=4, layers=1, dim=16, captions_per_epoch=1,
+                      progress=False, device="cpu", eval_batch_size=8, backbone=str(MINILM),
+                      fast_pool="mean")  # fmt: skip
+    run = tmp_path / "run"
+    res = run_caption_table2(tmp_path / "out", run, cfg, 3, rows=["B w/o", "B->F"],
+                             val_images=4, min_images=2)  # fmt: skip
+    assert (res["train_split"], res["test_split"]) == ("dev", "test")
+    assert (res["n_train_images"], res["n_test_images"]) == (8, 6)
+    assert list(res["recall"]) == ["B w/o", "B->F"]
+    assert [e["stage"] for e in res["epochs"]["B->F"]] == ["base", "shrink-fast"]
+    assert [len(e["val"]) for e in res["epochs"]["B->F"]] == [1, 2]  # 1 + 2 of 3 epochs
+    assert len(load_tokenizer(run / "paper" / "tokenizer")) == len(load_tokenizer(MINILM))
+    fast = json.loads((run / res["rows"]["B->F"] / "config.json").read_text())
+    assert fast["fast_pool"] == "mean"
+    assert json.loads((run / CAPTION_RESULT).read_text())["recall"] == res["recall"]
+    stamp = (run / res["rows"]["B->F"] / "model.safetensors").stat().st_mtime_ns
+    again = run_caption_table2(tmp_path / "out", run, cfg, 3, rows=["B w/o", "B->F"],
+                               val_images=4, min_images=2)  # fmt: skip
+    assert again["recall"] == res["recall"]
+    assert (run / res["rows"]["B->F"] / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(InvalidInput, match="unknown rows"):
+        run_caption_table2(tmp_path / "out", run, cfg, 3, rows=["B"])

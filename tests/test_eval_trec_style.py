@@ -304,3 +304,19 @@ def test_command_line(world_and_bundle, tmp_path: Path) -> None:
     assert [r["ablation"] for r in body["results"]] == ["fast", "exhaustive"]
     bad = CliRunner().invoke(main, [*args[:4], "--out", str(tmp_path / "p"), "--configs", "nope"])
     assert bad.exit_code != 0 and "nope" in bad.output
+
+
+def test_direction_keywords_are_each_directions_own(tmp_path: Path) -> None:
+    from isr.errors import InvalidInput
+    from isr.plugin.pipeline import KeywordOptions
+
+    kw = KeywordOptions(rule="cost", alpha=1.0, gain=0.3)
+    i2t = KeywordOptions(rule="cost", alpha=1.0, gain=0.02, scale=0.5)
+    base = {"data_dir": tmp_path, "split": "test", "bundle_dir": tmp_path, "out_dir": tmp_path}
+    cfg = TrecStyleConfig(**base, keywords=kw, direction_keywords={"i2t": i2t})
+    t, i = cfg.options("full", 5, 10, "t2i").keywords, cfg.options("full", 5, 10, "i2t").keywords
+    assert (t.gain, t.scale, t.r_t, t.r_i) == (0.3, 1.0, 5, 10)
+    assert (i.gain, i.scale, i.r_t, i.r_i) == (0.02, 0.5, 5, 10)
+    assert TrecStyleConfig(**base, keywords=kw).options("full", 3, None, "i2t").keywords.gain == 0.3
+    with pytest.raises(InvalidInput, match="direction_keywords"):
+        TrecStyleConfig(**base, direction_keywords={"x2y": i2t})

@@ -830,5 +830,13 @@ main.lazy = {
     "bench": ("isr.app.eval_cli:bench", "The scale benchmark (10K/100K/1M galleries)."),
 }
 
+assert isinstance(index, IsrGroup)
+index.lazy = {
+    "calibrate-screen": (
+        "isr.app.screen_cli:calibrate_screen_cmd",
+        "Measure the screen's scale and gain on a labelled split; record them.",
+    ),
+}
+
 if __name__ == "__main__":
     main()

@@ -46,7 +46,9 @@ SCREEN_DEFAULTS: dict[str, Any] = {"rule": "cost", "alpha": 1.0, "gain": 0.15, "
 # split) and the gain stop is lower (picked on that dev split: least admitted at >= 99.4% kept).
 # world10k test i2t: kept 99.2% admitting 32.5%, where SCREEN_DEFAULTS keep 85.5% (10.2%) and
 # the paper's R_T 3 90.8% (23.9%). Picked on world10k only: on Flickr's i2t (one caption per
-# image) it keeps 100% admitting 87% where SCREEN_DEFAULTS keep 98.7% admitting 57%.
+# image) it keeps 100% admitting 87% where SCREEN_DEFAULTS keep 98.7% admitting 57%: an index
+# measures its own on a labelled split with `isr index calibrate-screen` (Flickr: scale 0.7,
+# gain 0.15 -> 99.7% / 65.2%; BENCHMARKS.md "Keyword screen (issue 12), session 4").
 SCREEN_DEFAULTS_TEXT: dict[str, Any] = {**SCREEN_DEFAULTS, "gain": 0.02, "scale": 0.667}
 
 

@@ -1,8 +1,9 @@
 """`isr eval screen-curve` and `isr eval train-heads`: the keyword screen measured on its own,
 and the dedicated keyword-head stage (shims: `python eval/screen_curve.py`,
-`python eval/train_heads.py`).
+`python eval/train_heads.py`); `isr index calibrate-screen`: an index's screen scale and gain
+measured on a labelled split and recorded in its keyword defaults.
 
-Entry points: :data:`screen_curve_cmd`, :data:`train_heads_cmd`.
+Entry points: :data:`screen_curve_cmd`, :data:`train_heads_cmd`, :data:`calibrate_screen_cmd`.
 """
 
 from __future__ import annotations
@@ -10,21 +11,26 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
 
-from isr.app.presets import json_object
+from isr.app.presets import json_object, keyword_defaults
 from isr.app.runtime import set_threads
 from isr.encoders.bundle import write_bundle
 from isr.encoders.head_stage import HeadConfig, train_heads
 from isr.encoders.vocabulary import KEYWORDS_FILE, KeywordVocab
 from isr.eval.caption_images import flickr_dir
 from isr.eval.keywords import mean_average_precision
-from isr.eval.screen_curve import _open, screen_curve
+from isr.eval.screen_calibrate import Calibration, calibrate
+from isr.eval.screen_curve import _open, gallery_probs, screen_curve
 from isr.ingest.precomp import PrecompSplit, group_captions, read_captions
+from isr.plugin import EmbeddedIndex
 
-__all__ = ["screen_curve_cmd", "train_heads_cmd"]
+__all__ = [
+    "calibrate_screen_cmd", "calibrate_split", "describe", "screen_curve_cmd", "train_heads_cmd",
+]  # fmt: skip
 
 
 @click.command("screen-curve")
@@ -166,3 +172,117 @@ def train_heads_cmd(
     )  # fmt: skip
     click.echo(f"vocabulary: {len(vocab)} labels (min_images {vocab.min_images})")
     click.echo(f"bundle {write_bundle(done, fast, done / 'bundle')}")
+
+
+@click.command("calibrate-screen")
+@click.argument("path", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    required=True,
+    help="precomp folder holding the labelled split ({split}_ims.npy, {split}_caps.txt)",
+)
+@click.option("--split", default="dev", show_default=True, help="a split the report does not use")
+@click.option(
+    "--caps-per-image",
+    type=int,
+    default=None,
+    help="captions per image in the split (default: captions / images)",
+)
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path, exists=True, file_okay=False),
+    default=None,
+    help="the bundle (or B stage) that encodes the index (default: its recorded bundle_path)",
+)
+@click.option(
+    "--kept",
+    type=float,
+    default=0.994,
+    show_default=True,
+    help="ground truth the screen must keep on the split",
+)
+@click.option("--dry-run", is_flag=True, help="measure and print, record nothing")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="every point, JSON")
+def calibrate_screen_cmd(
+    path: Path,
+    data: Path,
+    split: str,
+    caps_per_image: int | None,
+    bundle: Path | None,
+    kept: float,
+    dry_run: bool,
+    out: Path | None,
+) -> None:
+    """Measure the screen's scale and gain for the index at PATH on a labelled split and record
+    them in its keyword defaults (isr.eval.screen_calibrate; queries of the other modality
+    against the split's items of the index's, the index's other defaults held)."""
+    with EmbeddedIndex.open(path, readonly=dry_run) as idx:
+        cfg = idx.config
+        src = bundle if bundle is not None else cfg.bundle_path
+        if not src:
+            raise click.UsageError(f"{path} records no bundle_path: pass --bundle")
+        stage = _open(Path(src))
+        if stage.keyword_vocab is None:
+            raise click.UsageError(f"{src} has no keyword vocabulary (keywords.json)")
+        images = np.load(data / f"{split}_ims.npy")  # a dev split: small, read whole
+        texts = read_captions(data / f"{split}_caps.txt")
+        c = caps_per_image or len(texts) // max(1, len(images))
+        if c < 1 or len(texts) != c * len(images):
+            raise click.UsageError(
+                f"{data}/{split}: {len(texts)} captions for {len(images)} images is not "
+                f"{c} per image (--caps-per-image)"
+            )
+        r_i = cfg.keywords.get("r_i") or cfg.r_i
+        # the options the scale and gain are picked under: the index's own, or (an index from
+        # before recorded defaults) what `isr index create` records for its modality today
+        base = cfg.keywords or keyword_defaults(None, modality=cfg.modality)
+        cal = calibrate_split(stage, images, texts, c, cfg.modality, base, r_i, kept)
+        click.echo(
+            f"{path} ({cfg.modality} gallery, R_I {r_i}) on {data}/{split} ({len(images)} "
+            f"images, {len(texts)} captions): {describe(cal, kept)}"
+        )
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"measured": cal.measured, "scale": cal.scale,
+                                       "gain": cal.gain, "kept": cal.kept, "admitted": cal.admitted,
+                                       "met": cal.met, "points": cal.points,
+                                       "command": " ".join(["isr index calibrate-screen", *sys.argv[1:]])},
+                                      indent=1))  # fmt: skip
+        if not dry_run:
+            new = idx.set_keyword_defaults({**base, **cal.defaults()})
+            click.echo(f"recorded keyword defaults {new.keywords}")
+
+
+def calibrate_split(
+    stage: Any,
+    images: np.ndarray,
+    texts: list[str],
+    c: int,
+    modality: str,
+    base: dict[str, Any],
+    r_i: int,
+    kept: float,
+) -> Calibration:
+    """The screen's (scale, gain) for a ``modality`` gallery, measured on a labelled split
+    (``images`` with ``c`` captions each, caption t of image t // c) encoded by ``stage``:
+    queries of the other modality, the gallery the split's items of this one; ``base``: the
+    other keyword options, held."""
+    pi, pt = gallery_probs(stage, images, texts)  # (N, L), (N c, L)
+    if modality == "text":  # image queries against captions
+        q, g = pi, pt
+        rel = [np.arange(c * t, c * t + c) for t in range(len(pi))]
+    else:
+        q, g = pt, pi
+        rel = [np.array([t // c]) for t in range(len(pt))]
+    rank = np.argsort(np.argsort(-g, axis=1), axis=1)
+    held = {k: v for k, v in base.items() if k not in ("scale", "gain")}
+    return calibrate(q, rank, rel, r_i, held, kept=kept)
+
+
+def describe(cal: Calibration, kept: float) -> str:
+    return (
+        f"measured s/p {cal.measured:.3f}; picked scale {cal.scale:g}, gain {cal.gain:g}: kept "
+        f"{100 * cal.kept:.2f}%, admitted {100 * cal.admitted:.2f}%"
+        + ("" if cal.met else f" (no point kept {100 * kept:g}%: the most-kept one)")
+    )

@@ -51,6 +51,13 @@ class EncoderConfig:
                     such fragments are max-sim sinks: 48% of caption words took their max on
                     an image code, whose score is the same for every image, so those words
                     carried neither ranking signal nor gradient (BENCHMARKS.md, issue 13).
+    fast_pool:      the fast model's vector (type "fast" only): "first" (the first output token,
+                    Eq. 3 as the paper has it; the saved models before this field) or "mean"
+                    (the masked mean of every output token of the side, then the same
+                    projection). Why: a text tower initialised from all-MiniLM-L6-v2 (trained
+                    with mean pooling) keeps a [CLS] output that is the same for every caption
+                    (pairwise cosine 1.00 after training as B), so an F reading it started at
+                    chance on the caption benchmark (BENCHMARKS.md, issue 13, session 4).
     keyword_head:   the heads' form (:data:`isr.encoders.keyword_heads.KEYWORD_HEADS`):
                     "linear" (the paper's, first token), "attn" or "maxsim" (every fragment).
     """
@@ -73,6 +80,7 @@ class EncoderConfig:
     dropout: float = 0.1
     first_token: Literal["learned", "mean"] = "learned"
     code_input: Literal["learned", "mean"] = "learned"
+    fast_pool: Literal["first", "mean"] = "first"
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     version: int = 1
@@ -108,6 +116,13 @@ class EncoderConfig:
             raise InvalidInput(f"first_token must be 'learned' or 'mean', got {self.first_token!r}")
         if self.code_input not in ("learned", "mean"):
             raise InvalidInput(f"code_input must be 'learned' or 'mean', got {self.code_input!r}")
+        if self.fast_pool not in ("first", "mean"):
+            raise InvalidInput(f"fast_pool must be 'first' or 'mean', got {self.fast_pool!r}")
+        if self.fast_pool != "first" and self.type != "fast":
+            raise InvalidInput(
+                f"fast_pool={self.fast_pool!r} with type {self.type!r}: only a 'fast' encoder "
+                "pools its vector (B and I score every fragment)"
+            )
 
     def replace(self, **changes: Any) -> EncoderConfig:
         return EncoderConfig(**{**asdict(self), **changes})

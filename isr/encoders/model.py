@@ -150,7 +150,10 @@ class DualEncoder(nn.Module):
             token_type_ids=types,
         )
         hs = out.last_hidden_state  # (B, n[+k], H)
-        if self.cfg.type == "fast":
+        if self.cfg.type == "fast" and self.cfg.fast_pool == "mean":  # see EncoderConfig: why
+            m = mask[..., None].to(hs.dtype)  # (B, n, 1)
+            sel, smask = ((hs * m).sum(1) / m.sum(1).clamp(min=1.0))[:, None], mask[:, :1]
+        elif self.cfg.type == "fast":
             sel, smask = hs[:, :1], mask[:, :1]
         else:
             keep = min(n, self.cfg.max_frags)

@@ -8,7 +8,9 @@ Stages (``STAGES``):
 
 - ``inflate``:     I, k code tokens per side, max-sim over fragments incl. codes, margin 0.6.
 - ``shrink-base``: B (no codes) distilled from I: triplet (0.6) + distill, tau_t = tau_s = 12.
-- ``shrink-fast``: F distilled from B: triplet (0.2) + distill, tau_t = 2, tau_s = 12.
+- ``shrink-fast``: F distilled from B: triplet (0.2) + distill, tau_t = 0.5, tau_s = 12 (the
+  paper's tau_t = 2 on our max-sim sums gave near one-hot targets and a weaker F than no
+  distillation at all: BENCHMARKS.md, issue 13, session 4).
 - ``base``, ``fast``: B and F with the triplet loss only (the paper's Table 2 baselines).
 
 Every stage also trains the keyword heads with ASL: the image head on the image's labels, the
@@ -88,6 +90,8 @@ class TrainConfig:
     side's first token the mean of its other inputs; with "learned" a randomly initialised F
     starts collapsed and did not learn (BENCHMARKS.md, issue 13). ``code_input`` likewise
     for the inflated model's code tokens ("mean": each code plus the side's token mean).
+    ``fast_pool``: the fast model's vector, its first output token ("first") or the mean of
+    its output tokens ("mean": what an F on a MiniLM text tower needs; see EncoderConfig).
 
     Shrinking: ``init_from_teacher`` copies every teacher tensor whose name and shape match
     (all but the codes) before distilling. ``device``: "auto" (CUDA when present, with
@@ -113,7 +117,7 @@ class TrainConfig:
     margin_base: float = 0.6
     tau_t_shrink_base: float = 12.0
     tau_s_shrink_base: float = 12.0
-    tau_t_shrink_fast: float = 2.0
+    tau_t_shrink_fast: float = 0.5
     tau_s_shrink_fast: float = 12.0
     distill_weight: float = 1.0
     keyword_weight: float = 1.0
@@ -132,6 +136,7 @@ class TrainConfig:
     dropout: float = 0.1
     first_token: Literal["learned", "mean"] = "mean"
     code_input: Literal["learned", "mean"] = "mean"
+    fast_pool: Literal["first", "mean"] = "first"
     tokenizer_vocab: int = 8000
     val_size: int = 1000
     eval_batch_size: int = 256
@@ -605,6 +610,7 @@ def _model_config(
         n_labels=n_labels,
         dropout=cfg.dropout,
         first_token=cfg.first_token,
+        fast_pool=cfg.fast_pool if type_ == "fast" else "first",
         code_input=cfg.code_input if type_ == "inflated" else "learned",
         **arch,
     )
@@ -620,10 +626,11 @@ def _check_teacher(t: EncoderConfig, s: EncoderConfig, path: Path) -> None:
 
 # Settings a resumed run may change: more epochs (the LR schedule stretches to the new total),
 # and where or how verbosely it runs. ``code_input`` is checked through the saved model config
-# instead (it is "learned" in every model but an inflated one, and absent from older states).
+# instead (it is "learned" in every model but an inflated one, and absent from older states);
+# so is ``fast_pool`` ("first" in every model but a fast one).
 _MAY_CHANGE = (
     "epochs", "progress", "device", "amp", "maxsim_bf16", "eval_batch_size", "teacher_cache_mb",
-    "code_input",
+    "code_input", "fast_pool",
 )  # fmt: skip
 
 

@@ -39,15 +39,25 @@ import numpy as np
 from isr.encoders.bundle import write_bundle
 from isr.encoders.checkpoint import METRICS_FILE, TOKENIZER_DIR
 from isr.encoders.config import read_json, write_json
-from isr.encoders.tokenizer import train_tokenizer
+from isr.encoders.tokenizer import load_tokenizer, train_tokenizer
 from isr.encoders.train import PairedData, TrainConfig, run_recipe, train_stage
 from isr.encoders.vocabulary import KeywordVocab
 from isr.errors import InvalidInput
+from isr.eval.caption_images import INFO_FILE, SPLITS, paired_split, training_splits
 from isr.eval.encoder_eval import evaluate_stage, keyword_report, throughput
 from isr.eval.report import markdown_table
 from isr.ingest.training_data import load_paired
 
-__all__ = ["CHAINS", "ROWS", "Table2Result", "matched_rows", "run_table2", "train_chain"]
+__all__ = [
+    "CAPTION_ORDER",
+    "CHAINS",
+    "ROWS",
+    "Table2Result",
+    "matched_rows",
+    "run_caption_table2",
+    "run_table2",
+    "train_chain",
+]
 
 CHAINS: tuple[str, ...] = ("paper", "plain")
 # Row name -> stage directory relative to the run directory (the paper's Table 2 order).
@@ -300,11 +310,15 @@ def format_tables(res: Table2Result) -> str:
 
 
 def _shared_tokenizer(cfg: TrainConfig, train: PairedData, run_dir: Path) -> Path:
-    """``paper/tokenizer``: trained once, then read by every stage of both chains (the paper
+    """``paper/tokenizer``: trained once (or, with a backbone, the backbone's own: its
+    embeddings are indexed by its ids), then read by every stage of both chains (the paper
     recipe finds it in place and keeps it)."""
     tok_dir = run_dir / "paper" / TOKENIZER_DIR
     if not tok_dir.is_dir():
-        tok = train_tokenizer(train.row_captions(), cfg.tokenizer_vocab)
+        if cfg.backbone is not None:
+            tok = load_tokenizer(Path(cfg.backbone))
+        else:
+            tok = train_tokenizer(train.row_captions(), cfg.tokenizer_vocab)
         tmp = tok_dir.with_name(TOKENIZER_DIR + ".tmp")
         tok.save_pretrained(str(tmp))
         tmp.rename(tok_dir)
@@ -315,3 +329,81 @@ def _stage_seconds(stage_dir: Path) -> float:
     """Seconds the stage's epochs took (training and per-epoch validation), from its log."""
     hist = read_json(stage_dir / METRICS_FILE)["history"]
     return float(sum(row["seconds"] for row in hist))
+
+
+# The order caption rows are trained in: the cheap rows first, so a cut-short run still
+# holds B w/o, F w/o and B->F.
+CAPTION_ORDER: tuple[str, ...] = ("B w/o", "F w/o", "B->F", "I", "I->B", "I->B->F")
+CAPTION_RESULT = "table2_captions.json"
+
+
+def run_caption_table2(
+    data_dir: Path,
+    run_dir: Path,
+    cfg: TrainConfig,
+    total_epochs: int,
+    *,
+    rows: Sequence[str] = CAPTION_ORDER,
+    val_images: int = 200,
+    min_images: int = 10,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Table 2 at matched total epochs on a caption-described-image folder (written by
+    ``isr eval make-caption-images``), e.g. Flickr30K's captions with the MiniLM text tower.
+
+    Trains on the folder's training split and holds out another
+    (:func:`isr.eval.caption_images.training_splits`: train + dev, else dev + test); the
+    first ``val_images`` images of the held-out split give the per-epoch recall (logged, no
+    checkpoint chosen by it) and all of it the final recall. Keyword targets come from all
+    five captions of the source file each split records. Rows train in ``rows`` order, each
+    evaluated as soon as it is trained; the result (rows, recall, per-epoch validation of
+    every stage of a row) is rewritten into ``run_dir/table2_captions.json`` after each row,
+    so a cut-short run keeps what finished, and a rerun resumes (finished rows are read back).
+    """
+    bad = [r for r in rows if r not in ROWS]
+    if bad:
+        raise InvalidInput(f"unknown rows {bad}: expected some of {list(ROWS)}")
+    data_dir, run_dir = Path(data_dir), Path(run_dir)
+    info = read_json(data_dir / INFO_FILE)
+    tr_split, held = training_splits([sp for sp in SPLITS if sp in info])
+    train, vocab = paired_split(
+        data_dir, tr_split, Path(info[tr_split]["source"]), min_images=min_images
+    )
+    test, _ = paired_split(data_dir, held, Path(info[held]["source"]), vocab=vocab)
+    val = test.select(np.arange(min(val_images, len(test))))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir / CAPTION_RESULT
+    res: dict[str, Any] = read_json(out) if out.exists() else {}
+    res.update(
+        {
+            "data_dir": str(data_dir),
+            "train_split": tr_split,
+            "test_split": held,
+            "validation": f"per epoch: the first {len(val)} images of the {held} split "
+            f"(never trained on; no checkpoint chosen); final: all {len(test)} of them",
+            "train_config": cfg.to_dict(),
+            "total_epochs": total_epochs,
+            "n_train_images": len(train),
+            "n_test_images": len(test),
+            "n_labels": len(vocab),
+            "command": " ".join(sys.argv),
+        }
+    )
+    res.setdefault("recall", {})
+    res.setdefault("epochs", {})
+    plans = matched_rows(total_epochs)
+    for name in rows:
+        dirs = train_matched(
+            total_epochs, cfg, train, val, vocab, run_dir, res["command"], rows=[name]
+        )
+        res.setdefault("rows", {})[name] = dirs[name]
+        res["epochs"][name] = [
+            {"stage": st, "dir": _matched_dir(plans[name][: i + 1]),
+             "val": [h["val"] for h in read_json(
+                 run_dir / _matched_dir(plans[name][: i + 1]) / METRICS_FILE)["history"]]}
+            for i, (st, _) in enumerate(plans[name])
+        ]  # fmt: skip
+        if evaluate and name not in res["recall"]:
+            res["recall"][name] = evaluate_stage(run_dir / dirs[name], test)
+        write_json(out, res)
+    return res

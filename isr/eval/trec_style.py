@@ -94,6 +94,9 @@ class TrecStyleConfig:
     r_i: int = 15
     r_t: int = 3
     keywords: KeywordOptions = field(default_factory=KeywordOptions)
+    # a direction's own keyword options (e.g. an i2t caption gallery's calibrated scale and
+    # gain, isr.eval.screen_calibrate), else ``keywords``
+    direction_keywords: dict[str, KeywordOptions] = field(default_factory=dict)
     r_i_sweep: tuple[int, ...] = (5, 10, 15)
     r_t_sweep: tuple[int, ...] = (1, 2, 3, 5)
     sweep_config: str = "keywords+exhaustive"
@@ -133,17 +136,23 @@ class TrecStyleConfig:
             raise InvalidInput(f"depth must be >= {max(CUTS)} (R@10, nDCG@10), got {self.depth}")
         if self.max_queries is not None and self.max_queries < 1:
             raise InvalidInput(f"max_queries must be >= 1 or None, got {self.max_queries}")
+        bad = [d for d in self.direction_keywords if d not in DIRECTIONS]
+        if bad:
+            raise InvalidInput(f"direction_keywords: {bad} not in {DIRECTIONS}")
         for ablation in (*self.run_configs(), self.sweep_config):
             self.options(ablation, self.r_t)  # SearchOptions validates the stage settings
 
-    def options(self, ablation: str, r_t: int, r_i: int | None = None) -> SearchOptions:
-        """``keywords`` (text mode, rule) with this R_T and a query-time R_I."""
+    def options(
+        self, ablation: str, r_t: int, r_i: int | None = None, direction: str = "t2i"
+    ) -> SearchOptions:
+        """The direction's keyword options (text mode, rule) with this R_T and a query-time R_I."""
+        kw = self.direction_keywords.get(direction, self.keywords)
         return SearchOptions.for_ablation(
             ablation,
             size=self.depth,
             num_candidates=self.num_candidates,
             rerank_window=self.rerank_window,
-            keywords=replace(self.keywords, r_t=r_t, r_i=r_i),
+            keywords=replace(kw, r_t=r_t, r_i=r_i),
             with_source=False,
         )
 
@@ -336,7 +345,7 @@ def _evaluate_config(
     r_i_at: int | None = None,
 ) -> ConfigResult:
     r_i = r_i_at if r_i_at is not None else index.config.r_i
-    opt = cfg.options(ablation, r_t, r_i)
+    opt = cfg.options(ablation, r_t, r_i, d.name)
     screened = opt.use_keywords
     tag = ablation + (f".ri{r_i}.rt{r_t}" if screened else "")
     run, st = _run_one(index, d, opt, row_of, f"{d.name} {tag}", cfg.progress)

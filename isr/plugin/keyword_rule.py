@@ -24,7 +24,8 @@ head's p is the chance that the query's item has the label, the stops want the c
 matching gallery document stores it. For an image query against captions those differ by the
 share of an image's captions naming a label it has (~0.67 on world10k, measured on dev): with
 scale 1 the confident image head stops after one or two labels and keeps 85% of the relevant
-captions; at 0.67 it keeps 99.5% (BENCHMARKS.md, issue 12 session 3).
+captions; at 0.67 it keeps 99.5% (BENCHMARKS.md, issue 12 session 3). The share belongs to the
+gallery: ``isr index calibrate-screen`` measures an index's scale and gain on a labelled split.
 
 The option names and their checks (:data:`KEYWORD_FIELDS`, :func:`check_keyword_options`) live
 here too, so that a query's options (``KeywordOptions``) and an index's recorded defaults

@@ -32,7 +32,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -662,6 +662,21 @@ class EmbeddedIndex:
         self._terms = self.table.terms()
         self._term_of = None
         self._pending, self._pending_deletes = [], set()
+
+    def set_keyword_defaults(self, keywords: Mapping[str, Any]) -> IndexConfig:
+        """Record new default keyword options (``IndexConfig.keywords``; a query's own still
+        win; readers opened later see them). Checked like the creator's, committed to the
+        document table (the truth), then to manifest.json. Refused while writes are pending:
+        the configuration row would commit them half-way."""
+        self._writable()
+        if self._pending_or_deletes():
+            raise Conflict(f"{self.path}: commit or roll back the pending writes first")
+        config = replace(self.config, keywords=dict(keywords))  # validates
+        self.table.set_meta(config=config.to_json())
+        self.table.commit()
+        self.config = config
+        self._write_manifest()
+        return config
 
     def _write_manifest(self) -> None:
         write_manifest(
