@@ -117,7 +117,8 @@ class Encoded:
     keywords:  B ranked keyword lists (labels + probabilities).
 
     Construction validates shapes and values (finite, non-zero norms, at least one
-    fragment per item) and L2-normalises vectors, so a backend can trust it.
+    fragment per item) and L2-normalises vectors, so a backend can trust it. A float32
+    array that is unit already is held as given, not copied (do not write to it after).
     """
 
     fast: np.ndarray
