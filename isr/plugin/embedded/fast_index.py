@@ -419,7 +419,9 @@ class FastIndex:
             crc = zlib.crc32(f.read())
             os.fsync(f.fileno())
         os.replace(tmp, self.path / name)
-        atomic_write_bytes(self.path / crc_name, f"{crc}\n".encode())  # fsyncs the directory
+        crc_tmp = self.path / (crc_name + ".tmp")  # renamed at once: a narrow window for a kill
+        crc_tmp.write_text(f"{crc}\n")
+        os.replace(crc_tmp, self.path / crc_name)
 
     def take(self, n_rows: int) -> None:
         """Reader: make committed rows up to n_rows searchable without touching the graph
