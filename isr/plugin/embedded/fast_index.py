@@ -204,15 +204,16 @@ def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
 log = logging.getLogger("isr.index")
 
 
-def _crc_file(path: Path) -> int | None:
-    """The recorded checksum of a derived index file (the graph snapshot, the PQ copy); None:
-    none recorded; -1: unreadable (which fails every comparison: the file is not trusted)."""
+def _crc_file(path: Path) -> frozenset[int] | None:
+    """The checksums a derived index file (the graph snapshot, the PQ copy) may have: one, or
+    two while a new file replaces the old (see :meth:`FastIndex._write_checked`); None: none
+    recorded; empty: unreadable (which matches no file: the file is not trusted)."""
     try:
-        return int(path.read_text().strip())
+        return frozenset(int(x) for x in path.read_text().split())
     except FileNotFoundError:
         return None
     except (ValueError, UnicodeDecodeError):
-        return -1
+        return frozenset()
 
 
 TAIL_MAX = 20_000  # rows a refreshing reader scores exactly before it rebuilds the graph aside
@@ -294,7 +295,7 @@ class FastIndex:
         if not file.exists() or crc is None:
             return None
         data = file.read_bytes()
-        if crc != zlib.crc32(data):  # derived data: rebuilt at the next snapshot
+        if zlib.crc32(data) not in crc:  # derived data: rebuilt at the next snapshot
             log.warning("%s fails its checksum; searching without it", file)
             return None
         try:
@@ -332,7 +333,7 @@ class FastIndex:
         file = self.path / self.HNSW
         if file.exists():
             crc = _crc_file(self.path / self.HNSW_CRC)
-            if crc is not None and crc != zlib.crc32(file.read_bytes()):
+            if crc is not None and zlib.crc32(file.read_bytes()) not in crc:
                 # derived data: a damaged snapshot is rebuilt from the vectors, not trusted
                 log.warning(
                     "%s fails its checksum; rebuilding the graph from %s", file, self.VECTORS
@@ -408,20 +409,23 @@ class FastIndex:
             self.calibrate()  # the index doubled since the last measurement (or never had one)
 
     def _write_checked(self, index: faiss.Index, name: str, crc_name: str) -> None:
-        """Write a derived FAISS index (the graph, the PQ copy) and its checksum atomically: a
-        crash keeps the previous pair. A crash (or a reader opening) between the two renames
-        finds a file that fails its checksum, which costs a rebuild, never a wrong index. The
-        checksum goes last: a reader that watches it for a newer PQ copy
-        (:meth:`take`) then always finds the file it names."""
+        """Write a derived FAISS index (the graph, the PQ copy) and its checksum so that a crash
+        at any step leaves a file its checksum file accepts: the checksum file first lists the
+        old file's checksum and the new one's, then the file is renamed into place, then the
+        list is cut to the new one. (One rename after the other left a window in which a kill
+        kept the new file with the old checksum: a needless rebuild, and a check that failed.)
+        A reader watching the checksum file for a newer PQ copy (:meth:`take`) may reload the
+        old copy once at the first step; it always finds a file the list accepts."""
         tmp = self.path / (name + ".tmp")
         faiss.write_index(index, str(tmp))
         with open(tmp, "rb") as f:
             crc = zlib.crc32(f.read())
             os.fsync(f.fileno())
+        old = _crc_file(self.path / crc_name) if (self.path / name).exists() else None
+        both = sorted((old or frozenset()) | {crc})
+        atomic_write_bytes(self.path / crc_name, "".join(f"{c}\n" for c in both).encode())
         os.replace(tmp, self.path / name)
-        crc_tmp = self.path / (crc_name + ".tmp")  # renamed at once: a narrow window for a kill
-        crc_tmp.write_text(f"{crc}\n")
-        os.replace(crc_tmp, self.path / crc_name)
+        atomic_write_bytes(self.path / crc_name, f"{crc}\n".encode())  # fsyncs the directory
 
     def take(self, n_rows: int) -> None:
         """Reader: make committed rows up to n_rows searchable without touching the graph
