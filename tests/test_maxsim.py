@@ -258,6 +258,7 @@ def test_int8_path_equals_the_float_path(tmp_path: Path, monkeypatch: pytest.Mon
     """sq8 codes scored in int8 (the CPU default) give the float32 kernel's scores and ranking."""
     from isr.plugin.store import maxsim as ms
 
+    monkeypatch.setattr(ms, "int8_fast", lambda: True)  # the int8 path, whatever this CPU is
     rng = np.random.default_rng(13)
     store = filled_store(tmp_path, rng, 300, 8, "sq8")  # padded rows: the mask path too
     q, qm = unit(rng, 7), np.array([True, True, True, False, True, True, True])
@@ -266,7 +267,7 @@ def test_int8_path_equals_the_float_path(tmp_path: Path, monkeypatch: pytest.Mon
     sc = MaxSimScorer(device="cpu", chunk_rows=32)
     fast_rows = sc.score_rows(q, qm, store, rows)
     fast_s, fast_r = sc.exhaustive(q, qm, store, 25)
-    monkeypatch.setattr(ms, "INT8_CPU", False)
+    monkeypatch.setattr(ms, "int8_fast", lambda: False)
     slow_rows = sc.score_rows(q, qm, store, rows)
     slow_s, slow_r = sc.exhaustive(q, qm, store, 25)
     np.testing.assert_allclose(fast_rows, slow_rows, rtol=1e-6, atol=2e-6)
@@ -275,3 +276,29 @@ def test_int8_path_equals_the_float_path(tmp_path: Path, monkeypatch: pytest.Mon
     frags, mask = store.gather(rows)
     np.testing.assert_allclose(fast_rows, naive(q, qm, frags, mask), rtol=1e-5, atol=1e-5)
     store.close()
+
+
+@pytest.mark.skipif(not INT8_CPU, reason="this torch has no CPU int8 GEMM (torch._int_mm)")
+def test_int8_is_chosen_by_the_cpu_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 scoring only where its GEMM is fast: never below AVX-512 (torch's scalar fallback
+    there was 17x slower than float32), timed above it; ISR_CPU_INT8 overrides both ways."""
+    from isr.plugin.store import maxsim as ms
+
+    calls: list[int] = []
+
+    def timed(rounds: int = 5) -> bool:
+        calls.append(rounds)
+        return True
+
+    monkeypatch.setattr(ms, "_int8_timed_faster", timed)
+    cases = [("AVX2", "auto", False), ("AVX512", "auto", True), ("AVX2", "on", True),
+             ("AVX512", "off", False), ("DEFAULT", "bogus", False)]  # fmt: skip
+    try:
+        for capability, env, want in cases:
+            monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda c=capability: c)
+            monkeypatch.setenv(ms.INT8_ENV, env)
+            ms.int8_fast.cache_clear()
+            assert ms.int8_fast() is want, (capability, env)
+    finally:
+        ms.int8_fast.cache_clear()  # the next caller decides for the real CPU
+    assert calls == [5]  # timed once: AVX-512 on auto

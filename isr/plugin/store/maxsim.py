@@ -12,7 +12,8 @@ On the CPU, sq8 codes are scored without decoding them (:class:`Int8Query`): the
 to int8, meet the query split into three int8 rows per fragment (hi, mid, lo: 24 bits of it) in
 one integer GEMM per candidate block (``torch._int_mm``, VNNI/AMX through oneDNN where the CPU
 has them), whose exact int32 sums recombine to the float32 result within float32 rounding; the
-gathered codes are read once, with no float copy of them.
+gathered codes are read once, with no float copy of them. On CPUs without fast int8 kernels
+(:func:`int8_fast`) the codes go through the float32 GEMM instead.
 
 On CUDA the store's compact codes are copied to the device and decoded there
 (:meth:`FragmentCodec.decode_torch`), so only code bytes cross PCIe. CPU and CUDA run the same
@@ -22,6 +23,10 @@ up to float rounding of near-ties.
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
@@ -33,7 +38,9 @@ from isr.errors import InvalidInput
 from isr.plugin.store.codecs import FragmentCodec
 from isr.plugin.store.fragments import FragmentStore
 
-__all__ = ["INT8_CPU", "Int8Query", "MaxSimScorer", "maxsim"]
+__all__ = ["INT8_CPU", "Int8Query", "MaxSimScorer", "int8_fast", "maxsim"]
+
+log = logging.getLogger(__name__)
 
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 CPU_CHUNK = 256
@@ -117,6 +124,47 @@ def _int_mm_works() -> bool:
 
 
 INT8_CPU = _int_mm_works()
+INT8_ENV = "ISR_CPU_INT8"  # "auto" (default), "on" or "off": whether sq8 codes are scored in int8
+
+
+@functools.cache
+def int8_fast() -> bool:
+    """Whether the int8 GEMM is the faster way to score sq8 codes on this CPU (decided once).
+
+    torch._int_mm is fast where oneDNN has int8 kernels for the CPU (AVX-512 VNNI, AMX), and a
+    scalar fallback elsewhere: on an AVX2-only AMD EPYC, (36 x 128) @ (128 x 8,192) took 61 ms
+    against 3.6 ms for the float32 GEMM (BENCHMARKS.md, issue 16, session 7), which made the
+    1M rerank 48 ms. So: "off" below AVX-512 (torch.backends.cpu.get_cpu_capability), else both
+    GEMMs timed at the rerank's shape (interleaved, best of 5) and the faster kept. The
+    ISR_CPU_INT8 environment variable ("on" / "off") overrides the choice.
+    """
+    if not INT8_CPU:
+        return False
+    env = os.environ.get(INT8_ENV, "auto").strip().lower()
+    if env in ("on", "off"):
+        return env == "on"
+    if env != "auto":
+        log.warning("%s=%r is not one of auto, on, off: using auto", INT8_ENV, env)
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    return _int8_timed_faster()
+
+
+def _int8_timed_faster(rounds: int = 5) -> bool:
+    """Times both GEMMs at the rerank's shape (36 query rows, 256 candidates x 32 fragments)."""
+    g = torch.Generator().manual_seed(0)
+    q8 = torch.randint(-127, 128, (36, 128), dtype=torch.int8, generator=g)
+    c8 = torch.randint(-127, 128, (256 * 32, 128), dtype=torch.int8, generator=g)
+    qf, cf = q8.float(), c8.float()
+    best = {"int8": float("inf"), "float": float("inf")}
+    for _ in range(rounds):
+        for name, f in (("int8", lambda: torch._int_mm(q8, c8.T)), ("float", lambda: qf @ cf.T)):
+            t = time.perf_counter()
+            f()
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best["int8"] < best["float"]
+
+
 _LEVEL = 254.0  # each level's residual, in [-0.5, 0.5], times this fits int8's [-127, 127]
 
 
@@ -167,7 +215,7 @@ class Int8Query:
 
 
 def _int8_path(codec: FragmentCodec, device: torch.device, dtype: torch.dtype) -> bool:
-    return INT8_CPU and device.type == "cpu" and dtype == torch.float32 and codec.name == "sq8"
+    return device.type == "cpu" and dtype == torch.float32 and codec.name == "sq8" and int8_fast()
 
 
 def _scoring_query(
