@@ -41,7 +41,7 @@ import torch
 from isr.encoders.record import Encoded
 from isr.eval.ablations import recall_at
 from isr.eval.plaid_peer import PlaidPeer
-from isr.plugin import EmbeddedIndex, SearchOptions, maxsim, search
+from isr.plugin import EmbeddedIndex, SearchOptions, int8_fast, maxsim, search
 
 __all__ = ["PeerRow", "run_peers"]
 
@@ -261,6 +261,7 @@ def run_peers(
         "scan_gb_s_p50": float(np.median(scan_gbs)) if scan_gbs else float("nan"),
         "scan_row_bytes": row_bytes,
         "rerank_ms_p50": rr,
+        "rerank_path": "int8" if int8_fast() else "float32",  # the scorer's path on this CPU
         "rerank_same_flops_mm_ms": mm,
         "rerank_pct_of_matmul": 100.0 * mm / rr if rr else float("nan"),
         "load_start": load_start,
@@ -300,7 +301,8 @@ def render(res: dict[str, Any], command: str = "") -> str:
         f"kNN methods the planner chose for `full`: {res['plans']}; cost model: {res['knn_cost']}.",
         f"Exact filtered scan (in place, {res['scan_row_bytes']} B per admitted row): "
         f"{res['scan_gb_s_p50']:.2f} GB/s p50 over the admitted rows (CPU time).",
-        f"Rerank of the window through the scorer (gather + int8 max-sim): "
+        f"Rerank of the window through the scorer (gather + "
+        f"{res.get('rerank_path', 'int8')} max-sim): "
         f"{res['rerank_ms_p50']:.3f} ms CPU p50 (random rows); a float32 matmul of the same flops "
         f"{res['rerank_same_flops_mm_ms']:.3f} ms: {res['rerank_pct_of_matmul']:.0f}%.",
     ]

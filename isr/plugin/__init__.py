@@ -51,7 +51,7 @@ from isr.plugin.writer import INGEST_KEY, EsOptions, IndexWriter, is_url
 
 if TYPE_CHECKING:  # loaded on first use, below: they import torch and the Elasticsearch client
     from isr.plugin.es.backend import EsBackend
-    from isr.plugin.store.maxsim import MaxSimScorer, maxsim
+    from isr.plugin.store.maxsim import MaxSimScorer, int8_fast, maxsim
     from isr.plugin.targets import (
         check_target,
         create_writer,
@@ -67,6 +67,7 @@ _LAZY = {
     "EsBackend": "isr.plugin.es.backend",
     "MaxSimScorer": "isr.plugin.store.maxsim",
     "maxsim": "isr.plugin.store.maxsim",
+    "int8_fast": "isr.plugin.store.maxsim",
     "check_target": "isr.plugin.targets",
     "create_writer": "isr.plugin.targets",
     "open_backend": "isr.plugin.targets",
@@ -115,6 +116,7 @@ __all__ = [
     "check_target",
     "create_writer",
     "id_problem",
+    "int8_fast",
     "is_url",
     "maxsim",
     "open_backend",
