@@ -14,7 +14,17 @@ ES_NODE := tools/es/node.sh
 ES_PORT ?= 9250
 ES_TEST_PORT ?= 9251
 
+# set-up writes ~6.5 GB into .venv (torch's CUDA build and its nvidia wheels) and unpacks wheels
+# beside it: check the disk first, so a full one fails here with a message and not half-way
+# through pip with ENOSPC (a CI run of stop 21 did, on a disk filled by benchmark galleries)
+MIN_FREE_GB ?= 10
+
 $(STAMP): pyproject.toml
+	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	  if test -x $(PY) && $(PY) -c "import torch" 2>/dev/null; then :; \
+	  elif test "$$free" -lt $(MIN_FREE_GB); then \
+	    echo "set-up needs ~$(MIN_FREE_GB) GB free for $(VENV) (torch==2.13.0 is PyPI's CUDA build); $$free GB free on $$(df -P . | awk 'NR==2 {print $$6}'): free some (or MIN_FREE_GB=<n>) and rerun" >&2; \
+	    exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==2.13.0"
