@@ -20,10 +20,10 @@ ES_TEST_PORT ?= 9251
 MIN_FREE_GB ?= 10
 
 $(STAMP): pyproject.toml
-	@free=$$(df -Pk . | awk 'NR==2 {print int($$4 / 1048576)}'); \
+	@mkdir -p "$$(dirname $(VENV))"; set -- $$(df -Pk "$$(dirname $(VENV))" | awk 'NR==2 {print int($$4 / 1048576), $$6}'); \
 	  if test -x $(PY) && $(PY) -c "import torch" 2>/dev/null; then :; \
-	  elif test "$$free" -lt $(MIN_FREE_GB); then \
-	    echo "set-up needs ~$(MIN_FREE_GB) GB free for $(VENV) (torch==2.13.0 is PyPI's CUDA build); $$free GB free on $$(df -P . | awk 'NR==2 {print $$6}'): free some (or MIN_FREE_GB=<n>) and rerun" >&2; \
+	  elif test "$$1" -lt $(MIN_FREE_GB); then \
+	    echo "set-up needs ~$(MIN_FREE_GB) GB free for $(VENV) (torch==2.13.0 is PyPI's CUDA build); $$1 GB free on $$2: free some (or MIN_FREE_GB=<n>) and rerun" >&2; \
 	    exit 1; fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip

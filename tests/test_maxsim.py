@@ -255,7 +255,8 @@ def test_exhaustive_many_equals_one_query_at_a_time(tmp_path: Path, codec: str) 
 
 @pytest.mark.skipif(not INT8_CPU, reason="this torch has no CPU int8 GEMM (torch._int_mm)")
 def test_int8_path_equals_the_float_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """sq8 codes scored in int8 (the CPU default) give the float32 kernel's scores and ranking."""
+    """sq8 codes scored in int8 (where the CPU has fast int8 kernels) give the float32 kernel's
+    scores and ranking."""
     from isr.plugin.store import maxsim as ms
 
     monkeypatch.setattr(ms, "int8_fast", lambda: True)  # the int8 path, whatever this CPU is

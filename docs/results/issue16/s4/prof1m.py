@@ -3,7 +3,8 @@ preloaded as `isr serve` does (session 3's exact-scan profile and session 4's co
 one script). Each stage is the pipeline's own call, timed with thread_time, the query's rows met
 cold; "search()" is then the real call on the same query (its rows warm).
 usage: prof1m.py [nq] [compressed|exact] [gallery]; env PQ=<a PQ copy's file> ALPHA=<window factor>
-try other settings of the compressed method"""
+try other settings of the compressed method; RERANK=scorer times the rerank as the scorer runs it
+(score_rows: float32 on CPUs without fast int8 kernels, session 7) instead of Int8Query directly"""
 import array, os, sys, time
 from collections import defaultdict
 from pathlib import Path
@@ -29,6 +30,7 @@ if os.environ.get("PQ"):
 if os.environ.get("ALPHA"):
     fast_index.COMPRESSED_ALPHA = float(os.environ["ALPHA"])
 print("pq", fi.pq is not None and (fi.pq.M, fi.pq.ntotal), "alpha", fast_index.COMPRESSED_ALPHA, flush=True)
+SCORER = os.environ.get("RERANK", "int8") == "scorer"
 base = SearchOptions(knn_method=method)
 tt = time.thread_time
 T = defaultdict(list)
@@ -79,14 +81,21 @@ def run(i, rec):
     c8 = tt()
     sc_ = idx.scorer
     qt, qmt = sc_._query(q.fragments[0], q.mask[0], idx.fragments.d)
-    prep = Int8Query(qt[qmt], idx.fragments.codec.affine())
-    c9 = tt()
-    gat = mx = 0.0; out = []
-    for j in range(0, len(keys), 256):
-        a = tt(); codes, cnt = idx.fragments.gather_codes(keys[j:j+256]); b = tt()
-        out.append(prep.maxima(torch.from_numpy(codes), None).sum(0).numpy()); gat += b - a; mx += tt() - b
-    c10 = tt()
-    ms = np.concatenate(out); o = np.argsort(-ms, kind="stable")[:10]
+    if SCORER:  # the gather alone first (for scale), then the scorer's own rerank
+        c9 = tt()
+        a = tt(); idx.fragments.gather_codes(keys); gat = tt() - a
+        b = tt(); ms = sc_.score_rows(q.fragments[0], q.mask[0], idx.fragments, keys); mx = tt() - b
+        c10 = tt()  # rr_maxsim = score_rows (its own gather included); rr_glue ~0
+    else:
+        prep = Int8Query(qt[qmt], idx.fragments.codec.affine())
+        c9 = tt()
+        gat = mx = 0.0; out = []
+        for j in range(0, len(keys), 256):
+            a = tt(); codes, cnt = idx.fragments.gather_codes(keys[j:j+256]); b = tt()
+            out.append(prep.maxima(torch.from_numpy(codes), None).sum(0).numpy()); gat += b - a; mx += tt() - b
+        c10 = tt()
+        ms = np.concatenate(out)
+    o = np.argsort(-ms, kind="stable")[:10]
     docs = idx.fetch(None, keys[o], True)
     c11 = tt()
     r = search(idx, q, base)

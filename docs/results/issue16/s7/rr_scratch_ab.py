@@ -1,3 +1,8 @@
+"""One-process A/B harness for the CPU rerank: main's float path written out inline ("old")
+against the scorer's `score_rows` ("new"), alternating per query, the same rows, scores checked
+equal. Session 7 ran it with an uncommitted variant of `score_rows` (per-thread reused gather,
+decode and similarity buffers) as "new": slower, not kept; on main both sides are the same code.
+usage: rr_scratch_ab.py <gallery>"""
 import sys, time, numpy as np, torch
 torch.set_num_threads(1)
 from isr.plugin import EmbeddedIndex
