@@ -14,7 +14,9 @@ from isr.plugin import backend
 from isr.plugin.config import IndexConfig
 from isr.plugin.embedded import fast_index
 from isr.plugin.embedded.fast_index import FastIndex, KnnCost
+from isr.plugin.embedded.keyword_pq import KeywordPQ
 from isr.plugin.pipeline import SearchOptions
+from isr.plugin.store.rowfile import RowFile
 
 N, D = 4000, 48
 
@@ -238,97 +240,161 @@ def _recall(got: np.ndarray, want: np.ndarray) -> float:
     return len(set(got.tolist()) & set(want.tolist())) / max(len(want), 1)
 
 
-def test_compressed_against_brute_force_persisted_and_over_a_tail(
+V = 12  # labels in the compressed tests' vocabulary
+
+
+def _labels(fi: FastIndex, path: Path, n: int, seed: int = 3) -> np.ndarray:
+    """Attach a label file of n rows (3 distinct labels of V per row) to fi, as an index does."""
+    rng = np.random.default_rng(seed)
+    lab = np.argsort(rng.random((n, V)), axis=1)[:, :3].astype(np.int32)
+    rf = RowFile(path / "labels.i32", np.int32, (3,), 0)
+    rf.append(lab)
+    rf.sync()
+    rf.committed()
+    fi.labels = rf
+    return lab
+
+
+def _screen(lab: np.ndarray, labels: list[int]) -> np.ndarray:
+    return np.flatnonzero(np.isin(lab, labels).any(axis=1))
+
+
+def test_compressed_against_brute_force_and_over_a_tail(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # windows of a quarter of the index or more (alpha k / share): part of it, not all
-    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_WINDOW", N // 4)
+    # the lists' PQ estimates keep 5k rows (the default factor) without the floor of 1,000
+    # (most of a label's ~1,000 rows here), so the quantiser's ranking is what is tested
+    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_KEEP", 0)
     fi, x = _fast_index(tmp_path / "f", "sq8")
     rng = np.random.default_rng(11)
     q = _unit(rng, 1)[0]
-    assert fi.pq is None  # below COMPRESSED_MIN_ROWS: no copy, the exact scan answers
-    assert fi.search(q, 10, 64, None, method="compressed").method == "exact"
+    assert fi.pq is None and not fi.build_compressed()  # no labels attached: no copy
+    lab = _labels(fi, tmp_path / "f", N)
+    assert fi.search(q, 10, 64, BitMap([1, 2]), method="compressed", labels=[0]).method == "exact"
     assert fi.build_compressed()
-    assert (tmp_path / "f" / FastIndex.PQ).exists() and fi.pq.ntotal == N
+    assert fi.pq.rows == N and fi.pq.entries == 3 * N and fi.pq.base.pq.M == D // 2
+    assert fi.pq.list_rows([0, 1]) == len(_screen(lab, [0])) + len(_screen(lab, [1]))
     recalls = []
-    for share in (0.05, 0.3, 1.0):
-        for _ in range(8):
-            q = _unit(rng, 1)[0]
-            rows = np.flatnonzero(rng.random(N) < share) if share < 1 else np.arange(N)
-            allowed = None if share == 1.0 else BitMap(rows.astype(np.uint32))
-            want = _brute(x, q, 20, rows)
-            got = fi.search(q, 20, 64, allowed, method="compressed")
-            assert got.method == "compressed"
-            assert set(got.rows.tolist()) <= set(rows.tolist())  # admitted rows only
-            np.testing.assert_allclose(got.scores, x[got.rows] @ q, rtol=1e-5, atol=1e-6)
-            assert np.all(np.diff(got.scores) <= 0)  # best first
-            recalls.append(_recall(got.rows, want))
+    for labels in ([0], [1, 5], [2, 3, 7, 9]):
+        for narrower in (False, True):
+            for _ in range(4):
+                q = _unit(rng, 1)[0]
+                rows = _screen(lab, labels)
+                if narrower:  # another filter on top: 70% of the screen's rows
+                    rows = rows[rng.random(rows.shape[0]) < 0.7]
+                allowed = BitMap(rows.astype(np.uint32))
+                want = _brute(x, q, 20, rows)
+                got = fi.search(q, 20, 64, allowed, method="compressed", labels=labels)
+                assert got.method == "compressed"
+                assert set(got.rows.tolist()) <= set(rows.tolist())  # admitted rows only
+                np.testing.assert_allclose(got.scores, x[got.rows] @ q, rtol=1e-5, atol=1e-6)
+                assert np.all(np.diff(got.scores) <= 0)  # best first
+                recalls.append(_recall(got.rows, want))
     assert np.mean(recalls) >= 0.95 and min(recalls) >= 0.8, recalls
-    fi.close()
-    # a reader loads the written copy; rows past it (a copy of 3000 rows) are scored exactly
-    reader = FastIndex(tmp_path / "f", fi.config, N, readonly=True)
-    assert reader.pq is not None and reader.pq.ntotal == N
-    part = fast_index._new_compressed(D)
-    part.train(x)
-    part.add(x[:3000])
-    reader.pq = part
+    # a copy of the first 3000 rows: the admitted rows past it are scored exactly
+    fi.pq = KeywordPQ.build(x, lab, 3000)
     for _ in range(8):
         q = _unit(rng, 1)[0]
-        rows = np.flatnonzero(rng.random(N) < 0.3)
+        rows = _screen(lab, [4, 6])
         want = _brute(x, q, 20, rows)
-        got = reader.search(q, 20, 64, BitMap(rows.astype(np.uint32)), method="compressed")
+        got = fi.search(
+            q, 20, 64, BitMap(rows.astype(np.uint32)), method="compressed", labels=[4, 6]
+        )
+        assert got.method == "compressed"
         assert set(want[want >= 3000].tolist()) <= set(got.rows.tolist())  # the tail, exact
-    reader.close()
-    # a damaged copy is not trusted (derived data: the next snapshot rebuilds it)
-    file = tmp_path / "f" / FastIndex.PQ
-    data = bytearray(file.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    file.write_bytes(bytes(data))
-    assert FastIndex(tmp_path / "f", fi.config, N, readonly=True).pq is None
+    # a caller's older snapshot (n_rows 2000): no row past it, from the copy or the tail
+    rows = _screen(lab, [4, 6])
+    got = fi.search(
+        q, 20, 64, BitMap(rows.astype(np.uint32)), method="compressed", n_rows=2000, labels=[4, 6]
+    )
+    assert (
+        got.rows.max() < 2000 and got.rows.tolist() == _brute(x, q, 20, rows[rows < 2000]).tolist()
+    )
+    fi.close()
 
 
-def test_compressed_scans_exactly_when_its_window_misses(
+def test_compressed_copy_is_rebuilt_once_the_tail_passes_its_bound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_ROWS", 1000)
+    monkeypatch.setattr(fast_index, "TAIL_MAX", 500)
     fi, x = _fast_index(tmp_path / "f", "sq8")
-    fi.build_compressed()
-    monkeypatch.setattr(fast_index, "COMPRESSED_ALPHA", 1e-3)  # a window of 2k + 64 rows
-    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_WINDOW", 0)
-    rng = np.random.default_rng(12)
-    rows = np.flatnonzero(rng.random(N) < 0.01)  # ~40 admitted: ~1 in a 104-row window
+    lab = _labels(fi, tmp_path / "f", N + 800)
+    fi.refresh_compressed()
+    first = fi.pq
+    assert first is not None and first.rows == N
+    rng = np.random.default_rng(4)
+    more = _unit(rng, 800)
+    fi.append(more[:400])
+    fi.vectors.sync()
+    fi.publish(N + 400)
+    fi.refresh_compressed()
+    assert fi.pq is first  # 400 rows past it: scored exactly
+    assert fi._compressed_fits(N, N + 400, [0])
+    fi.append(more[400:])
+    fi.vectors.sync()
+    fi.publish(N + 800)
+    assert not fi._compressed_fits(N, N + 800, [0])  # 800 > TAIL_MAX: not planned ...
+    fi.refresh_compressed()
+    assert fi.pq is not first and fi.pq.rows == N + 800  # ... until rebuilt, aside
+    assert first.rows == N and fi.pq.base is first.base  # same quantiser; the old copy intact
+    allx = np.concatenate([x, more])
     q = _unit(rng, 1)[0]
-    got = fi.search(q, 20, 64, BitMap(rows.astype(np.uint32)), method="compressed")
+    rows = _screen(lab, [1])
+    got = fi.search(q, 10, 64, BitMap(rows.astype(np.uint32)), method="compressed", labels=[1])
+    assert got.method == "compressed"
+    assert _recall(got.rows, _brute(allx, q, 10, rows)) >= 0.9
+    fi.close()
+
+
+def test_compressed_scans_exactly_when_too_few_admitted_rows_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast_index, "COMPRESSED_KEEP_FACTOR", 1)
+    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_KEEP", 0)
+    fi, x = _fast_index(tmp_path / "f", "sq8")
+    lab = _labels(fi, tmp_path / "f", N)
+    fi.build_compressed()
+    rng = np.random.default_rng(12)
+    rows = _screen(lab, [2])
+    rows = rows[rng.random(rows.shape[0]) < 0.05]  # ~50 admitted: ~1 in the 20 kept
+    q = _unit(rng, 1)[0]
+    got = fi.search(q, 20, 64, BitMap(rows.astype(np.uint32)), method="compressed", labels=[2])
     assert got.method == "compressed+exact"
     assert got.rows.tolist() == _brute(x, q, 20, rows).tolist()
     fi.close()
 
 
-def test_plan_takes_the_compressed_scan_only_where_its_recall_was_measured(
+def test_plan_takes_the_compressed_scan_only_for_a_screen_its_lists_hold(
     tmp_path: Path,
 ) -> None:
     fi, _ = _fast_index(tmp_path / "f", "sq8")
+    lab = _labels(fi, tmp_path / "f", N)
     cheap = KnnCost(gather_us=10, gather_row_ns=300, scan_us=10, scan_bit_ns=2,
                     scan_row_ns=50, graph_us=10, graph_ns=10_000, compressed_us=5,
-                    compressed_bit_ns=1, compressed_row_ns=0)  # fmt: skip
+                    compressed_bit_ns=0, compressed_row_ns=1)  # fmt: skip
     fi.cost = cheap
-    m = int(0.3 * N)
-    assert fi.plan(10, 100, m) == "exact"  # no PQ copy yet
+    m = len(_screen(lab, [0, 1]))
+    assert fi.plan(10, 100, m, labels=[0, 1]) == "exact"  # no copy yet
     fi.build_compressed()
-    assert fi.plan(10, 100, m) == "compressed"  # 9 us against 70 us for the scan
-    narrow = int(0.5 * fast_index.COMPRESSED_MIN_SHARE * N)
-    assert fi.plan(10, 100, narrow) != "compressed"  # narrower than its recall was measured
+    assert fi.plan(10, 100, m, labels=[0, 1]) == "compressed"  # 5 us + m ns against the scan
+    assert fi.plan(10, 100, m) != "compressed"  # no screen: nothing to scan the lists of
+    narrow = int(0.4 * fi.pq.list_rows([0, 1]))
+    assert fi.plan(10, 100, narrow, labels=[0, 1]) != "compressed"  # most of its rows rejected
     q = _unit(np.random.default_rng(2), 1)[0]
-    assert fi.search(q, 10, 100, BitMap(range(0, N, 3))).method == "compressed"
+    allowed = BitMap(_screen(lab, [0, 1]).astype(np.uint32))
+    assert fi.search(q, 10, 100, allowed, labels=[0, 1]).method == "compressed"
     fi.close()
 
 
 def test_calibration_times_the_compressed_scan(tmp_path: Path) -> None:
     fi, _ = _fast_index(tmp_path / "f", "sq8")
+    _labels(fi, tmp_path / "f", N)
     fi.build_compressed()
     cost = fi.calibrate(repeat=2)
     record = json.loads((tmp_path / "f" / FastIndex.COST).read_text())
-    assert any(p["method"] == "compressed" for p in record["measured"])
-    assert cost.compressed_bit_ns > 0 and cost.compressed_us == 0
+    assert sum(p["method"] == "compressed" for p in record["measured"]) >= 2
+    assert cost.compressed_bit_ns == 0 and cost.compressed_us + cost.compressed_row_ns > 0
     fi.close()
 
 
@@ -337,6 +403,7 @@ def test_every_method_the_options_accept_is_one_the_index_runs(tmp_path: Path) -
     # FastIndex.search unknown, and the index's own list is that one
     assert fast_index.METHODS == backend.KNN_METHODS
     fi, x = _fast_index(tmp_path / "f", "sq8")
+    _labels(fi, tmp_path / "f", N)
     fi.build_compressed()
     q = x[3]
     allowed = BitMap(range(0, x.shape[0], 2))
@@ -348,31 +415,8 @@ def test_every_method_the_options_accept_is_one_the_index_runs(tmp_path: Path) -
         SearchOptions(knn_method="nope")
 
 
-def test_sq8_shortlist_keeps_the_exact_top_and_the_rows_past_the_graph(tmp_path: Path) -> None:
-    # the compressed method's window is cut to 2k + 64 rows by the graph's sq8 codes before
-    # the float32 rescoring: the exact top-k survives it, and rows the graph lacks (a
-    # refreshing reader's tail) are never cut
-    fi, x = _fast_index(tmp_path / "f", "sq8")
-    rng = np.random.default_rng(21)
-    extra = _unit(rng, 10)
-    fi.append(extra)  # rows N .. N+9: in the vector file, not in the graph
-    fi.vectors.sync()
-    allx = np.concatenate([x, extra])
-    for _ in range(8):
-        q = _unit(rng, 1)[0]
-        rows = np.concatenate([np.flatnonzero(rng.random(N) < 0.3), np.arange(N, N + 10)])
-        short = fi._shortlist(rows, q, 20)
-        assert short.shape[0] == 2 * 20 + 64 + 10
-        assert np.all(np.diff(short) > 0) and set(short.tolist()) <= set(rows.tolist())
-        assert set(range(N, N + 10)) <= set(short.tolist())
-        assert set(_brute(allx, q, 20, rows).tolist()) <= set(short.tolist())
-        assert fi._shortlist(rows[:100], q, 20).tolist() == rows[:100].tolist()  # too few to cut
-    flat, _ = _fast_index(tmp_path / "g", "flat")  # float32 storage: nothing to shortlist by
-    assert flat._shortlist(rows, q, 20).tolist() == rows.tolist()
-
-
 class _Spy:
-    """A PQ copy that records the window each search asks it for."""
+    """A compressed copy that records how many rows each search asks its lists for."""
 
     def __init__(self, inner: object) -> None:
         self.inner, self.asked = inner, []
@@ -380,26 +424,23 @@ class _Spy:
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
-    def search(self, q: np.ndarray, w: int) -> object:
-        self.asked.append(w)
-        return self.inner.search(q, w)
+    def search(self, q: np.ndarray, labels: list[int], want: int) -> object:
+        self.asked.append(want)
+        return self.inner.search(q, labels, want)
 
 
-def test_compressed_window_has_a_floor_and_the_copy_four_dims_per_code(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # small k (no rerank after the kNN) keep the window's floor, large k / narrow shares
-    # widen it by alpha k / share; the copy is d / 4 sub-quantisers (32 bytes per row at 256-d)
+def test_compressed_keeps_a_floor_of_rows_and_two_dims_per_code(tmp_path: Path) -> None:
+    # small k (no rerank after the kNN) keep the floor of rows, large k five per result; the
+    # copy's codes are d / 2 sub-quantisers of 4 bits (64 bytes a list entry at 256-d)
     fi, _ = _fast_index(tmp_path / "f", "sq8")
+    lab = _labels(fi, tmp_path / "f", N)
     fi.build_compressed()
-    assert fi.pq.M == D // 4 and fi.pq.code_size == D // 8
-    assert fast_index._new_compressed(50).M == 25 and fast_index._new_compressed(51) is None
-    monkeypatch.setattr(fast_index, "COMPRESSED_MIN_WINDOW", 1000)
+    assert fi.pq.base.pq.M == D // 2 and fi.pq.codes.shape == (N, D // 4)
+    assert KeywordPQ.build(np.zeros((10, 51), np.float32), lab[:10], 10) is None  # odd d
     spy = _Spy(fi.pq)
     fi.pq = spy
     q = _unit(np.random.default_rng(5), 1)[0]
-    half = BitMap(range(0, N, 2))
-    fi.search(q, 5, 64, half, method="compressed")
-    fi.search(q, 100, 64, half, method="compressed")
-    fi.search(q, 100, 64, None, method="compressed")
-    assert spy.asked == [1000, int(fast_index.COMPRESSED_ALPHA * 100 * 2), 1000]
+    allowed = BitMap(_screen(lab, [3]).astype(np.uint32))
+    fi.search(q, 5, 64, allowed, method="compressed", labels=[3])
+    fi.search(q, 300, 64, allowed, method="compressed", labels=[3])
+    assert spy.asked == [fast_index.COMPRESSED_MIN_KEEP, 5 * 300]

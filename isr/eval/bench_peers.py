@@ -97,14 +97,17 @@ def run_peers(
         flat.add(np.ascontiguousarray(view[i : i + 65_536]))
 
     plans: dict[str, int] = {}
+    compressed: dict[str, int] = {}  # the methods the forced compressed row ended in
 
-    def isr_system(opt: SearchOptions, count: bool = False) -> Callable[[int], list[str]]:
+    def isr_system(
+        opt: SearchOptions, count: dict[str, int] | None = None
+    ) -> Callable[[int], list[str]]:
         def run(i: int) -> list[str]:
             res = search(index, queries[i], opt)
-            if count:
+            if count is not None:
                 st = res.profile.stage("knn")
                 if st is not None:
-                    plans[st.detail] = plans.get(st.detail, 0) + 1
+                    count[st.detail] = count.get(st.detail, 0) + 1
             return [h.id for h in res.hits]
 
         return run
@@ -142,18 +145,18 @@ def run_peers(
     # a system answers its ids, or (ids, CPU ms) when its work runs in another process
     System = Callable[[int], "list[str] | tuple[list[str], float]"]
     systems: dict[str, tuple[System, float, str]] = {
-        "isr full (planned kNN)": (isr_system(base, count=True), isr_bytes, ""),
+        "isr full (planned kNN)": (isr_system(base, count=plans), isr_bytes, ""),
         "isr full (graph kNN)": (isr_system(base.with_(knn_method="hnsw")), isr_bytes, ""),
         "isr full (exact kNN)": (isr_system(base.with_(knn_method="exact")), isr_bytes, ""),
         **(
             {
                 "isr full (compressed kNN)": (
-                    isr_system(base.with_(knn_method="compressed")),
+                    isr_system(base.with_(knn_method="compressed"), count=compressed),
                     isr_bytes,
                     "",
                 )
             }
-            if index.fast.pq is not None  # a PQ copy: from fast_index.COMPRESSED_MIN_ROWS
+            if index.fast.pq is not None  # a compressed copy: from fast_index.COMPRESSED_MIN_ROWS
             else {}
         ),
         "isr fast+rerank": (
@@ -251,6 +254,7 @@ def run_peers(
         "exhaustive_r10": ex_r10,
         "rows": rows_out,
         "plans": plans,
+        "compressed_methods": compressed,
         "knn_cost": index.fast.cost,
         "plaid": (
             f"fast-plaid in its own process, index built in {plaid.build_seconds:.0f} s"
@@ -298,7 +302,13 @@ def render(res: dict[str, Any], command: str = "") -> str:
         "",
         f"Exhaustive max-sim R@10 (the reference of 'kept'): {res['exhaustive_r10']:.3f}. "
         f"PLAID: {res['plaid']}.",
-        f"kNN methods the planner chose for `full`: {res['plans']}; cost model: {res['knn_cost']}.",
+        f"kNN methods the planner chose for `full`: {res['plans']}"
+        + (
+            f"; the compressed row's: {res['compressed_methods']}"
+            if res.get("compressed_methods")
+            else ""
+        )
+        + f"; cost model: {res['knn_cost']}.",
         f"Exact filtered scan (in place, {res['scan_row_bytes']} B per admitted row): "
         f"{res['scan_gb_s_p50']:.2f} GB/s p50 over the admitted rows (CPU time).",
         f"Rerank of the window through the scorer (gather + "

@@ -15,25 +15,17 @@ index itself and recorded in `knn_cost.json` beside it):
   codes the best ``2k + 64`` are rescored with their float32 vectors, so the returned scores
   are exact and the ranking is exact unless a true top-k row lost more to quantization than
   the oversampled window's margin;
-- ``compressed``: a 4-bit product-quantised copy of the fast vectors (FAISS
-  IndexPQFastScan, d/4 sub-quantisers of 4 dimensions: 32 bytes per row at d 256, scanned
-  32 rows at a time in SIMD registers) is scanned over every row, unfiltered (FastScan takes
-  no selector), for the best ``W = max(COMPRESSED_ALPHA * k / share, COMPRESSED_MIN_WINDOW)``
-  rows; the admitted ones among them are shortlisted to ``2k + 64`` by the graph's sq8 codes
-  (in memory; flat storage: all kept) and those rescored with their float32 vectors. The
-  scan costs the same at any filter, so it wins where the exact scan's admitted rows are
-  many: at 1M and the keyword screens' 5-41% shares. Measured at 1M (BENCHMARKS.md, issue
-  16, session 4; settings chosen on other queries than the report's): the 32-byte copy scans
-  1M rows in 1.4 ms (k 200 window: ~3-4.6 ms with its heap) against 5.5 ms for a 64-byte
-  (d/2) copy, and loses kNN recall for it: recall@200 against the exact top-200 0.80 at
-  alpha 8 (the 64-byte copy 0.99), which the max-sim rerank forgives (the full pipeline's
-  R@10 118-120% of exhaustive max-sim's, within 0.013 of the 64-byte copy's); for a small
-  k (no rerank after it) the window's floor of 8,192 rows keeps recall@10 at the 64-byte
-  copy's (0.948 vs 0.946). Built by the writer once the index holds
-  :data:`COMPRESSED_MIN_ROWS` (``pq.faiss``, derived like the graph; a copy written with
-  d/2 sub-quantisers by an older version is read and extended as it is); rows past it are
-  scored exactly; when fewer than k admitted rows fall in the window it scans exactly
-  (``compressed+exact``);
+- ``compressed`` (keyword-screened queries): the screen's labels' lists of a 4-bit PQ copy of
+  the fast vectors (:class:`~isr.plugin.embedded.keyword_pq.KeywordPQ`, one FastScan list per
+  label, built in memory once the index holds :data:`COMPRESSED_MIN_ROWS`) are scanned for their
+  best ``max(COMPRESSED_KEEP_FACTOR * k, COMPRESSED_MIN_KEEP)`` rows by PQ estimate; the
+  admitted ones among them are rescored with their float32 vectors. Its cost follows the
+  screen's rows, not the index size (1M rows, ~13% admitted: recall@200 against the exact top
+  0.94 at ~2.5 ms where an unfiltered PQ scan of every row took ~8 ms for 0.80: BENCHMARKS.md,
+  issue 16, session 8). Planned only where the admitted rows are most of the lists' rows
+  (a narrow extra filter would leave the lists' best rows mostly rejected); rows past the copy
+  (fewer than :data:`TAIL_MAX`) are scored exactly; when fewer than k admitted rows come back
+  it scans exactly (``compressed+exact``);
 - ``hnsw``: the graph under the same selector. A filtered graph loses recall as the filter
   narrows (at 1M and an 18% filter, R@10 0.63 against exact at ef 1000), so the planner only
   takes it when the filter admits at least ``GRAPH_MIN_SHARE`` of the index and it is the
@@ -71,6 +63,7 @@ from pyroaring import BitMap
 from isr.errors import CorruptIndex, InvalidInput
 from isr.plugin.backend import KNN_METHODS
 from isr.plugin.config import IndexConfig
+from isr.plugin.embedded.keyword_pq import KeywordPQ
 from isr.plugin.store.durable import atomic_write_bytes
 from isr.plugin.store.rowfile import RowFile
 
@@ -84,11 +77,9 @@ SCAN_PER_GATHER = (
 )
 GATHER_CALIBRATE_MAX = 50_000  # admitted sets gather is timed on (larger: far past its range)
 COMPRESSED_MIN_ROWS = 200_000  # smaller indexes: the exact scan takes a few ms (no PQ copy)
-COMPRESSED_MIN_SHARE = 0.05  # the narrowest screen share its recall was measured at (doc)
-COMPRESSED_ALPHA = 8.0  # window W = alpha * k / share rows (module doc)
-COMPRESSED_MAX_WINDOW = 32_768
-COMPRESSED_MIN_WINDOW = 8192  # the window's floor: small k keep their recall (module doc)
-COMPRESSED_TRAIN = 65_536  # rows the product quantiser is trained on
+COMPRESSED_KEEP_FACTOR = 5  # rows the lists' PQ estimates keep for rescoring: 5k ...
+COMPRESSED_MIN_KEEP = 1000  # ... and at least these (module doc)
+COMPRESSED_MIN_COVER = 0.5  # planned where admitted >= this share of the labels' list entries
 
 
 @dataclass(frozen=True)
@@ -99,9 +90,9 @@ class KnnCost:
     which walks every row of the index): ``scan_us + n * scan_bit_ns + admitted *
     scan_row_ns``; hnsw: ``graph_us + graph_ns * ef / share``, fitted on unfiltered searches
     at two ef (the 1 / share factor, for the walk past rejected nodes, is a conservative
-    guess: the graph is only considered for shares >= GRAPH_MIN_SHARE); compressed (an
-    unfiltered scan of every row's PQ code, then the admitted rows of its window rescored):
-    ``compressed_us + n * compressed_bit_ns + admitted * compressed_row_ns``. The defaults were
+    guess: the graph is only considered for shares >= GRAPH_MIN_SHARE); compressed (the screen's
+    label lists scanned, the best rows rescored): ``compressed_us + admitted *
+    compressed_row_ns`` (``compressed_bit_ns``, per index row, is 0 since session 8). The defaults were
     measured on the project's 2-core machine (100K x 256-d, sq8 storage, one thread, load
     ~1); :meth:`FastIndex.calibrate` replaces them with figures measured on the index itself.
     """
@@ -113,9 +104,9 @@ class KnnCost:
     scan_row_ns: float = 50.0
     graph_us: float = 100.0
     graph_ns: float = 5000.0
-    compressed_us: float = 1000.0
-    compressed_bit_ns: float = 10.0
-    compressed_row_ns: float = 0.0
+    compressed_us: float = 600.0
+    compressed_bit_ns: float = 0.0
+    compressed_row_ns: float = 12.0
     rows: int = 0  # index size it was measured at (0: the defaults)
     storage: str = ""
     date: str = ""
@@ -182,8 +173,8 @@ def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
         s_us = max(min(t - s_row * x for x, t in by["exact"]), 0.0)
     h_us, h_ef = _line(by["hnsw"]) if by["hnsw"] else (d.graph_us, d.graph_ns / 1e3)
     if by["compressed"]:
-        c_us, c_row = _line(by["compressed"])
-        c_fixed, c_bit = 0.0, c_us * 1e3 / max(n, 1)  # the scan of every row: the intercept
+        c_fixed, c_row = _line(by["compressed"])
+        c_bit = 0.0  # the lists' scan follows the admitted rows (module doc)
     else:
         c_fixed, c_bit, c_row = d.compressed_us, d.compressed_bit_ns, d.compressed_row_ns / 1e3
     return KnnCost(
@@ -268,8 +259,6 @@ class FastIndex:
     HNSW = "hnsw.faiss"
     HNSW_CRC = "hnsw.faiss.crc"
     COST = "knn_cost.json"
-    PQ = "pq.faiss"
-    PQ_CRC = "pq.faiss.crc"
 
     def __init__(self, path: Path, config: IndexConfig, n_rows: int, readonly: bool = False):
         self.path = path
@@ -285,49 +274,28 @@ class FastIndex:
         self.snapshot_rows = self.hnsw.ntotal if (path / self.HNSW).exists() else 0
         self._cost_stamp = self._stamp()
         self.cost = KnnCost.load(path / self.COST) or KnnCost()
-        self._pq_stamp = self._stamp(self.PQ_CRC)
-        self.pq = self._load_pq(n_rows)  # the compressed copy, or None
-
-    def _load_pq(self, n_rows: int) -> faiss.Index | None:
-        """The PQ copy when one was written, checks out and covers no row past n_rows."""
-        file = self.path / self.PQ
-        crc = _crc_file(self.path / self.PQ_CRC)
-        if not file.exists() or crc is None:
-            return None
-        data = file.read_bytes()
-        if zlib.crc32(data) not in crc:  # derived data: rebuilt at the next snapshot
-            log.warning("%s fails its checksum; searching without it", file)
-            return None
-        try:
-            index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
-        except RuntimeError:
-            log.warning("%s: unreadable FAISS index; searching without it", file)
-            return None
-        return index if index.d == self.config.d_fast and index.ntotal <= n_rows else None
+        self.pq: KeywordPQ | None = None  # the compressed copy (build_compressed), or None
+        self.labels: RowFile | None = None  # the rows' label ids, set by the owning index
 
     def build_compressed(self, seed: int = 0) -> bool:
-        """Writer: bring the PQ copy up to every published row (trained on a sample of them
-        when it does not exist yet) and write it; False where there is none (odd d_fast)."""
+        """Bring the compressed copy up to every published row: built (its quantiser trained
+        on a seeded sample) or extended aside and swapped in by one assignment, so searches in
+        other threads keep the copy they hold. False where there is none (no labels attached,
+        odd d_fast, no rows)."""
         self.wait()
         n = self.published
+        if self.labels is None or n == 0 or not KeywordPQ.supports(self.config.d_fast):
+            return False
+        vectors, labels = self.vectors.view(), self.labels.view()  # the owner grew both
+        if labels.shape[0] < n:
+            return False
         pq = self.pq
-        if pq is None:
-            pq = _new_compressed(self.config.d_fast)
-            if pq is None or n == 0:
-                return False
-            rng = np.random.default_rng(seed)
-            take = np.sort(rng.choice(n, min(n, COMPRESSED_TRAIN), replace=False))
-            pq.train(np.ascontiguousarray(self.vectors.view()[take]))
-        else:
-            pq = faiss.clone_index(pq)  # searches in other threads keep the one they hold
-        view = self.vectors.view()
-        for i in range(pq.ntotal, n, 65_536):
-            pq.add(np.ascontiguousarray(view[i : min(i + 65_536, n)]))
-        if not self.readonly:
-            self._write_checked(pq, self.PQ, self.PQ_CRC)
-            self._pq_stamp = self._stamp(self.PQ_CRC)
-        self.pq = pq  # one assignment
-        return True
+        self.pq = (
+            KeywordPQ.build(vectors, labels, n, seed)
+            if pq is None
+            else pq.extended(vectors, labels, n)
+        )
+        return self.pq is not None
 
     def _load_hnsw(self, n_rows: int) -> faiss.Index:
         file = self.path / self.HNSW
@@ -403,19 +371,25 @@ class FastIndex:
         self.wait()
         self._write_checked(self.hnsw, self.HNSW, self.HNSW_CRC)
         self.snapshot_rows = self.hnsw.ntotal
-        if self.published >= COMPRESSED_MIN_ROWS:
-            self.build_compressed()
+        self.refresh_compressed()
         if self.published >= max(CALIBRATE_MIN_ROWS, 2 * self.cost.rows):
             self.calibrate()  # the index doubled since the last measurement (or never had one)
 
+    def refresh_compressed(self) -> None:
+        """Build the compressed copy once the index holds COMPRESSED_MIN_ROWS, and rebuild it
+        aside once more than TAIL_MAX rows lie past it (they are scored exactly until then)."""
+        pq = self.pq
+        n = self.published
+        if n >= COMPRESSED_MIN_ROWS and (pq is None or n - pq.rows > TAIL_MAX):
+            self.build_compressed()
+
     def _write_checked(self, index: faiss.Index, name: str, crc_name: str) -> None:
-        """Write a derived FAISS index (the graph, the PQ copy) and its checksum so that a crash
+        """Write a derived FAISS index (the graph) and its checksum so that a crash
         at any step leaves a file its checksum file accepts: the checksum file first lists the
         old file's checksum and the new one's, then the file is renamed into place, then the
         list is cut to the new one. (One rename after the other left a window in which a kill
         kept the new file with the old checksum: a needless rebuild, and a check that failed.)
-        A reader watching the checksum file for a newer PQ copy (:meth:`take`) may reload the
-        old copy once at the first step; it always finds a file the list accepts."""
+        A reader finds a file the list accepts at every step."""
         tmp = self.path / (name + ".tmp")
         faiss.write_index(index, str(tmp))
         with open(tmp, "rb") as f:
@@ -443,10 +417,7 @@ class FastIndex:
         if stamp != self._cost_stamp:  # the writer recalibrated (the index doubled)
             self._cost_stamp = stamp
             self.cost = KnnCost.load(self.path / self.COST) or self.cost
-        stamp = self._stamp(self.PQ_CRC)
-        if stamp != self._pq_stamp:  # the writer extended the PQ copy
-            self._pq_stamp = stamp
-            self.pq = self._load_pq(n_rows) or self.pq
+        self.refresh_compressed()  # past TAIL_MAX rows beyond the copy: rebuilt aside
 
     def _stamp(self, name: str = COST) -> tuple[int, int] | None:
         try:
@@ -456,18 +427,33 @@ class FastIndex:
         return st.st_mtime_ns, st.st_size
 
     # -- reads ---------------------------------------------------------------------------
-    def plan(self, k: int, ef: int, admitted: int | None, n_rows: int | None = None) -> str:
+    def plan(
+        self,
+        k: int,
+        ef: int,
+        admitted: int | None,
+        n_rows: int | None = None,
+        labels: Sequence[int] | None = None,
+    ) -> str:
         """The cheapest method for a query admitting ``admitted`` rows (None: every row) of
-        the first n_rows (default: all published)."""
+        the first n_rows (default: all published); ``labels``: the keyword screen's label ids
+        when the admitted rows lie in their lists (the compressed method needs them)."""
         n = self._rows(n_rows)
         m = n if admitted is None else admitted
         methods = ["gather", "exact"]
         if m >= GRAPH_MIN_SHARE * n:
             methods.append("hnsw")
-        pq = self.pq
-        if pq is not None and m >= COMPRESSED_MIN_SHARE * n and n - pq.ntotal <= TAIL_MAX:
+        if self._compressed_fits(m, n, labels):
             methods.append("compressed")
         return min(methods, key=lambda x: self.cost.predict(x, n, m, max(ef, k)))
+
+    def _compressed_fits(self, m: int, n: int, labels: Sequence[int] | None) -> bool:
+        """The compressed copy can answer: it exists, covers all but TAIL_MAX of the rows, and
+        the admitted rows are at least COMPRESSED_MIN_COVER of the screen's list entries."""
+        pq = self.pq
+        if pq is None or not labels or n - pq.rows > TAIL_MAX:
+            return False
+        return m >= COMPRESSED_MIN_COVER * pq.list_rows(labels)
 
     def search(
         self,
@@ -478,9 +464,11 @@ class FastIndex:
         exact_threshold: int | None = None,
         method: str | None = None,
         n_rows: int | None = None,
+        labels: Sequence[int] | None = None,
     ) -> KnnResult:
         """Top-k rows < n_rows (the caller's snapshot; default: all published) by inner
-        product with q (d_fast,), restricted to `allowed` when given.
+        product with q (d_fast,), restricted to `allowed` when given; ``labels``: the keyword
+        screen's label ids when ``allowed`` lies within their rows (see :meth:`plan`).
 
         method: one of :data:`METHODS` to force it; else exact_threshold, when given, picks
         exact up to that many admitted rows and HNSW above; else :meth:`plan` decides.
@@ -491,7 +479,7 @@ class FastIndex:
         admitted = None if allowed is None else len(allowed)
         if method is None:
             if exact_threshold is None:
-                method = self.plan(k, ef, admitted, n)
+                method = self.plan(k, ef, admitted, n, labels)
             elif admitted is not None and admitted <= max(k, exact_threshold):
                 method = "exact"
             else:
@@ -503,7 +491,7 @@ class FastIndex:
         if method == "exact":
             return self.exact(q, k, allowed, n)
         if method == "compressed":
-            return self.compressed(q, k, allowed, n)
+            return self.compressed(q, k, allowed, n, labels)
         graph = self.hnsw  # the one this search walks, even if a refresh swaps it
         g = min(graph.ntotal, n)
         params = faiss.SearchParametersHNSW()
@@ -611,75 +599,48 @@ class FastIndex:
         return KnnResult(rows[top], scores[top], "exact")
 
     def compressed(
-        self, q: np.ndarray, k: int, allowed: BitMap | None, n_rows: int | None = None
+        self,
+        q: np.ndarray,
+        k: int,
+        allowed: BitMap | None,
+        n_rows: int | None = None,
+        labels: Sequence[int] | None = None,
     ) -> KnnResult:
-        """Top-k over the admitted rows < n_rows through the PQ copy (module doc): its best
-        W rows of the whole index; the admitted ones among them shortlisted by the graph's
-        sq8 codes (:meth:`_shortlist`) and the shortlist rescored with their float32 vectors.
-        Without a PQ copy, or when fewer than k admitted rows fall in the window, the exact
-        scan answers instead."""
+        """Top-k over the admitted rows < n_rows through the compressed copy (module doc): the
+        lists of ``labels`` scanned for their best ``max(COMPRESSED_KEEP_FACTOR * k,
+        COMPRESSED_MIN_KEEP)`` rows by PQ estimate, the admitted ones among them rescored with
+        their float32 vectors, rows past the copy scored exactly. Without a copy or labels,
+        or when fewer than k admitted rows come back, the exact scan answers."""
         self.wait()
         n = self._rows(n_rows)
         allowed = self._below(allowed, n)
         pq = self.pq
-        m = n if allowed is None else len(allowed)
-        if pq is None or m == 0:
+        if pq is None or not labels or allowed is None or len(allowed) == 0:
             return self.exact(q, k, allowed, n)
-        g = min(pq.ntotal, n)
+        g = min(pq.rows, n)
         q32 = np.ascontiguousarray(q, dtype=np.float32).reshape(1, -1)
-        rows = np.empty(0, np.int64)
-        if g > 0:
-            w = COMPRESSED_ALPHA * k * n / m
-            w = int(min(max(w, _window(k), COMPRESSED_MIN_WINDOW), COMPRESSED_MAX_WINDOW, g))
-            _, ids = pq.search(q32, w)
-            ids = ids[0][(ids[0] >= 0) & (ids[0] < g)]  # a newer copy may hold rows past n
-            # sorted first: roaring builds from sorted ids ~8x faster (12K ids: 0.09 vs 0.7 ms)
-            ids = np.sort(ids.astype(np.uint32))
-            if allowed is None:
-                rows = ids.astype(np.int64)
-            else:
-                window = BitMap(array.array("I", ids.tobytes()))
-                window &= allowed
-                rows = np.frombuffer(window.to_array(), np.uint32).astype(np.int64)  # ascending
-            in_copy = g if allowed is None else m - len(self._tail(allowed, g, n))
-            if rows.shape[0] < min(k, in_copy):  # the window holds too few: scan exactly
-                res = self.exact(q, k, allowed, n)
-                return KnnResult(res.rows, res.scores, "compressed+exact")
-            rows = self._shortlist(rows, q32[0], k)
+        want = max(COMPRESSED_KEEP_FACTOR * k, COMPRESSED_MIN_KEEP)
+        rows, est = pq.search(q32, labels, want)
+        inside = rows < g  # a copy newer than the caller's snapshot may hold rows past n
+        rows, est = rows[inside], est[inside]
+        # sorted ascending already (np.unique): roaring builds from sorted ids ~8x faster
+        found = BitMap(array.array("I", rows.astype(np.uint32).tobytes()))
+        found &= allowed
+        if len(found) > want:  # the best `want` admitted rows by their estimates
+            keep = np.isin(rows, np.frombuffer(found.to_array(), np.uint32))
+            rows, est = rows[keep], est[keep]
+            rows = np.sort(rows[np.argpartition(-est, want - 1)[:want]])
+        else:
+            rows = np.frombuffer(found.to_array(), np.uint32).astype(np.int64)  # ascending
         tail = self._tail(allowed, g, n)  # rows past the copy: scored exactly
+        in_copy = len(allowed) - tail.shape[0]
+        if rows.shape[0] < min(k, in_copy):  # too few admitted rows came back: scan exactly
+            res = self.exact(q, k, allowed, n)
+            return KnnResult(res.rows, res.scores, "compressed+exact")
         rows = np.concatenate([rows, tail])
         scores = self._dots(rows, q32[0])
         top = _topk(scores, k)
         return KnnResult(rows[top], scores[top], "compressed")
-
-    def _shortlist(self, rows: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
-        """rows (m,) ascending -> the best ``2k + 64`` of them by the graph's sq8 codes (all
-        when fewer, or when the graph stores float32), ascending, for the float32 rescoring.
-
-        Reading a row's float32 vector where it is not in the CPU's caches costs ~80 ns per
-        64-byte line on this VM, whatever the page mapping (1M rows: 2,700 rows 3.5 ms): the
-        sq8 codes, in memory with the graph, are a quarter of the lines (0.9 ms), and only the
-        shortlist pays the float32 read (BENCHMARKS.md, issue 16, session 4). sq8 keeps the
-        ranking within its rounding (the exact scan shortlists the same way); rows past the
-        graph (a refreshing reader's tail) are kept.
-        """
-        keep = _window(k)
-        graph = self.hnsw
-        if self.config.fast_storage != "sq8" or rows.shape[0] <= keep:
-            return rows
-        storage = faiss.downcast_index(graph.storage)
-        g = graph.ntotal
-        inside = rows[rows < g]
-        if inside.shape[0] <= keep:
-            return rows
-        # a view of the graph's codes, made for this call from the graph it holds (a reader
-        # swaps graphs whole; a writer's graph grows only under wait(), which this search
-        # passed): (g, d) uint8, decode(c) = vmin + (c + 0.5) vdiff / 255, so c . q ranks alike
-        codes = faiss.rev_swig_ptr(storage.codes.data(), g * storage.code_size)
-        codes = codes.reshape(g, storage.code_size)
-        est = codes[inside].astype(np.float32) @ q  # (m',)
-        best = np.sort(inside[np.argpartition(-est, keep - 1)[:keep]])
-        return np.concatenate([best, rows[rows >= g]])
 
     def gather(
         self, q: np.ndarray, k: int, allowed: BitMap | None, n_rows: int | None = None
@@ -751,10 +712,22 @@ class FastIndex:
         jobs: list[tuple[str, int, Method, BitMap | None]] = []  # (method, x, call, admitted)
         for m, b in sets.items():
             jobs.append(("exact", m, self.exact, b))
-            if self.pq is not None and m >= COMPRESSED_MIN_SHARE * n:
-                jobs.append(("compressed", m, self.compressed, b))
             if m <= GATHER_CALIBRATE_MAX:
                 jobs.append(("gather", m, self.gather, b))
+        pq = self.pq
+        if pq is not None and pq.lists:  # screens of 1, 3 and 6 random labels: their rows
+            names = np.array(sorted(pq.lists))
+            for size in sorted({1, min(3, len(names)), min(6, len(names))}):
+                pick = [int(t) for t in rng.choice(names, size, replace=False)]
+                b = BitMap.union(*(BitMap(pq.lists[t][0].astype(np.uint32)) for t in pick))
+                b &= BitMap(range(n))
+
+                def comp(
+                    q: np.ndarray, kk: int, a: BitMap | None, pick: list[int] = pick
+                ) -> KnnResult:
+                    return self.compressed(q, kk, a, None, pick)
+
+                jobs.append(("compressed", len(b), comp, b))
         jobs += [("hnsw", 250, graph(250), None), ("hnsw", 1000, graph(1000), None)]
         for _, _, fn, sel in jobs:  # untimed: first touches
             fn(qs[0], k, sel)
@@ -793,9 +766,13 @@ class FastIndex:
     def nbytes(self) -> dict[str, int]:
         file = self.path / self.HNSW
         graph = file.stat().st_size if file.exists() else 0
-        file = self.path / self.PQ
-        pq = file.stat().st_size if file.exists() else 0
-        return {"fast_vectors": self.vectors.nbytes(), "hnsw": graph, "pq": pq}
+        pq = self.pq
+        # the compressed copy lives in memory only (keyword_pq): its bytes there
+        return {
+            "fast_vectors": self.vectors.nbytes(),
+            "hnsw": graph,
+            "pq_memory": 0 if pq is None else pq.nbytes(),
+        }
 
     def close(self) -> None:
         self.wait()

@@ -134,6 +134,7 @@ class EmbeddedIndex:
             self._epoch = int(c.meta.get("epoch", 0))  # bumped by a compaction
             self.fast = FastIndex(path, config, n, readonly)
             self.keywords = KeywordPostings(path, config.r_i, n, readonly)
+            self.fast.labels = self.keywords.labels  # the compressed copy's lists (keyword_pq)
             self.fragments = FragmentStore.open(
                 path / self.FRAGMENTS, config.d_frag, config.max_frags, config.codec, n, readonly
             )
@@ -151,6 +152,7 @@ class EmbeddedIndex:
             self._terms = table.terms()  # tid -> term
             self._term_of: dict[str, int] | None = None  # its inverse, built on first use
         self._snap = Snapshot(c.generation, n, alive)
+        self.fast.refresh_compressed()  # in memory only: from COMPRESSED_MIN_ROWS rows
         self._device = device
         self._scorer: MaxSimScorer | None = None  # built on the first rerank: torch loads then
         self._preload = False
@@ -731,9 +733,11 @@ class EmbeddedIndex:
         exact_threshold: int | None = None,
         snap: Snapshot | None = None,
         method: str | None = None,
+        labels: Sequence[int] | None = None,
     ) -> KnnResult:
+        """Filtered kNN; ``labels``: the term ids of the keyword screen ``allowed`` lies in."""
         n = (snap or self._snap).n_rows
-        return self.fast.search(q, k, ef, allowed, exact_threshold, method, n)
+        return self.fast.search(q, k, ef, allowed, exact_threshold, method, n, labels)
 
     def fast_scores(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return (self.fast.vectors_at(rows) @ q).astype(np.float32)  # (C,)
@@ -788,15 +792,17 @@ class EmbeddedIndex:
             timer.done("filter", len(pool))
         relaxed, reason = False, ""
         admitted = pool
+        screen: list[int] | None = None  # term ids whose rows hold every admitted row
         if opt.use_keywords:
             if labels:
                 kw = opt.keywords
+                screen = self.term_ids(labels)
                 admitted = (
-                    self.keyword_rows(labels, kw.mode, kw.minimum_should_match, kw.r_i) & pool
+                    self.keywords.rows_for(screen, kw.mode, kw.minimum_should_match, kw.r_i) & pool
                 )
             reason = relax_reason(labels, len(admitted), opt.size)
             if reason:
-                relaxed, admitted = True, pool
+                relaxed, admitted, screen = True, pool, None
             timer.done("keywords", len(admitted), reason)
         everything = len(admitted) == snap.n_rows  # no filter and no tombstones
         total, gallery = len(admitted), len(snap.alive)
@@ -814,6 +820,7 @@ class EmbeddedIndex:
             opt.exact_threshold,
             snap,
             opt.knn_method,
+            screen,
         )
         timer.done("knn", int(res.rows.shape[0]), res.method)
         return Candidates(
