@@ -214,6 +214,23 @@ class Int8Query:
         return t.amax(dim=2).mul_(self.weight[:, None])  # (nq', c)
 
 
+def _checked_query(q: np.ndarray, q_mask: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """A query's fragments (nq, d) as float32 and its bool mask (nq,), checked."""
+    q = np.asarray(q)
+    qm = np.asarray(q_mask)
+    if q.ndim != 2 or q.shape[1] != d:
+        raise InvalidInput(f"query: expected fragments of shape (nq, {d}), got {q.shape}")
+    if qm.shape != q.shape[:1] or qm.dtype != np.bool_:
+        raise InvalidInput(
+            f"query: expected a bool mask of shape {q.shape[:1]}, got {qm.dtype} {qm.shape}"
+        )
+    if not qm.any():
+        raise InvalidInput("query: the mask has no real fragments")
+    if not np.isfinite(q[qm]).all():
+        raise InvalidInput("query: fragments hold NaN or inf values")
+    return np.ascontiguousarray(q, dtype=np.float32), qm
+
+
 def _int8_path(codec: FragmentCodec, device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype == torch.float32 and codec.name == "sq8" and int8_fast()
 
@@ -279,19 +296,8 @@ class MaxSimScorer:
     def _query(
         self, q: np.ndarray, q_mask: np.ndarray, d: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        q = np.asarray(q)
-        qm = np.asarray(q_mask)
-        if q.ndim != 2 or q.shape[1] != d:
-            raise InvalidInput(f"query: expected fragments of shape (nq, {d}), got {q.shape}")
-        if qm.shape != q.shape[:1] or qm.dtype != np.bool_:
-            raise InvalidInput(
-                f"query: expected a bool mask of shape {q.shape[:1]}, got {qm.dtype} {qm.shape}"
-            )
-        if not qm.any():
-            raise InvalidInput("query: the mask has no real fragments")
-        if not np.isfinite(q[qm]).all():
-            raise InvalidInput("query: fragments hold NaN or inf values")
-        qt = torch.from_numpy(np.ascontiguousarray(q, dtype=np.float32))
+        qn, qm = _checked_query(q, q_mask, d)
+        qt = torch.from_numpy(qn)
         return qt.to(self.device, self.dtype), torch.from_numpy(qm).to(self.device)
 
     def score(
@@ -326,8 +332,10 @@ class MaxSimScorer:
         The rerank path: gathers the rows' codes and decodes them on the scorer's device
         (cheaper than decoding to float32 in numpy first, and only codes cross PCIe on CUDA).
         """
-        qt, qm = self._query(q, q_mask, store.d)
         rows = np.asarray(rows, dtype=np.int64)
+        if self.device.type == "cpu" and not _int8_path(store.codec, self.device, self.dtype):
+            return self._score_rows_cpu(q, q_mask, store, rows)
+        qt, qm = self._query(q, q_mask, store.d)
         out = np.empty(rows.shape[0], np.float32)  # (C,)
         if _int8_path(store.codec, self.device, self.dtype):
             affine = store.codec.affine()
@@ -346,6 +354,36 @@ class MaxSimScorer:
             x = _code_floats(store.codec, torch.from_numpy(codes).to(self.device))
             m = slot[None, :] < torch.from_numpy(cnt).to(self.device)[:, None]  # (c, max_frags)
             out[i : i + len(cnt)] = maxsim(qs, qm, x.to(self.dtype), m).cpu().numpy()
+        return out + np.float32(shift)
+
+    def _score_rows_cpu(
+        self, q: np.ndarray, q_mask: np.ndarray, store: FragmentStore, rows: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`score_rows` on the CPU's float GEMM, with as few small ops as it needs: the
+        query prepared in numpy, one GEMM, max and sum per chunk, the padding mask built only
+        when a row has padding. Each torch call on a tiny tensor costs ~50-100 us once a
+        rerank's codes have evicted the interpreter from the caches (the query's checks, scaling
+        and mask were ~0.5 ms of a 2 ms rerank of 200 rows at 1M: BENCHMARKS.md, issue 16,
+        session 8); the arithmetic is :func:`maxsim`'s, on the same operands."""
+        qn, qm = _checked_query(q, q_mask, store.d)
+        real = qn[qm]  # (nq', d): padding query fragments cost no flops
+        affine = store.codec.affine()
+        shift = 0.0
+        if affine is not None:  # sq8: the raw codes as floats (see _scoring_query)
+            shift = affine[1] * float(real.sum(dtype=np.float64))
+            real = real * np.float32(affine[0])
+        qt = torch.from_numpy(np.ascontiguousarray(real)).to(self.dtype)
+        nv, nf, d = qt.shape[0], store.max_frags, store.d
+        out = np.empty(rows.shape[0], np.float32)  # (C,)
+        for i in range(0, rows.shape[0], self.chunk_rows):
+            codes, cnt = store.gather_codes(rows[i : i + self.chunk_rows])
+            c = int(cnt.shape[0])
+            x = _code_floats(store.codec, torch.from_numpy(codes)).to(self.dtype)
+            sim = torch.mm(qt, x.view(c * nf, d).T)  # (nq', c * nf)
+            if int(cnt.min(initial=nf)) < nf:  # padding fragments must never win the max
+                pad = np.arange(nf)[None, :] >= cnt[:, None]  # (c, nf)
+                sim.masked_fill_(torch.from_numpy(pad.reshape(1, c * nf)), float("-inf"))
+            out[i : i + c] = sim.view(nv, c, nf).amax(dim=2).sum(dim=0, dtype=torch.float32).numpy()
         return out + np.float32(shift)
 
     def _work(self, numel: int) -> torch.Tensor:
