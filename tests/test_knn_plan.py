@@ -183,6 +183,9 @@ def test_fit_recovers_lines_and_applies_the_sanity_rule() -> None:
     noisy += [("exact", m, 166 + 0.379 * m) for m in sizes]
     c = fast_index.fit_cost(n, noisy)
     assert c.scan_row_ns == pytest.approx(fast_index.SCAN_PER_GATHER * 191)  # capped
+    # ... but kept as measured for the comparison with the compressed scan (plan())
+    assert c.scan_measured_row_ns == pytest.approx(379)
+    assert c.predict("exact", n, 18_000, 1000, measured=True) == pytest.approx(166 + 0.379 * 18_000)
     # the intercept: the lowest line of that slope under the points (here through the first)
     assert c.scan_bit_ns * n / 1e3 == pytest.approx(166 + (0.379 - c.scan_row_ns / 1e3) * 200)
     plan = min(("gather", "exact"), key=lambda m: c.predict(m, n, 18_000, 1000))

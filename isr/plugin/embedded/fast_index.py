@@ -76,7 +76,7 @@ SCAN_PER_GATHER = (
     0.5  # the sanity rule of fit_cost: a scanned row costs at most this of a gathered one
 )
 GATHER_CALIBRATE_MAX = 50_000  # admitted sets gather is timed on (larger: far past its range)
-COMPRESSED_MIN_ROWS = 200_000  # smaller indexes: the exact scan takes a few ms (no PQ copy)
+COMPRESSED_MIN_ROWS = 50_000  # smaller indexes: the exact scan takes ~1 ms or less (no copy)
 COMPRESSED_KEEP_FACTOR = 5  # rows the lists' PQ estimates keep for rescoring: 5k ...
 COMPRESSED_MIN_KEEP = 1000  # ... and at least these (module doc)
 COMPRESSED_MIN_COVER = 0.5  # planned where admitted >= this share of the labels' list entries
@@ -107,14 +107,23 @@ class KnnCost:
     compressed_us: float = 600.0
     compressed_bit_ns: float = 0.0
     compressed_row_ns: float = 12.0
+    # the exact scan's line as measured, before the sanity rule capped it (0: not capped):
+    # the rule guards the choice between gather and the scan; against the compressed scan
+    # the measured line is what the scan costs (session 8: capped at 94 ns a row against a
+    # measured 240 at 100K on an AVX2 EPYC, it read 2.1 ms for a 4.2 ms scan)
+    scan_measured_bit_ns: float = 0.0
+    scan_measured_row_ns: float = 0.0
     rows: int = 0  # index size it was measured at (0: the defaults)
     storage: str = ""
     date: str = ""
     load_avg: float = 0.0
     repeat: int = 0  # rounds each point's minimum was taken over
 
-    def predict(self, method: str, n: int, admitted: int, ef: int) -> float:
-        """Predicted microseconds of one query by ``method``."""
+    def predict(self, method: str, n: int, admitted: int, ef: int, measured: bool = False) -> float:
+        """Predicted microseconds of one query by ``method``; ``measured``: the exact scan's
+        line as measured, not as capped by fit_cost's sanity rule."""
+        if method == "exact" and measured and self.scan_measured_row_ns > 0:
+            return (n * self.scan_measured_bit_ns + admitted * self.scan_measured_row_ns) / 1e3
         if method == "gather":
             return self.gather_us + admitted * self.gather_row_ns / 1e3
         if method == "exact":
@@ -168,7 +177,9 @@ def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
     s_us, s_row = (
         _line(by["exact"]) if by["exact"] else (d.scan_bit_ns * n / 1e3, d.scan_row_ns / 1e3)
     )
+    raw_us, raw_row = 0.0, 0.0
     if s_row > SCAN_PER_GATHER * g_row and by["exact"] and by["gather"]:
+        raw_us, raw_row = s_us, s_row
         s_row = SCAN_PER_GATHER * g_row
         s_us = max(min(t - s_row * x for x, t in by["exact"]), 0.0)
     h_us, h_ef = _line(by["hnsw"]) if by["hnsw"] else (d.graph_us, d.graph_ns / 1e3)
@@ -183,6 +194,8 @@ def fit_cost(n: int, points: Sequence[tuple[str, int, float]]) -> KnnCost:
         scan_us=0.0,
         scan_bit_ns=s_us * 1e3 / max(n, 1),  # at one n the call and the bitmap walk are one
         scan_row_ns=s_row * 1e3,
+        scan_measured_bit_ns=raw_us * 1e3 / max(n, 1),
+        scan_measured_row_ns=raw_row * 1e3,
         graph_us=h_us,
         graph_ns=h_ef * 1e3,
         compressed_us=c_fixed,
@@ -443,9 +456,14 @@ class FastIndex:
         methods = ["gather", "exact"]
         if m >= GRAPH_MIN_SHARE * n:
             methods.append("hnsw")
+        e = max(ef, k)
+        best = min(methods, key=lambda x: self.cost.predict(x, n, m, e))
         if self._compressed_fits(m, n, labels):
-            methods.append("compressed")
-        return min(methods, key=lambda x: self.cost.predict(x, n, m, max(ef, k)))
+            # against the compressed scan, the exact scan at its measured cost (KnnCost)
+            other = self.cost.predict(best, n, m, e, measured=True)
+            if self.cost.predict("compressed", n, m, e) < other:
+                return "compressed"
+        return best
 
     def _compressed_fits(self, m: int, n: int, labels: Sequence[int] | None) -> bool:
         """The compressed copy can answer: it exists, covers all but TAIL_MAX of the rows, and
@@ -715,10 +733,14 @@ class FastIndex:
             if m <= GATHER_CALIBRATE_MAX:
                 jobs.append(("gather", m, self.gather, b))
         pq = self.pq
-        if pq is not None and pq.lists:  # screens of 1, 3 and 6 random labels: their rows
+        if pq is not None and pq.lists:
+            # four screens of 3 random labels (a query's default R_T): their rows, timed by
+            # the exact scan too, so both lines see the sets queries bring. Its cost is mostly
+            # a heap per label and the rescoring, nearly flat in the rows (100K: 2.0-3.2 ms
+            # from 5.7K to 20K rows, session 8): screens of one label would tilt the line
             names = np.array(sorted(pq.lists))
-            for size in sorted({1, min(3, len(names)), min(6, len(names))}):
-                pick = [int(t) for t in rng.choice(names, size, replace=False)]
+            for _ in range(4):
+                pick = [int(t) for t in rng.choice(names, min(3, len(names)), replace=False)]
                 b = BitMap.union(*(BitMap(pq.lists[t][0].astype(np.uint32)) for t in pick))
                 b &= BitMap(range(n))
 
@@ -728,6 +750,7 @@ class FastIndex:
                     return self.compressed(q, kk, a, None, pick)
 
                 jobs.append(("compressed", len(b), comp, b))
+                jobs.append(("exact", len(b), self.exact, b))
         jobs += [("hnsw", 250, graph(250), None), ("hnsw", 1000, graph(1000), None)]
         for _, _, fn, sel in jobs:  # untimed: first touches
             fn(qs[0], k, sel)
