@@ -447,3 +447,13 @@ def test_compressed_keeps_a_floor_of_rows_and_two_dims_per_code(tmp_path: Path) 
     fi.search(q, 5, 64, allowed, method="compressed", labels=[3])
     fi.search(q, 300, 64, allowed, method="compressed", labels=[3])
     assert spy.asked == [fast_index.COMPRESSED_MIN_KEEP, 5 * 300]
+
+
+def test_a_writer_snapshot_removes_an_older_versions_pq_copy(tmp_path: Path) -> None:
+    fi, _ = _fast_index(tmp_path / "f", "sq8")
+    for name in FastIndex.STALE:
+        (tmp_path / "f" / name).write_bytes(b"old")
+    fi.snapshot()
+    assert not any((tmp_path / "f" / name).exists() for name in FastIndex.STALE)
+    assert (tmp_path / "f" / FastIndex.HNSW).exists()
+    fi.close()

@@ -272,6 +272,7 @@ class FastIndex:
     HNSW = "hnsw.faiss"
     HNSW_CRC = "hnsw.faiss.crc"
     COST = "knn_cost.json"
+    STALE = ("pq.faiss", "pq.faiss.crc")  # derived files of older versions a writer removes
 
     def __init__(self, path: Path, config: IndexConfig, n_rows: int, readonly: bool = False):
         self.path = path
@@ -384,6 +385,8 @@ class FastIndex:
         self.wait()
         self._write_checked(self.hnsw, self.HNSW, self.HNSW_CRC)
         self.snapshot_rows = self.hnsw.ntotal
+        for old in self.STALE:  # an older version's on-disk PQ copy: unused since session 8
+            (self.path / old).unlink(missing_ok=True)
         self.refresh_compressed()
         if self.published >= max(CALIBRATE_MIN_ROWS, 2 * self.cost.rows):
             self.calibrate()  # the index doubled since the last measurement (or never had one)
